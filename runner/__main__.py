@@ -1,0 +1,5 @@
+"""`python -m runner` is `nn-run`."""
+
+from runner.app import main
+
+main()

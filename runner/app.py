@@ -1,0 +1,27 @@
+"""The `nn-run` command: a Hydra app over conf/config.yaml that runs one job per config."""
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+
+from runner.config import ConfigError
+from runner.job import run_job
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
+def hydra_main(cfg):
+    """Hand the composed config to run_job; a bad value ends the process with one line and exit 2."""
+    job = HydraConfig.get().job
+    try:
+        return run_job(cfg, HydraConfig.get().overrides.task, job.override_dirname or cfg.dataset.name)
+    except ConfigError as error:
+        print(f"nn-run: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main():
+    hydra_main()

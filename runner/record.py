@@ -1,0 +1,58 @@
+"""The names and files that make up a run's record, and the fingerprint of its weights."""
+
+import csv
+import hashlib
+import os
+
+import numpy as np
+
+ERROR_METRIC = "error"  # mean |y - prediction| on the training data
+WEIGHTS_HASH_TAG = "weights_sha256"
+WEIGHTS_DIR = "weights"
+PREDICTIONS_FILE = "predictions.csv"
+CONFIG_FILE = "config.yaml"
+OVERRIDES_FILE = "overrides.yaml"
+
+
+def weight_file(index):
+    """Artifact path of weight matrix `index` (input side first)."""
+    return f"{WEIGHTS_DIR}/layer_{index}.npy"
+
+
+def weights_sha256(weights):
+    """sha256 over every matrix in order: its shape, dtype and C-order bytes."""
+    digest = hashlib.sha256()
+    for w in weights:
+        w = np.ascontiguousarray(w)
+        digest.update(f"{w.shape}|{w.dtype.str}|".encode())
+        digest.update(w.tobytes())
+    return digest.hexdigest()
+
+
+def write_weights(folder, weights):
+    """Save each matrix as weights/layer_K.npy (plain .npy, no pickle)."""
+    os.makedirs(os.path.join(folder, WEIGHTS_DIR), exist_ok=True)
+    for index, w in enumerate(weights):
+        np.save(os.path.join(folder, weight_file(index)), np.ascontiguousarray(w), allow_pickle=False)
+
+
+def read_weights(folder):
+    """Load weights/layer_0.npy, layer_1.npy, ... from folder, in order."""
+    weights, index = [], 0
+    while os.path.exists(os.path.join(folder, weight_file(index))):
+        weights.append(np.load(os.path.join(folder, weight_file(index)), allow_pickle=False))
+        index += 1
+    return weights
+
+
+def write_predictions(folder, X, y, predictions):
+    """predictions.csv: one row per sample with inputs x0.., targets and predictions, full precision."""
+    n_in, n_out = X.shape[1], y.shape[1]
+    suffix = (lambda j: "") if n_out == 1 else (lambda j: f"_{j}")
+    header = [f"x{i}" for i in range(n_in)] + [f"target{suffix(j)}" for j in range(n_out)]
+    header += [f"prediction{suffix(j)}" for j in range(n_out)]
+    with open(os.path.join(folder, PREDICTIONS_FILE), "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for row in zip(X, y, predictions):
+            writer.writerow([repr(float(v)) for part in row for v in part])

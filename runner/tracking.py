@@ -1,0 +1,111 @@
+"""MLflow bookkeeping for one run: create it, log in batches, end it with the right status.
+
+Knows nothing of the network: it logs params, metric points, tags and a folder of files.
+"""
+
+import os
+import time
+from contextlib import contextmanager
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # opt in by setting it to false
+
+import mlflow  # noqa: E402  (after the telemetry default)
+from mlflow.entities import Metric, Param, RunStatus, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+
+# MLflow's documented limits for one log_batch call and for a param
+MAX_PARAMS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAM_KEY = 250
+MAX_PARAM_VALUE = 6000
+MAX_TAG_VALUE = 5000
+FLUSH_SECONDS = 10.0  # a long run shows its curve in the UI while it trains
+
+
+def mlflow_version():
+    return mlflow.__version__
+
+
+def experiment_id(client, name):
+    """The id of experiment `name`, created if missing; a concurrent creator is not an error."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+class TrackedRun:
+    """An open MLflow run; metric points are buffered and written with log_batch."""
+
+    def __init__(self, client, run):
+        self.client = client
+        self.run_id = run.info.run_id
+        self.experiment_id = run.info.experiment_id
+        self._metrics = []
+        self._last_flush = time.monotonic()
+
+    def log_params(self, params):
+        """Log a {key: str} dict, MAX_PARAMS_PER_BATCH at a time."""
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[start:start + MAX_PARAMS_PER_BATCH], synchronous=True)
+
+    def log_metric(self, key, step, value):
+        """Buffer one metric point; written at the latest FLUSH_SECONDS later or by flush()."""
+        self._metrics.append(Metric(key, value, int(time.time() * 1000), step))
+        if len(self._metrics) >= MAX_METRICS_PER_BATCH or time.monotonic() - self._last_flush > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self):
+        """Write the buffered metric points."""
+        while self._metrics:
+            batch, self._metrics = self._metrics[:MAX_METRICS_PER_BATCH], self._metrics[MAX_METRICS_PER_BATCH:]
+            self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+        self._last_flush = time.monotonic()
+
+    def set_tags(self, tags):
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()],
+                              synchronous=True)
+
+    def log_artifacts(self, local_dir):
+        """Upload every file under local_dir, keeping relative paths."""
+        self.client.log_artifacts(self.run_id, local_dir)
+
+
+@contextmanager
+def tracked_run(uri, experiment, run_name, tags=None, parent_run_id=None):
+    """Open a run; on exit mark it FINISHED, FAILED (error kept as a tag) or KILLED (Ctrl-C).
+
+    Metric points buffered so far are written in every case.
+    """
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    tags = dict(tags or {})
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = TrackedRun(client, client.create_run(experiment_id(client, experiment), run_name=run_name, tags=tags))
+    try:
+        yield run
+    except KeyboardInterrupt:
+        run.flush()
+        client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException as error:
+        run.flush()
+        run.set_tags({"error": f"{type(error).__name__}: {error}"})
+        client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    run.flush()
+    client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+
+def ui_command(uri):
+    """The shell command that opens the MLflow UI on this tracking URI, on loopback."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"

@@ -14,7 +14,6 @@ from runner.config import check
 from runner.datasets import load_dataset
 from runner.network import init_weights, layer_sizes
 from runner.provenance import provenance_tags
-from runner.tracking import tracked_run, ui_command
 from runner.training import train
 
 log = logging.getLogger(__name__)
@@ -61,6 +60,9 @@ def run_job(cfg, overrides, run_name, parent_run_id=None):
     Raises ConfigError before any run exists when a value is not allowed.
     """
     check(cfg)
+    # mlflow takes over a second to import: pay for it only once the config is known to be good
+    from runner.tracking import tracked_run, ui_command
+
     data = load_dataset(cfg.dataset.name)
     sizes = layer_sizes(data.X.shape[1], cfg.model.hidden, data.y.shape[1])
     initial = init_weights(sizes, np.random.RandomState(cfg.seed))

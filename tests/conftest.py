@@ -1,8 +1,55 @@
-"""Shared test set-up: oracles importable by name, no telemetry, one composed config."""
+"""Shared test set-up: oracles importable by name, no telemetry, one real SQLite store per session."""
 
 import os
+import re
 import sys
+from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "true"
+
+ROOT = Path(__file__).resolve().parent.parent
+NN_RUN = [sys.executable, "-m", "runner"]
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(tmp_path_factory):
+    """A real SQLite store shared by the session's tests (creating one costs ~3 s); tests use own experiments."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    from mlflow import MlflowClient
+
+    MlflowClient(uri).search_experiments()  # creates the tables once, up front
+    return uri
+
+
+@pytest.fixture
+def experiment(request):
+    """An experiment name unique to the test, safe inside a Hydra override."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name)
+
+
+@pytest.fixture
+def client(tracking_uri):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri)
+
+
+def compose_config(*overrides):
+    """The config nn-run would compose for these command-line overrides (real Hydra composition)."""
+    from hydra import compose, initialize_config_dir
+
+    from runner.app import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def runs_of(client, experiment):
+    """All runs of an experiment by name ([] when the experiment does not exist)."""
+    found = client.get_experiment_by_name(experiment)
+    return [] if found is None else client.search_runs([found.experiment_id])

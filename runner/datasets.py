@@ -7,11 +7,14 @@ import numpy as np
 
 @dataclass
 class Dataset:
-    """Inputs X (rows x features) and targets y (rows x outputs)."""
+    """Training inputs X (rows x features) and targets y (rows x outputs), optionally a test split."""
 
     name: str
     X: np.ndarray
     y: np.ndarray
+    X_test: np.ndarray | None = None  # held-out inputs; None when there is no test split
+    y_test: np.ndarray | None = None
+    classes: list | None = None  # class names, in target-column order, for a classification task
 
 
 def seed_table():

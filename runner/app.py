@@ -6,9 +6,13 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 
 from runner.config import ConfigError
 from runner.job import run_job
+from runner.progress import wanted
+from runner.tracking_uri import ServerUnreachable, check_server
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -16,12 +20,29 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
 def hydra_main(cfg):
     """Hand the composed config to run_job; a bad value ends the process with one line and exit 2."""
-    job = HydraConfig.get().job
+    hydra_cfg = HydraConfig.get()
+    job = hydra_cfg.job
+    progress = wanted(sys.stderr, multirun=hydra_cfg.mode == RunMode.MULTIRUN)
     try:
-        return run_job(cfg, HydraConfig.get().overrides.task, job.override_dirname or cfg.dataset.name)
-    except ConfigError as error:
-        print(f"nn-run: {error}", file=sys.stderr)
-        sys.exit(2)
+        return run_job(cfg, hydra_cfg.overrides.task, job.override_dirname or cfg.dataset.name, progress=progress)
+    except (ConfigError, ServerUnreachable) as error:
+        fail(error)
+
+
+def fail(error):
+    """End nn-run with the error's one-line message and exit status 2."""
+    print(f"nn-run: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+class ServerCheck(Callback):
+    """Before a sweep's first job: the tracking server must answer, or the sweep stops at once."""
+
+    def on_multirun_start(self, config, **kwargs):
+        try:
+            check_server(config.tracking.uri)
+        except ServerUnreachable as error:
+            fail(error)
 
 
 def main():

@@ -4,7 +4,6 @@ import json
 import logging
 import tempfile
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -13,7 +12,9 @@ from runner import record
 from runner.config import check
 from runner.datasets import load_dataset
 from runner.network import init_weights, layer_sizes
+from runner.progress import progress_bar
 from runner.provenance import provenance_tags
+from runner.tracking_uri import check_server, redact
 from runner.training import train
 
 log = logging.getLogger(__name__)
@@ -26,14 +27,6 @@ class JobResult:
     run_id: str
     final_error: float
     weights_sha256: str
-
-
-def redact(uri):
-    """A URI without any user:password part, safe to log and print."""
-    parts = urlsplit(uri)
-    if parts.password is None and parts.username is None:
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
 
 
 def flatten(cfg):
@@ -54,13 +47,16 @@ def flatten(cfg):
     return flat
 
 
-def run_job(cfg, overrides, run_name, parent_run_id=None):
+def run_job(cfg, overrides, run_name, parent_run_id=None, progress=False):
     """Train the network `cfg` describes and log it as one MLflow run; returns a JobResult.
 
-    Raises ConfigError before any run exists when a value is not allowed.
+    Raises ConfigError before any run exists when a value is not allowed, ServerUnreachable when
+    tracking.uri names a server that does not answer. `progress` draws a progress bar on stderr.
     """
     check(cfg)
+    check_server(cfg.tracking.uri)
     # mlflow takes over a second to import: pay for it only once the config is known to be good
+    from runner.model_export import log_network_model
     from runner.tracking import tracked_run, ui_command
 
     data = load_dataset(cfg.dataset.name)
@@ -75,8 +71,10 @@ def run_job(cfg, overrides, run_name, parent_run_id=None):
             log.info("step %d: error %r", step, error)
             run.log_metric(record.ERROR_METRIC, step, error)
 
-        result = train(initial, data.X, data.y, iterations=cfg.train.iterations, log_every=cfg.train.log_every,
-                       lr=cfg.train.lr, hidden_activation=cfg.model.activation, on_log=on_log)
+        with progress_bar(cfg.train.iterations, enabled=progress) as bar:
+            result = train(initial, data.X, data.y, iterations=cfg.train.iterations, log_every=cfg.train.log_every,
+                           lr=cfg.train.lr, hidden_activation=cfg.model.activation, on_log=bar.wrap_log(on_log),
+                           **bar.train_hooks)
         digest = record.weights_sha256(result.weights)
         with tempfile.TemporaryDirectory() as folder:
             record.write_weights(folder, result.weights)
@@ -84,6 +82,9 @@ def run_job(cfg, overrides, run_name, parent_run_id=None):
             OmegaConf.save(cfg, f"{folder}/{record.CONFIG_FILE}")
             OmegaConf.save(OmegaConf.create(list(overrides)), f"{folder}/{record.OVERRIDES_FILE}")
             run.log_artifacts(folder)
+            if cfg.tracking.log_model:
+                log_network_model(run, folder, len(result.weights), data.X, result.predictions,
+                                  OmegaConf.to_container(cfg.model, resolve=True), step=cfg.train.iterations)
         run.set_tags({record.WEIGHTS_HASH_TAG: digest})
 
     log.info("predictions (inputs | target | prediction):")

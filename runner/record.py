@@ -12,6 +12,12 @@ WEIGHTS_DIR = "weights"
 PREDICTIONS_FILE = "predictions.csv"
 CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = "overrides.yaml"
+MODEL_NAME = "model"  # the logged MLflow model: runs:/RUN_ID/model
+
+
+def model_weight_artifact(index):
+    """Name of weight matrix `index` among the MLflow model's artifacts."""
+    return f"layer_{index}"
 
 
 def weight_file(index):

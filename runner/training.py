@@ -98,17 +98,21 @@ def mean_abs(error):
 
 
 def train(weights, X, y, *, iterations, log_every, lr=1.0, hidden_activation="sigmoid",
-          output_activation="sigmoid", on_log=None):
+          output_activation="sigmoid", on_log=None, on_progress=None, progress_every=None):
     """Train copies of `weights`; record the error every `log_every` steps and after the last.
 
     The error at step i is taken before that iteration's update, as the seed does; the extra
     point at step `iterations` is the error of the final weights. `on_log(step, error)` is called
     for each point as it is taken, so a caller keeps the history of an interrupted run.
+    `on_progress(done)` is called with the number of finished iterations at least every
+    `progress_every` iterations and at the end: one call per `progress_every` iterations,
+    nothing per iteration.
     """
     net = Backprop(weights, X, y, lr, hidden_activation, output_activation)
     result = TrainResult(weights=net.weights)
     forward_and_error = net.forward_ops + net.error_ops
     iteration = forward_and_error + net.update_ops
+    chunk = max(1, progress_every or log_every) if on_progress is not None else log_every
 
     def record(step):
         value = mean_abs(net.error)
@@ -117,14 +121,21 @@ def train(weights, X, y, *, iterations, log_every, lr=1.0, hidden_activation="si
         if on_log is not None:
             on_log(step, value)
 
-    for i in range(iterations):
-        if i % log_every:
-            for func, args in iteration:
-                func(*args)
-        else:
-            run_ops(forward_and_error)
-            record(i)
-            run_ops(net.update_ops)
+    # Blocks of log_every iterations cut into runs of `chunk`: the block's first iteration
+    # records the error, the rest run plainly, so the innermost loop carries no test at all.
+    for start in range(0, iterations, log_every):
+        end = min(start + log_every, iterations)
+        for low in range(start, end, chunk):
+            high = min(low + chunk, end)
+            if low == start:
+                run_ops(forward_and_error)
+                record(start)
+                run_ops(net.update_ops)
+            for _ in range(high - max(low, start + 1)):
+                for func, args in iteration:
+                    func(*args)
+            if on_progress is not None:
+                on_progress(high)
     if iterations:
         result.predictions = net.prediction.copy()
     run_ops(forward_and_error)

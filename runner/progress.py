@@ -1,0 +1,116 @@
+"""A one-line progress bar on stderr for a run in a terminal: iterations/s, latest error, ETA.
+
+The bar only draws; the training loop reaches it through train()'s `on_progress` hook, which is
+called between runs of iterations, never inside one.
+"""
+
+import sys
+import time
+from contextlib import contextmanager
+
+CALLS_PER_RUN = 1000  # on_progress calls over a run: fine enough for a bar, ~0.2 ms in all
+REDRAW_SECONDS = 0.1  # a terminal needs no more than ten frames a second
+BAR_WIDTH = 24
+CLEAR_LINE = "\r\x1b[K"  # carriage return, then erase to the end of the line
+
+
+def progress_every(iterations):
+    """Iterations between two on_progress calls: about CALLS_PER_RUN calls over the run."""
+    return max(1, iterations // CALLS_PER_RUN)
+
+
+def wanted(stream, multirun):
+    """A bar is drawn for a single run whose stream is a terminal, never inside a sweep."""
+    return not multirun and stream.isatty()
+
+
+def duration(seconds):
+    """12.3s under a minute, else M:SS, or H:MM:SS from an hour."""
+    if seconds < 59.95:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class ProgressBar:
+    """Progress of `total` iterations, redrawn in place on `stream`; disabled, it does nothing."""
+
+    def __init__(self, total, enabled=True, stream=None, clock=time.monotonic):
+        self.total, self.enabled, self.clock = total, enabled, clock
+        self.stream = stream or sys.stderr
+        self.started = clock()
+        self.done, self.error = 0, None
+        self._drawn_at = None
+        self._visible = False
+
+    def line(self, now):
+        """The bar's text at time `now`."""
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.done / elapsed
+        filled = BAR_WIDTH * self.done // self.total
+        text = (f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {100 * self.done // self.total:3d}% "
+                f"{self.done}/{self.total} {rate:,.0f} it/s")
+        if self.error is not None:
+            text += f" error {self.error:.4g}"
+        if self.done >= self.total:
+            return text + f" in {duration(elapsed)}"
+        eta = (self.total - self.done) / rate if rate > 0 else None
+        return text + f" ETA {duration(eta) if eta is not None else '?'}"
+
+    def draw(self):
+        now = self.clock()
+        self.stream.write(CLEAR_LINE + self.line(now))
+        self.stream.flush()
+        self._drawn_at, self._visible = now, True
+
+    def clear(self):
+        """Erase the bar so that other output starts on a clean line."""
+        if self._visible:
+            self.stream.write(CLEAR_LINE)
+            self.stream.flush()
+            self._visible = False
+
+    def update(self, done):
+        """on_progress hook: `done` iterations have finished; redraws at most every REDRAW_SECONDS."""
+        self.done = done
+        if self._drawn_at is None or self.clock() - self._drawn_at >= REDRAW_SECONDS:
+            self.draw()
+
+    def close(self):
+        """Draw the final state and end the line."""
+        if self.enabled and self._drawn_at is not None:
+            self.draw()
+            self.stream.write("\n")
+            self.stream.flush()
+            self._visible = False
+
+    def wrap_log(self, on_log):
+        """on_log(step, error) that erases the bar first, so its lines print cleanly, then redraws."""
+        if not self.enabled:
+            return on_log
+
+        def logged(step, error):
+            self.clear()
+            on_log(step, error)
+            self.error = error
+            self.draw()
+
+        return logged
+
+    @property
+    def train_hooks(self):
+        """Keyword arguments for train() that feed this bar ({} when disabled)."""
+        if not self.enabled:
+            return {}
+        return {"on_progress": self.update, "progress_every": progress_every(self.total)}
+
+
+@contextmanager
+def progress_bar(total, enabled, stream=None):
+    """A ProgressBar whose line is ended when the block exits, also on an error or Ctrl-C."""
+    bar = ProgressBar(total, enabled, stream)
+    try:
+        yield bar
+    finally:
+        bar.close()

@@ -19,6 +19,7 @@ MAX_METRICS_PER_BATCH = 1000
 MAX_PARAM_KEY = 250
 MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 5000
+MAX_DATASET_DIGEST = 36
 FLUSH_SECONDS = 10.0  # a long run shows its curve in the UI while it trains
 
 
@@ -72,6 +73,26 @@ class TrackedRun:
     def set_tags(self, tags):
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()],
                               synchronous=True)
+
+    def log_datasets(self, name, source, splits):
+        """Record data splits as dataset inputs of this run, in one call.
+
+        `splits` maps a context (training, testing) to (features, targets, digest); `source` is a
+        file's absolute path or the name of the code that made the data.
+        """
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.sources import LocalArtifactDatasetSource
+        from mlflow.entities import Dataset as DatasetEntity
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        where = LocalArtifactDatasetSource(source) if os.path.isabs(source) else CodeDatasetSource({"loader": source})
+        inputs = []
+        for context, (features, targets, digest) in splits.items():
+            dataset = mlflow.data.from_numpy(features, source=where, targets=targets, name=name,
+                                             digest=digest[:MAX_DATASET_DIGEST])
+            inputs.append(DatasetInput(DatasetEntity(**dataset.to_dict()), [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+        self.client.log_inputs(self.run_id, inputs)
 
     def log_artifacts(self, local_dir):
         """Upload every file under local_dir, keeping relative paths."""

@@ -56,4 +56,7 @@ def test_cli_unknown_key_fails_at_composition(tmp_path):
 def test_help_names_the_app_and_its_groups():
     done = subprocess.run([str(Path(sys.executable).parent / "nn-run"), "--help"], capture_output=True, text=True)
     assert done.returncode == 0
-    assert "nn-run" in done.stdout and "dataset: seed" in done.stdout and "train: backprop" in done.stdout
+    assert "nn-run" in done.stdout and "train: backprop" in done.stdout
+    (datasets,) = [line for line in done.stdout.splitlines() if line.startswith("dataset: ")]
+    assert {"seed", "iris", "csv"} <= set(datasets[len("dataset: "):].split(", "))
+    assert "schema" not in datasets  # the typed schemas of the options are not options themselves

@@ -24,7 +24,7 @@ def load_csv(path=None, target=None, delimiter=",", header=True):
     delimiter = "\t" if delimiter == "\\t" else delimiter  # a typed backslash-t means tab
     if len(delimiter) != 1:
         raise DataError("delimiter", delimiter, "must be a single character, or \\t for tab")
-    full = os.path.abspath(path)
+    full = os.path.abspath(os.path.expanduser(path))
     raw = _read_bytes(path, full)
     try:
         text = raw.decode("utf-8-sig")

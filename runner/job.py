@@ -64,15 +64,12 @@ def load_data(dataset_cfg):
         raise ConfigError(f"dataset.{error}") from None
 
 
-def log_data(run, data):
-    """The data's size as params, its splits as MLflow dataset inputs, a data file's sha256 as a tag."""
-    run.log_params(record.dataset_params(data))
+def log_dataset_inputs(run, data):
+    """The training split, and the test split if any, as the run's MLflow dataset inputs."""
     splits = {record.TRAINING_CONTEXT: (data.X, data.y, record.dataset_digest(data.X, data.y))}
     if data.X_test is not None:
         splits[record.TESTING_CONTEXT] = (data.X_test, data.y_test, record.dataset_digest(data.X_test, data.y_test))
     run.log_datasets(data.name, data.source, splits)
-    if data.file_sha256:
-        run.set_tags({record.DATASET_SHA256_TAG: data.file_sha256})
 
 
 def run_job(cfg, overrides, run_name, parent_run_id=None):
@@ -88,10 +85,12 @@ def run_job(cfg, overrides, run_name, parent_run_id=None):
     sizes = layer_sizes(data.X.shape[1], cfg.model.hidden, data.y.shape[1])
     initial = init_weights(sizes, np.random.RandomState(cfg.seed))
     tags = {**provenance_tags(), "overrides": json.dumps(list(overrides))}
+    if data.file_sha256:  # set when the run is created, so even a failed run says which file it read
+        tags[record.DATASET_SHA256_TAG] = data.file_sha256
 
     with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id) as run:
-        run.log_params(flatten(cfg))
-        log_data(run, data)
+        run.log_params({**flatten(cfg), **record.dataset_params(data)})
+        log_dataset_inputs(run, data)
 
         def on_log(step, error):
             log.info("step %d: error %r", step, error)

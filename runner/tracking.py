@@ -4,8 +4,11 @@ Knows nothing of the network: it logs params, metric points, tags and a folder o
 """
 
 import os
+import shutil
+import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # opt in by setting it to false
 
@@ -125,8 +128,18 @@ def tracked_run(uri, experiment, run_name, tags=None, parent_run_id=None):
     client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FINISHED))
 
 
+def mlflow_executable():
+    """How to call the `mlflow` command installed beside this Python: `mlflow` if PATH finds it."""
+    beside = Path(sys.executable).parent / "mlflow"
+    found = shutil.which("mlflow")
+    if not beside.exists() or (found and Path(found).resolve() == beside.resolve()):
+        return "mlflow"
+    relative = os.path.relpath(beside)
+    return relative if not relative.startswith("..") else str(beside)
+
+
 def ui_command(uri):
     """The shell command that opens the MLflow UI on this tracking URI, on loopback."""
     if uri.startswith(("http://", "https://")):
         return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+    return f"{mlflow_executable()} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"

@@ -58,6 +58,23 @@ def test_pyfunc_model_predicts_what_the_runner_predicts(tracking_uri, experiment
         assert np.array_equal(model.predict(pd.DataFrame(inputs)), expected)  # a data frame works too
 
 
+def test_model_of_a_scaled_multiclass_dataset_takes_the_networks_inputs(tracking_uri, experiment, client, tmp_path):
+    """iris: 4 standardised features plus the bias column in, one output per class out, as predictions.csv has them."""
+    import mlflow
+
+    run_id = trained_run(tracking_uri, experiment, "dataset=iris", "model.hidden=[5]")
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/{record.MODEL_NAME}")
+    assert model.metadata.get_input_schema().inputs[0].shape == (-1, 5)
+    assert model.metadata.get_output_schema().inputs[0].shape == (-1, 3)
+    rows = np.loadtxt(client.download_artifacts(run_id, record.PREDICTIONS_FILE, str(tmp_path)), delimiter=",",
+                      skiprows=1)
+    inputs = np.ascontiguousarray(rows[:, :5])
+    predicted = model.predict(inputs)
+    assert predicted.shape == (len(inputs), 3)
+    assert np.array_equal(predicted, predict(logged_weights(client, run_id, tmp_path / "w"), inputs))
+
+
 def test_model_is_code_and_npy_files_with_signature_example_and_pinned_requirements(tracking_uri, experiment,
                                                                                    client, tmp_path):
     import mlflow
@@ -140,11 +157,14 @@ def test_loaded_model_runs_the_code_it_carries(tracking_uri, experiment, client,
 def test_served_model_answers_invocations_with_the_runners_predictions(tracking_uri, experiment, client, tmp_path):
     run_id = trained_run(tracking_uri, experiment, "model.hidden=[5,3]", "model.activation=tanh")
     weights = logged_weights(client, run_id, tmp_path)
+    integers = [[0, 1, 1], [1, 1, 1]]  # JSON numbers without a fraction: converted to the signature's float64
     with tempfile.TemporaryDirectory() as folder, model_server(f"runs:/{run_id}/model", tracking_uri, folder) as url:
-        for body in ({"inputs": NEW_INPUTS.tolist()},
-                     {"dataframe_split": {"columns": ["x0", "x1", "x2"], "data": NEW_INPUTS.tolist()}}):
+        for body, inputs in (({"inputs": NEW_INPUTS.tolist()}, NEW_INPUTS),
+                             ({"dataframe_split": {"columns": ["x0", "x1", "x2"], "data": NEW_INPUTS.tolist()}},
+                              NEW_INPUTS),
+                             ({"inputs": integers}, np.array(integers, dtype=np.float64))):
             request = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(),
                                              headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(request, timeout=60) as response:
                 answer = json.load(response)
-            assert np.array_equal(np.array(answer["predictions"]), predict(weights, NEW_INPUTS, "tanh"))
+            assert np.array_equal(np.array(answer["predictions"]), predict(weights, inputs, "tanh"))

@@ -115,8 +115,8 @@ class TrackedRun:
         # Model.log finds the store and the experiment of the model through MLflow's global state
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_experiment(experiment_id=self.experiment_id)
-        Model.log(artifact_path=None, name=name, flavor=mlflow.pyfunc, run_id=self.run_id, step=step, python_model=str(code_file),
-                  artifacts=artifacts, code_paths=code_paths, model_config=model_config,
+        Model.log(artifact_path=None, name=name, flavor=mlflow.pyfunc, run_id=self.run_id, step=step,
+                  python_model=str(code_file), artifacts=artifacts, code_paths=code_paths, model_config=model_config,
                   signature=infer_signature(input_example, output_example), input_example=input_example,
                   pip_requirements=pip_requirements)
         return f"runs:/{self.run_id}/{name}"

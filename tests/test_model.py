@@ -89,13 +89,14 @@ def test_model_is_code_and_npy_files_with_signature_example_and_pinned_requireme
             "code/runner/network.py", "code/runner/activations.py"} <= files
 
     mlmodel = yaml.safe_load(open(os.path.join(folder, "MLmodel")))
-    flavor = mlmodel["python_function"] if "python_function" in mlmodel else mlmodel["flavors"]["python_function"]
+    flavor = mlmodel["flavors"]["python_function"]
     assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # models from code, no pickled object
     assert flavor["config"] == {"model": {"hidden": [4, 2], "activation": "sigmoid"}}
     assert mlmodel["run_id"] == run_id
-    signature = mlmodel["signature"]
-    assert json.loads(signature["inputs"]) == [{"type": "tensor", "tensor-spec": {"dtype": "float64", "shape": [-1, 3]}}]
-    assert json.loads(signature["outputs"]) == [{"type": "tensor", "tensor-spec": {"dtype": "float64", "shape": [-1, 1]}}]
+    tensor = {"type": "tensor", "tensor-spec": {"dtype": "float64", "shape": [-1, 3]}}
+    assert json.loads(mlmodel["signature"]["inputs"]) == [tensor]
+    tensor["tensor-spec"]["shape"] = [-1, 1]
+    assert json.loads(mlmodel["signature"]["outputs"]) == [tensor]
     assert json.load(open(os.path.join(folder, "input_example.json"))) == X[:5].tolist()
     assert json.load(open(os.path.join(folder, "serving_input_example.json"))) == {"inputs": X[:5].tolist()}
     requirements = open(os.path.join(folder, "requirements.txt")).read().split()

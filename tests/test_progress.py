@@ -37,11 +37,13 @@ def test_bar_shows_fraction_rate_error_and_eta():
     clock.now += 2.0
     bar.error = 0.0123456
     bar.update(20000)
-    assert out.getvalue() == CLEAR_LINE + "[########................]  33% 20000/60000 10,000 it/s error 0.01235 ETA 4.0s"
+    assert out.getvalue() == (CLEAR_LINE +
+                              "[########................]  33% 20000/60000 10,000 it/s error 0.01235 ETA 4.0s")
     clock.now += 4.0
     bar.update(60000)
     bar.close()
-    assert out.getvalue().endswith(CLEAR_LINE + "[########################] 100% 60000/60000 10,000 it/s error 0.01235 in 6.0s\n")
+    assert out.getvalue().endswith(
+        CLEAR_LINE + "[########################] 100% 60000/60000 10,000 it/s error 0.01235 in 6.0s\n")
 
 
 def test_bar_redraws_at_most_ten_times_a_second_and_formats_long_etas():

@@ -3,18 +3,18 @@
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from omegaconf import OmegaConf
 
 from runner import record
-from runner.config import check
+from runner.config import check, check_fits_data
 from runner.datasets import load_dataset
 from runner.network import init_weights, layer_sizes
 from runner.provenance import provenance_tags
-from runner.training import train
+from runner.training import shuffle_rng, train
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ class JobResult:
     run_id: str
     final_error: float
     weights_sha256: str
+    final_metrics: dict = field(default_factory=dict)  # {final_error: ..., final_test_error: ..., ...}
 
 
 def redact(uri):
@@ -64,19 +65,27 @@ def run_job(cfg, overrides, run_name, parent_run_id=None):
     from runner.tracking import tracked_run, ui_command
 
     data = load_dataset(cfg.dataset.name)
+    check_fits_data(cfg, len(data.y), data.y.shape[1])
     sizes = layer_sizes(data.X.shape[1], cfg.model.hidden, data.y.shape[1])
-    initial = init_weights(sizes, np.random.RandomState(cfg.seed))
+    initial = init_weights(sizes, np.random.RandomState(cfg.seed), cfg.model.init)
     tags = {**provenance_tags(), "overrides": json.dumps(list(overrides))}
 
     with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id) as run:
         run.log_params(flatten(cfg))
 
-        def on_log(step, error):
-            log.info("step %d: error %r", step, error)
-            run.log_metric(record.ERROR_METRIC, step, error)
+        def on_log(step, scores):
+            metrics = record.score_metrics(scores)
+            log.info("step %d: %s", step, ", ".join(f"{name} {value!r}" for name, value in metrics.items()))
+            for name, value in metrics.items():
+                run.log_metric(name, step, value)
 
         result = train(initial, data.X, data.y, iterations=cfg.train.iterations, log_every=cfg.train.log_every,
-                       lr=cfg.train.lr, hidden_activation=cfg.model.activation, on_log=on_log)
+                       lr=cfg.train.lr, hidden_activation=cfg.model.activation, output_activation=cfg.model.output,
+                       batch_size=cfg.train.batch_size, rng=shuffle_rng(cfg.seed), X_test=data.X_test,
+                       y_test=data.y_test, classify=data.classes is not None, on_log=on_log)
+        final_metrics = {record.final_metric(name): value for name, value in record.score_metrics(result.final).items()}
+        for name, value in final_metrics.items():
+            run.log_metric(name, cfg.train.iterations, value)
         digest = record.weights_sha256(result.weights)
         with tempfile.TemporaryDirectory() as folder:
             record.write_weights(folder, result.weights)
@@ -93,4 +102,4 @@ def run_job(cfg, overrides, run_name, parent_run_id=None):
     uri = redact(cfg.tracking.uri)
     log.info("MLflow run %s in experiment %r at %s", run.run_id, cfg.tracking.experiment, uri)
     log.info("open the UI: %s", ui_command(uri))
-    return JobResult(run.run_id, result.errors[-1], digest)
+    return JobResult(run.run_id, result.errors[-1], digest, final_metrics)

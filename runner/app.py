@@ -9,19 +9,23 @@ from hydra.core.hydra_config import HydraConfig
 
 from runner.config import ConfigError
 from runner.job import run_job
+from runner.training import DivergenceError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
 def hydra_main(cfg):
-    """Hand the composed config to run_job; a bad value ends the process with one line and exit 2."""
+    """Hand the composed config to run_job; a bad value ends the process with one line and exit 2, divergence exit 1."""
     job = HydraConfig.get().job
     try:
         return run_job(cfg, HydraConfig.get().overrides.task, job.override_dirname or cfg.dataset.name)
     except ConfigError as error:
         print(f"nn-run: {error}", file=sys.stderr)
         sys.exit(2)
+    except DivergenceError as error:  # the run is already marked FAILED with this reason
+        print(f"nn-run: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 def main():

@@ -141,11 +141,11 @@ class Backprop:
 class Evaluator:
     """Error and accuracy of the current weights on a fixed data set, in chunks of preallocated rows."""
 
-    def __init__(self, weights, X, y, hidden_activation, output_activation, classify, chunk_rows=EVAL_ROWS):
+    def __init__(self, weights, X, y, hidden_activation, output_activation, classify):
         hidden, output = get_activation(hidden_activation), get_output(output_activation)
         acts = [hidden] * (len(weights) - 1) + [output]
         self.rows, self.entries, self.classify = len(y), y.size, classify
-        chunk = min(len(y), chunk_rows)
+        chunk = min(len(y), EVAL_ROWS)
         outs = [np.empty((chunk, w.shape[1])) for w in weights]
         error = np.empty((chunk, y.shape[1]))
         self.chunks = []
@@ -260,6 +260,7 @@ def non_finite(weights):
     return bad, ("nan" if any(np.isnan(weights[k]).any() for k in bad) else "inf")
 
 
+@np.errstate(over="ignore", invalid="ignore")  # exp overflowing in a saturated sigmoid is fine; NaN is caught
 def train(weights, X, y, *, iterations, log_every, lr=1.0, hidden_activation="sigmoid", output_activation="sigmoid",
           batch_size=0, rng=None, X_test=None, y_test=None, classify=False, on_log=None):
     """Train copies of `weights`; record scores every `log_every` steps and after the last.

@@ -192,6 +192,10 @@ class FullBatch:
     def finish(self, step):
         run_ops(self.net.update_ops)
 
+    def predictions(self):
+        """The output of the latest iteration's forward pass: what the seed prints."""
+        return self.net.prediction.copy()
+
     def save(self):
         pass  # the weights are the whole state
 
@@ -206,6 +210,8 @@ class MiniBatches:
                  classify):
         rows = len(y)
         self.X, self.y, self.rng = X, y, rng
+        self.activations = hidden_activation, output_activation
+        self.weights = weights
         self.order = np.arange(rows)
         self.batches = [self.order[start:start + batch_size] for start in range(0, rows, batch_size)]
 
@@ -240,6 +246,10 @@ class MiniBatches:
     def finish(self, step):
         self.run(step, step + 1)
 
+    def predictions(self):
+        """No iteration sees every row: the output of the current weights on the training data."""
+        return predict(self.weights, self.X, *self.activations)
+
     def save(self):
         self.saved = self.epoch_state
 
@@ -258,6 +268,32 @@ def non_finite(weights):
     """(indices of the matrices holding NaN or inf, 'nan' or 'inf')."""
     bad = [k for k, w in enumerate(weights) if not np.isfinite(w).all()]
     return bad, ("nan" if any(np.isnan(weights[k]).any() for k in bad) else "inf")
+
+
+class DivergenceGuard:
+    """Checks the weights for NaN and inf, keeping the last good copy to replay from and name the first bad update."""
+
+    def __init__(self, weights_flat, weights, steps):
+        self.weights_flat, self.weights, self.steps = weights_flat, weights, steps
+        self.finite = np.empty(weights_flat.shape, dtype=bool)
+        self.saved, self.good = weights_flat.copy(), 0  # the weights at step `good` passed the last check
+
+    def check(self, step):
+        """Raise DivergenceError if the weights at `step` are not all finite, else save them."""
+        np.isfinite(self.weights_flat, out=self.finite)
+        if self.finite.all():
+            np.copyto(self.saved, self.weights_flat)
+            self.steps.save()
+            self.good = step
+            return
+        np.copyto(self.weights_flat, self.saved)
+        self.steps.restore()
+        for i in range(self.good, step):
+            self.steps.run(i, i + 1)
+            bad, kind = non_finite(self.weights)
+            if bad:
+                raise DivergenceError(i, bad, kind)
+        raise DivergenceError(step - 1, *non_finite(self.weights))  # not reached: the replay is deterministic
 
 
 @np.errstate(over="ignore", invalid="ignore")  # exp overflowing in a saturated sigmoid is fine; NaN is caught
@@ -303,28 +339,8 @@ def train(weights, X, y, *, iterations, log_every, lr=1.0, hidden_activation="si
         if on_log is not None:
             on_log(step, scores)
 
+    check = DivergenceGuard(weights_flat, views, steps).check
     check_every = max(1, CHECK_ROWS // batch_rows)
-    finite = np.empty(weights_flat.shape, dtype=bool)
-    saved, good = weights_flat.copy(), 0  # the weights at step `good` passed the last check
-
-    def check(step):
-        """Raise DivergenceError if the weights at `step` are not all finite, else save them."""
-        nonlocal good
-        np.isfinite(weights_flat, out=finite)
-        if finite.all():
-            np.copyto(saved, weights_flat)
-            steps.save()
-            good = step
-            return
-        np.copyto(weights_flat, saved)  # replay from the last good weights to find the first bad update
-        steps.restore()
-        for i in range(good, step):
-            steps.run(i, i + 1)
-            bad, kind = non_finite(views)
-            if bad:
-                raise DivergenceError(i, bad, kind)
-        raise DivergenceError(step - 1, *non_finite(views))  # not reached: the replay is deterministic
-
     i = 0
     while i < iterations:
         check(i)
@@ -336,10 +352,7 @@ def train(weights, X, y, *, iterations, log_every, lr=1.0, hidden_activation="si
         steps.run(i, stop)
         i = stop
     check(iterations)
-    if isinstance(steps, FullBatch):
-        if iterations:
-            result.predictions = net.prediction.copy()
-    else:
-        result.predictions = predict(views, X, hidden_activation, output_activation)
+    if iterations:
+        result.predictions = steps.predictions()
     record(iterations)
     return result

@@ -1,7 +1,5 @@
 """Model and training options against independent oracles: outputs, init schemes, mini-batches, scores, divergence."""
 
-import warnings
-
 import numpy as np
 import pytest
 
@@ -10,6 +8,7 @@ from runner import metrics, training
 from runner.network import INITS, init_weights, layer_sizes
 from runner.training import DivergenceError, shuffle_rng, train
 from seed_program import X as SEED_X, Y as SEED_Y
+from toy_data import blobs, noisy_labels
 
 HIDDEN = ["sigmoid", "tanh", "relu"]
 OUTPUTS = ["sigmoid", "softmax"]
@@ -19,13 +18,6 @@ def classification_data(rows=6, features=3, classes=3, seed=7):
     """Random inputs and one-hot targets."""
     rng = np.random.RandomState(seed)
     return rng.random_sample((rows, features)), np.eye(classes)[rng.randint(0, classes, rows)]
-
-
-def noisy_labels(rows=40, classes=3):
-    """Random labels: no network fits them, so a softmax error never vanishes and a large lr blows up."""
-    rng = np.random.RandomState(0)
-    X = np.hstack([rng.standard_normal((rows, 4)), np.ones((rows, 1))])
-    return X, np.eye(classes)[rng.randint(0, classes, rows)]
 
 
 def assert_step_follows(before, after, gradient, lr):
@@ -55,21 +47,16 @@ def test_softmax_forward_matches_the_oracle_and_survives_large_inputs(activation
     result = train(weights, X, y, iterations=1, log_every=1, hidden_activation=activation, output_activation="softmax")
     assert np.allclose(result.predictions, forward(weights, X, activation, "softmax")[-1], rtol=1e-12)
     assert np.allclose(result.predictions.sum(axis=1), 1.0, rtol=1e-14)
-    # z around 1000 overflows a textbook exp; the row maximum is subtracted first
+    # z in the thousands overflows a textbook exp (inf / inf = nan); the row maximum is subtracted first
     big = [w * 400 for w in weights]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # an overflow warning would fail the test
-        out = train(big, X, y, iterations=1, log_every=1, hidden_activation="tanh", output_activation="softmax",
-                    lr=1e-9).predictions
+    out = train(big, X, y, iterations=1, log_every=1, hidden_activation="tanh", output_activation="softmax",
+                lr=1e-9).predictions
+    assert np.abs(big[1]).max() > 100
     assert np.isfinite(out).all() and np.allclose(out.sum(axis=1), 1.0)
 
 
 def test_softmax_learns_three_separable_classes():
-    rng = np.random.RandomState(0)
-    centres = np.array([[0.0, 3.0], [3.0, -2.0], [-3.0, -2.0]])
-    labels = np.repeat(np.arange(3), 20)
-    X = np.hstack([centres[labels] + rng.standard_normal((60, 2)) * 0.5, np.ones((60, 1))])
-    y = np.eye(3)[labels]
+    X, y = blobs(per_class=20, spread=0.5)
     weights = init_weights(layer_sizes(3, [8], 3), np.random.RandomState(1), "xavier")
     result = train(weights, X, y, iterations=300, log_every=100, lr=0.01, hidden_activation="tanh",
                    output_activation="softmax", classify=True)

@@ -10,6 +10,7 @@ from runner.datasets import DATASETS, Dataset
 from runner.job import run_job
 from runner.network import init_weights, layer_sizes
 from runner.training import DivergenceError, shuffle_rng, train
+from toy_data import blobs, noisy_labels
 
 
 def run_with(tracking_uri, experiment, *overrides):
@@ -18,26 +19,20 @@ def run_with(tracking_uri, experiment, *overrides):
 
 
 def three_blobs():
-    """Three Gaussian classes with a bias column, 45 training and 15 test rows, class names kept."""
-    rng = np.random.RandomState(0)
-    centres = np.array([[0.0, 2.0], [2.0, -1.0], [-2.0, -1.0]])
-    labels = np.tile(np.arange(3), 20)
-    X = np.hstack([centres[labels] + rng.standard_normal((60, 2)) * 0.8, np.ones((60, 1))])
-    y = np.eye(3)[labels]
+    """Three overlapping Gaussian classes, 45 training and 15 test rows, class names kept."""
+    X, y = blobs(per_class=20, spread=1.2, interleave=True)
     return Dataset("blobs3", X[:45], y[:45], X[45:], y[45:], classes=["a", "b", "c"])
 
 
-def noisy_labels():
+def noisy():
     """Random labels nothing can fit: with relu, softmax and lr 10 the weights blow up."""
-    rng = np.random.RandomState(0)
-    X = np.hstack([rng.standard_normal((40, 4)), np.ones((40, 1))])
-    return Dataset("noisy", X, np.eye(3)[rng.randint(0, 3, 40)], classes=["a", "b", "c"])
+    return Dataset("noisy", *noisy_labels(), classes=["a", "b", "c"])
 
 
 @pytest.fixture
 def datasets(monkeypatch):
     """Register the two test data sets under their names, for this test only."""
-    for loader in (three_blobs, noisy_labels):
+    for loader in (three_blobs, noisy):
         monkeypatch.setitem(DATASETS, loader().name, loader)
 
 

@@ -53,6 +53,10 @@ def peak_bytes(loop, *args):
     return peak
 
 
+def size_text(n):
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.1f} KB"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -77,7 +81,7 @@ def main():
         peaks = {name: peak_bytes(loop, X, y, hidden, 2) for name, loop in (("plain", plain), ("runner", runner))}
         p, r = statistics.median(times["plain"]), statistics.median(times["runner"])
         print(f"{size:>14} {iterations:>6} | {p:>11.3g} {r:>11.3g} {p / r:>7.2f}x | "
-              f"{peaks['plain'] / 2**20:>8.1f} MB {peaks['runner'] / 2**20:>8.1f} MB", flush=True)
+              f"{size_text(peaks['plain']):>11} {size_text(peaks['runner']):>11}", flush=True)
     print(f"medians of {args.repeats}; peak = traced memory above the start of a 2-iteration call; weights identical")
 
 

@@ -29,7 +29,11 @@ def hydra_main(cfg):
 
 
 def main():
-    hydra_main()
+    try:
+        hydra_main()
+    except KeyboardInterrupt:
+        print("nn-run: interrupted; the run is marked KILLED with the metrics logged so far", file=sys.stderr)
+        sys.exit(130)
     # Leave mlflow's large object graph to the OS: the interpreter's final garbage collection
     # over it costs about half a second at exit, and everything was flushed and closed above.
     gc.freeze()

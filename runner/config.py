@@ -6,6 +6,7 @@ well typed but out of range, before any MLflow run starts.
 
 import math
 from dataclasses import dataclass, field
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -16,7 +17,44 @@ from runner.network import INITS
 
 @dataclass
 class DatasetConfig:
+    """Keys of every data set; a conf/dataset/NAME.yaml may extend them with its schema below."""
+
     name: str = "seed"
+    test_fraction: float = 0.0
+    split_seed: int = 0
+    scale: str = "none"
+    bias: bool = True
+
+
+@dataclass
+class ParityConfig(DatasetConfig):
+    n_bits: int = 3
+
+
+@dataclass
+class GeneratedConfig(DatasetConfig):
+    n_samples: int = 200
+    noise: float = 0.1
+    seed: int = 0
+
+
+@dataclass
+class CirclesConfig(GeneratedConfig):
+    factor: float = 0.5
+
+
+@dataclass
+class BlobsConfig(GeneratedConfig):
+    centers: int = 3
+    n_features: int = 2
+
+
+@dataclass
+class CsvConfig(DatasetConfig):
+    path: Optional[str] = None
+    target: Any = None  # a column name, or a list of them
+    delimiter: str = ","
+    header: bool = True
 
 
 @dataclass
@@ -51,6 +89,11 @@ class RunConfig:
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
+# Schemas a dataset option names in its defaults list (conf/dataset/csv.yaml: `- /csv_schema@_here_`);
+# stored outside the dataset group so they are not offered as data sets
+for _name, _node in {"parity_schema": ParityConfig, "generated_schema": GeneratedConfig,
+                     "circles_schema": CirclesConfig, "blobs_schema": BlobsConfig, "csv_schema": CsvConfig}.items():
+    ConfigStore.instance().store(name=_name, node=_node)
 
 
 class ConfigError(ValueError):

@@ -2,6 +2,7 @@
 
 import csv
 import hashlib
+import json
 import os
 
 import numpy as np
@@ -16,6 +17,8 @@ WEIGHTS_DIR = "weights"
 PREDICTIONS_FILE = "predictions.csv"
 CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = "overrides.yaml"
+DATASET_SHA256_TAG = "dataset_sha256"  # hex sha256 of the bytes of a dataset read from a file
+TRAINING_CONTEXT, TESTING_CONTEXT = "training", "testing"  # MLflow dataset-input contexts of the splits
 
 
 def score_metrics(scores):
@@ -72,3 +75,18 @@ def write_predictions(folder, X, y, predictions):
         writer.writerow(header)
         for row in zip(X, y, predictions):
             writer.writerow([repr(float(v)) for part in row for v in part])
+
+
+def dataset_digest(X, y):
+    """Fingerprint of a data split, the same way as the weights': shapes, dtypes and bytes of X, y."""
+    return weights_sha256([X, y])
+
+
+def dataset_params(data):
+    """The data's size as run params: data.rows (training), data.test_rows, data.features, ..."""
+    params = {"data.rows": len(data.X), "data.test_rows": 0 if data.X_test is None else len(data.X_test),
+              "data.features": data.X.shape[1], "data.outputs": data.y.shape[1]}
+    if data.classes is not None:
+        params["data.classes"] = len(data.classes)
+        params["data.class_names"] = json.dumps(data.classes)
+    return {key: str(value) for key, value in params.items()}

@@ -8,7 +8,6 @@ from runner import metrics, training
 from runner.network import INITS, init_weights, layer_sizes
 from runner.training import DivergenceError, shuffle_rng, train
 from seed_program import X as SEED_X, Y as SEED_Y
-from toy_data import blobs, noisy_labels
 
 HIDDEN = ["sigmoid", "tanh", "relu"]
 OUTPUTS = ["sigmoid", "softmax"]
@@ -18,6 +17,22 @@ def classification_data(rows=6, features=3, classes=3, seed=7):
     """Random inputs and one-hot targets."""
     rng = np.random.RandomState(seed)
     return rng.random_sample((rows, features)), np.eye(classes)[rng.randint(0, classes, rows)]
+
+
+def blobs(per_class, spread, seed=0):
+    """Three Gaussian classes around fixed centres, with a bias column."""
+    rng = np.random.RandomState(seed)
+    centres = np.array([[0.0, 3.0], [3.0, -2.0], [-3.0, -2.0]])
+    labels = np.repeat(np.arange(3), per_class)
+    X = np.hstack([centres[labels] + rng.standard_normal((len(labels), 2)) * spread, np.ones((len(labels), 1))])
+    return X, np.eye(3)[labels]
+
+
+def noisy_labels(rows=40, classes=3):
+    """Random labels: no network fits them, so a softmax error never vanishes and a large lr blows up."""
+    rng = np.random.RandomState(0)
+    X = np.hstack([rng.standard_normal((rows, 4)), np.ones((rows, 1))])
+    return X, np.eye(classes)[rng.randint(0, classes, rows)]
 
 
 def assert_step_follows(before, after, gradient, lr):

@@ -96,9 +96,9 @@ def run_job(cfg, overrides, run_name, parent_run_id=None):
 
         def on_log(step, scores):
             metrics = record.score_metrics(scores)
-            log.info("step %d: %s", step, ", ".join(f"{name} {value!r}" for name, value in metrics.items()))
-            for name, value in metrics.items():
+            for name, value in metrics.items():  # buffered before printed: a printed point survives Ctrl-C
                 run.log_metric(name, step, value)
+            log.info("step %d: %s", step, ", ".join(f"{name} {value!r}" for name, value in metrics.items()))
 
         result = train(initial, data.X, data.y, iterations=cfg.train.iterations, log_every=cfg.train.log_every,
                        lr=cfg.train.lr, hidden_activation=cfg.model.activation, output_activation=cfg.model.output,

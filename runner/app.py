@@ -13,13 +13,14 @@ from runner.config import ConfigError
 from runner.job import run_job
 from runner.progress import wanted
 from runner.tracking_uri import ServerUnreachable, check_server
+from runner.training import DivergenceError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
 def hydra_main(cfg):
-    """Hand the composed config to run_job; a bad value ends the process with one line and exit 2."""
+    """Hand the composed config to run_job; a bad value ends the process with one line and exit 2, divergence exit 1."""
     hydra_cfg = HydraConfig.get()
     job = hydra_cfg.job
     progress = wanted(sys.stderr, multirun=hydra_cfg.mode == RunMode.MULTIRUN)
@@ -27,12 +28,14 @@ def hydra_main(cfg):
         return run_job(cfg, hydra_cfg.overrides.task, job.override_dirname or cfg.dataset.name, progress=progress)
     except (ConfigError, ServerUnreachable) as error:
         fail(error)
+    except DivergenceError as error:  # the run is already marked FAILED with this reason
+        fail(error, status=1)
 
 
-def fail(error):
-    """End nn-run with the error's one-line message and exit status 2."""
+def fail(error, status=2):
+    """End nn-run with the error's one-line message and exit `status`."""
     print(f"nn-run: {error}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(status)
 
 
 class ServerCheck(Callback):

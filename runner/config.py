@@ -10,8 +10,9 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from runner.activations import ACTIVATIONS
+from runner.activations import ACTIVATIONS, OUTPUTS
 from runner.datasets import DATASETS
+from runner.network import INITS
 
 
 @dataclass
@@ -60,6 +61,8 @@ class CsvConfig(DatasetConfig):
 class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [4])
     activation: str = "sigmoid"
+    output: str = "sigmoid"
+    init: str = "uniform"
 
 
 @dataclass
@@ -67,6 +70,7 @@ class TrainConfig:
     iterations: int = 60000
     lr: float = 1.0
     log_every: int = 10000
+    batch_size: int = 0
 
 
 @dataclass
@@ -112,3 +116,19 @@ def check(cfg):
     _require(cfg.train.iterations >= 1, "train.iterations", cfg.train.iterations, "must be >= 1")
     _require(cfg.train.log_every >= 1, "train.log_every", cfg.train.log_every, "must be >= 1")
     _require(cfg.train.lr > 0 and math.isfinite(cfg.train.lr), "train.lr", cfg.train.lr, "must be a finite number > 0")
+    check_model(cfg)
+
+
+def check_model(cfg):
+    """The model/training options that need no data: output, init, batch size."""
+    _require(cfg.model.output in OUTPUTS, "model.output", cfg.model.output, f"one of {', '.join(OUTPUTS)}")
+    _require(cfg.model.init in INITS, "model.init", cfg.model.init, f"one of {', '.join(INITS)}")
+    _require(cfg.train.batch_size >= 0, "train.batch_size", cfg.train.batch_size, "must be >= 0 (0 = full batch)")
+
+
+def check_fits_data(cfg, rows, outputs):
+    """The options that depend on the data: `rows` training rows, `outputs` target columns."""
+    _require(cfg.train.batch_size <= rows, "train.batch_size", cfg.train.batch_size,
+             f"must be <= {rows}, the training rows of dataset {cfg.dataset.name} (0 = full batch)")
+    _require(cfg.model.output != "softmax" or outputs >= 2, "model.output", cfg.model.output,
+             f"softmax needs >= 2 target columns and dataset {cfg.dataset.name} has {outputs}; use sigmoid")

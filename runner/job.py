@@ -3,20 +3,20 @@
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from omegaconf import OmegaConf
 
 from runner import record
-from runner.config import ConfigError, check
+from runner.config import ConfigError, check, check_fits_data
 from runner.datasets import load_dataset
 from runner.errors import DataError
 from runner.network import init_weights, layer_sizes
 from runner.progress import progress_bar
 from runner.provenance import provenance_tags
 from runner.tracking_uri import check_server, redact
-from runner.training import train
+from runner.training import shuffle_rng, train
 
 log = logging.getLogger(__name__)
 SHOWN_PREDICTIONS = 20  # rows of predictions printed at the end; predictions.csv has them all
@@ -29,6 +29,7 @@ class JobResult:
     run_id: str
     final_error: float
     weights_sha256: str
+    final_metrics: dict = field(default_factory=dict)  # {final_error: ..., final_test_error: ..., ...}
 
 
 def flatten(cfg):
@@ -73,13 +74,14 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, progress=False):
     """
     check(cfg)
     data = load_data(cfg.dataset)
+    check_fits_data(cfg, len(data.y), data.y.shape[1])
     check_server(cfg.tracking.uri)
     # mlflow takes over a second to import: pay for it only once the config and data are known to be good
     from runner.model_export import log_network_model
     from runner.tracking import tracked_run, ui_command
 
     sizes = layer_sizes(data.X.shape[1], cfg.model.hidden, data.y.shape[1])
-    initial = init_weights(sizes, np.random.RandomState(cfg.seed))
+    initial = init_weights(sizes, np.random.RandomState(cfg.seed), cfg.model.init)
     tags = {**provenance_tags(), "overrides": json.dumps(list(overrides))}
     if data.file_sha256:  # set when the run is created, so even a failed run says which file it read
         tags[record.DATASET_SHA256_TAG] = data.file_sha256
@@ -88,14 +90,21 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, progress=False):
         run.log_params({**flatten(cfg), **record.dataset_params(data)})
         log_dataset_inputs(run, data)
 
-        def on_log(step, error):
-            run.log_metric(record.ERROR_METRIC, step, error)  # first: a point that was printed is kept on Ctrl-C
-            log.info("step %d: error %r", step, error)
+        def on_log(step, scores):
+            metrics = record.score_metrics(scores)
+            for name, value in metrics.items():  # buffered before printed: a printed point survives Ctrl-C
+                run.log_metric(name, step, value)
+            log.info("step %d: %s", step, ", ".join(f"{name} {value!r}" for name, value in metrics.items()))
 
         with progress_bar(cfg.train.iterations, enabled=progress) as bar:
             result = train(initial, data.X, data.y, iterations=cfg.train.iterations, log_every=cfg.train.log_every,
-                           lr=cfg.train.lr, hidden_activation=cfg.model.activation, on_log=bar.wrap_log(on_log),
-                           **bar.train_hooks)
+                           lr=cfg.train.lr, hidden_activation=cfg.model.activation,
+                           output_activation=cfg.model.output, batch_size=cfg.train.batch_size,
+                           rng=shuffle_rng(cfg.seed), X_test=data.X_test, y_test=data.y_test,
+                           classify=data.classes is not None, on_log=bar.wrap_log(on_log), **bar.train_hooks)
+        final_metrics = {record.final_metric(name): value for name, value in record.score_metrics(result.final).items()}
+        for name, value in final_metrics.items():
+            run.log_metric(name, cfg.train.iterations, value)
         digest = record.weights_sha256(result.weights)
         with tempfile.TemporaryDirectory() as folder:
             record.write_weights(folder, result.weights)
@@ -116,4 +125,4 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, progress=False):
     uri = redact(cfg.tracking.uri)
     log.info("MLflow run %s in experiment %r at %s", run.run_id, cfg.tracking.experiment, uri)
     log.info("open the UI: %s", ui_command(uri))
-    return JobResult(run.run_id, result.errors[-1], digest)
+    return JobResult(run.run_id, result.errors[-1], digest, final_metrics)

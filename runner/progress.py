@@ -1,22 +1,16 @@
 """A one-line progress bar on stderr for a run in a terminal: iterations/s, latest error, ETA.
 
 The bar only draws; the training loop reaches it through train()'s `on_progress` hook, which is
-called between runs of iterations, never inside one.
+called between runs of iterations, never inside one, and through `on_log(step, scores)`.
 """
 
 import sys
 import time
 from contextlib import contextmanager
 
-CALLS_PER_RUN = 1000  # on_progress calls over a run: fine enough for a bar, ~0.2 ms in all
 REDRAW_SECONDS = 0.1  # a terminal needs no more than ten frames a second
 BAR_WIDTH = 24
 CLEAR_LINE = "\r\x1b[K"  # carriage return, then erase to the end of the line
-
-
-def progress_every(iterations):
-    """Iterations between two on_progress calls: about CALLS_PER_RUN calls over the run."""
-    return max(1, iterations // CALLS_PER_RUN)
 
 
 def wanted(stream, multirun):
@@ -86,14 +80,14 @@ class ProgressBar:
             self._visible = False
 
     def wrap_log(self, on_log):
-        """on_log(step, error) that erases the bar first, so its lines print cleanly, then redraws."""
+        """train()'s on_log(step, scores), erasing the bar first so its lines print cleanly; redraws after."""
         if not self.enabled:
             return on_log
 
-        def logged(step, error):
+        def logged(step, scores):
             self.clear()
-            on_log(step, error)
-            self.error = error
+            on_log(step, scores)
+            self.error = scores.error
             self.draw()
 
         return logged
@@ -101,9 +95,7 @@ class ProgressBar:
     @property
     def train_hooks(self):
         """Keyword arguments for train() that feed this bar ({} when disabled)."""
-        if not self.enabled:
-            return {}
-        return {"on_progress": self.update, "progress_every": progress_every(self.total)}
+        return {"on_progress": self.update} if self.enabled else {}
 
 
 @contextmanager

@@ -8,6 +8,10 @@ import os
 import numpy as np
 
 ERROR_METRIC = "error"  # mean |y - prediction| on the training data
+TEST_ERROR_METRIC = "test_error"  # the same on the held-out test split
+TRAIN_ACCURACY_METRIC = "train_accuracy"  # fraction of training rows classified right (classification only)
+TEST_ACCURACY_METRIC = "test_accuracy"  # the same on the test split
+FINAL_PREFIX = "final_"  # final_error, final_test_error, ...: the scores of the final weights, logged once
 WEIGHTS_HASH_TAG = "weights_sha256"
 WEIGHTS_DIR = "weights"
 PREDICTIONS_FILE = "predictions.csv"
@@ -21,6 +25,18 @@ MODEL_NAME = "model"  # the logged MLflow model: runs:/RUN_ID/model
 def model_weight_artifact(index):
     """Name of weight matrix `index` among the MLflow model's artifacts."""
     return f"layer_{index}"
+
+
+def score_metrics(scores):
+    """{metric name: value} for a runner.metrics.Scores, leaving out what was not measured."""
+    named = {ERROR_METRIC: scores.error, TEST_ERROR_METRIC: scores.test_error,
+             TRAIN_ACCURACY_METRIC: scores.train_accuracy, TEST_ACCURACY_METRIC: scores.test_accuracy}
+    return {name: value for name, value in named.items() if value is not None}
+
+
+def final_metric(name):
+    """The name under which a metric's value for the final weights is logged on its own."""
+    return FINAL_PREFIX + name
 
 
 def weight_file(index):

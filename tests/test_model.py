@@ -15,10 +15,9 @@ from conftest import compose_config
 from oracles import forward
 from runner import record
 from runner.job import run_job
-from runner.model_export import log_network_model, pip_requirements
-from runner.network import init_weights, predict
+from runner.model_export import pip_requirements
+from runner.network import predict
 from runner.pyfunc_model import predict_arguments
-from runner.tracking import tracked_run
 from seed_program import X as SEED_X
 from servers import model_server
 
@@ -58,11 +57,13 @@ def test_pyfunc_model_predicts_what_the_runner_predicts(tracking_uri, experiment
         assert np.array_equal(model.predict(pd.DataFrame(inputs)), expected)  # a data frame works too
 
 
-def test_model_of_a_scaled_multiclass_dataset_takes_the_networks_inputs(tracking_uri, experiment, client, tmp_path):
-    """iris: 4 standardised features plus the bias column in, one output per class out, as predictions.csv has them."""
+def test_model_of_a_scaled_multiclass_dataset_follows_its_hidden_and_output_activations(tracking_uri, experiment,
+                                                                                          client, tmp_path):
+    """iris: 4 standardised features plus the bias column in (as predictions.csv has them), softmax out."""
     import mlflow
 
-    run_id = trained_run(tracking_uri, experiment, "dataset=iris", "model.hidden=[5]")
+    run_id = trained_run(tracking_uri, experiment, "dataset=iris", "model.hidden=[6]", "model.activation=tanh",
+                         "model.output=softmax", "train.lr=0.01")
     mlflow.set_tracking_uri(tracking_uri)
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/{record.MODEL_NAME}")
     assert model.metadata.get_input_schema().inputs[0].shape == (-1, 5)
@@ -70,9 +71,20 @@ def test_model_of_a_scaled_multiclass_dataset_takes_the_networks_inputs(tracking
     rows = np.loadtxt(client.download_artifacts(run_id, record.PREDICTIONS_FILE, str(tmp_path)), delimiter=",",
                       skiprows=1)
     inputs = np.ascontiguousarray(rows[:, :5])
+    weights = logged_weights(client, run_id, tmp_path / "w")
     predicted = model.predict(inputs)
     assert predicted.shape == (len(inputs), 3)
-    assert np.array_equal(predicted, predict(logged_weights(client, run_id, tmp_path / "w"), inputs))
+    assert np.array_equal(predicted, predict(weights, inputs, "tanh", "softmax"))
+    assert np.allclose(predicted, forward(weights, inputs, "tanh", "softmax")[-1], rtol=1e-12)
+    assert np.allclose(predicted.sum(axis=1), 1.0)
+    assert not np.allclose(predicted, predict(weights, inputs, "tanh", "sigmoid"))  # the output key mattered
+
+
+def test_a_config_without_an_output_key_keeps_predicts_default():
+    """A model logged before model.output existed still loads: the missing key means predict's default."""
+    assert predict_arguments({"hidden": [4], "activation": "relu"}) == {"hidden_activation": "relu"}
+    assert predict_arguments({"activation": "tanh", "output": "softmax", "init": "he"}) == {
+        "hidden_activation": "tanh", "output_activation": "softmax"}
 
 
 def test_model_is_code_and_npy_files_with_signature_example_and_pinned_requirements(tracking_uri, experiment,
@@ -91,7 +103,8 @@ def test_model_is_code_and_npy_files_with_signature_example_and_pinned_requireme
     mlmodel = yaml.safe_load(open(os.path.join(folder, "MLmodel")))
     flavor = mlmodel["flavors"]["python_function"]
     assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # models from code, no pickled object
-    assert flavor["config"] == {"model": {"hidden": [4, 2], "activation": "sigmoid"}}
+    assert flavor["config"] == {"model": {"hidden": [4, 2], "activation": "sigmoid", "output": "sigmoid",
+                                          "init": "uniform"}}
     assert mlmodel["run_id"] == run_id
     tensor = {"type": "tensor", "tensor-spec": {"dtype": "float64", "shape": [-1, 3]}}
     assert json.loads(mlmodel["signature"]["inputs"]) == [tensor]
@@ -105,28 +118,11 @@ def test_model_is_code_and_npy_files_with_signature_example_and_pinned_requireme
     weights = logged_weights(client, run_id, tmp_path / "run")
     model_weights = [np.load(os.path.join(folder, "artifacts", f"layer_{k}.npy"), allow_pickle=False) for k in range(3)]
     assert all(np.array_equal(a, b) for a, b in zip(model_weights, weights))
-    # the final error point (step = iterations) is the model's own metric in MLflow
+    # the points at step = iterations (the final weights') are the model's own metrics in MLflow
     (logged,) = client.search_logged_models([client.get_run(run_id).info.experiment_id],
                                             filter_string=f"source_run_id = '{run_id}'")
-    assert [(m.key, m.step) for m in logged.metrics] == [(record.ERROR_METRIC, 300)]
-
-
-def test_model_reads_hidden_and_output_activations_from_its_config(tracking_uri, experiment, tmp_path):
-    """The model follows the config's activation names, output included, whatever predict supports."""
-    import mlflow
-
-    weights = init_weights([3, 5, 2], np.random.RandomState(5))
-    section = {"hidden": [5], "activation": "relu", "output": "tanh"}
-    assert predict_arguments(section) == {"hidden_activation": "relu", "output_activation": "tanh"}
-    with tracked_run(tracking_uri, experiment, "output-activation") as run:
-        record.write_weights(str(tmp_path), weights)
-        uri = log_network_model(run, str(tmp_path), len(weights), X, predict(weights, X), section, step=0)
-    mlflow.set_tracking_uri(tracking_uri)
-    predicted = mlflow.pyfunc.load_model(uri).predict(NEW_INPUTS)
-    assert predicted.shape == (3, 2)
-    assert np.array_equal(predicted, predict(weights, NEW_INPUTS, "relu", "tanh"))
-    assert np.allclose(predicted, forward(weights, NEW_INPUTS, "relu", "tanh")[-1], rtol=1e-12)
-    assert not np.allclose(predicted, predict(weights, NEW_INPUTS, "relu", "sigmoid"))  # the output key mattered
+    assert sorted((m.key, m.step) for m in logged.metrics) == [
+        (record.ERROR_METRIC, 300), (record.final_metric(record.ERROR_METRIC), 300)]
 
 
 def test_log_model_false_logs_no_model(tracking_uri, experiment, client):

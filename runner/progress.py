@@ -4,6 +4,7 @@ The bar only draws; the training loop reaches it through train()'s `on_progress`
 called between runs of iterations, never inside one, and through `on_log(step, scores)`.
 """
 
+import shutil
 import sys
 import time
 from contextlib import contextmanager
@@ -30,8 +31,8 @@ def duration(seconds):
 class ProgressBar:
     """Progress of `total` iterations, redrawn in place on `stream`; disabled, it does nothing."""
 
-    def __init__(self, total, enabled=True, stream=None, clock=time.monotonic):
-        self.total, self.enabled, self.clock = total, enabled, clock
+    def __init__(self, total, enabled=True, stream=None, clock=time.monotonic, columns=None):
+        self.total, self.enabled, self.clock, self.columns = total, enabled, clock, columns
         self.stream = stream or sys.stderr
         self.started = clock()
         self.done, self.error = 0, None
@@ -54,7 +55,9 @@ class ProgressBar:
 
     def draw(self):
         now = self.clock()
-        self.stream.write(CLEAR_LINE + self.line(now))
+        # a line that wraps could not be redrawn in place: cut it to the terminal's width
+        columns = self.columns or shutil.get_terminal_size().columns
+        self.stream.write(CLEAR_LINE + self.line(now)[:columns - 1])
         self.stream.flush()
         self._drawn_at, self._visible = now, True
 

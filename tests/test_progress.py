@@ -35,7 +35,7 @@ class Terminal(io.StringIO):
 
 def test_bar_shows_fraction_rate_error_and_eta():
     clock, out = Clock(), io.StringIO()
-    bar = ProgressBar(60000, stream=out, clock=clock)
+    bar = ProgressBar(60000, stream=out, clock=clock, columns=120)
     clock.now += 2.0
     bar.error = 0.0123456
     bar.update(20000)
@@ -50,7 +50,7 @@ def test_bar_shows_fraction_rate_error_and_eta():
 
 def test_bar_redraws_at_most_ten_times_a_second_and_formats_long_etas():
     clock, out = Clock(), io.StringIO()
-    bar = ProgressBar(1_000_000, stream=out, clock=clock)
+    bar = ProgressBar(1_000_000, stream=out, clock=clock, columns=120)
     clock.now += 0.5
     bar.update(100)  # first update draws
     for done in range(101, 200):
@@ -65,13 +65,21 @@ def test_bar_redraws_at_most_ten_times_a_second_and_formats_long_etas():
 
 def test_log_lines_print_on_a_clean_line_and_the_bar_comes_back():
     clock, out = Clock(), io.StringIO()
-    bar = ProgressBar(100, stream=out, clock=clock)
+    bar = ProgressBar(100, stream=out, clock=clock, columns=120)
     clock.now += 1
     bar.update(50)
     bar.wrap_log(lambda step, scores: out.write(f"step {step}: error {scores.error}\n"))(50, Scores(0.25))
     assert out.getvalue().split(CLEAR_LINE)[1:] == [
         "[############............]  50% 50/100 50 it/s ETA 1.0s", "step 50: error 0.25\n",
         "[############............]  50% 50/100 50 it/s error 0.25 ETA 1.0s"]
+
+
+def test_bar_is_cut_to_the_terminal_width_so_it_never_wraps():
+    clock, out = Clock(), io.StringIO()
+    bar = ProgressBar(100, stream=out, clock=clock, columns=40)
+    clock.now += 1
+    bar.update(25)
+    assert out.getvalue() == CLEAR_LINE + "[######..................]  25% 25/100 "  # 39 characters
 
 
 def test_disabled_bar_is_silent_and_adds_no_hooks():

@@ -54,9 +54,10 @@ def flatten(cfg):
     return flat
 
 
-def run_job(cfg, overrides, run_name, parent_run_id=None):
+def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None):
     """Train the network `cfg` describes and log it as one MLflow run; returns a JobResult.
 
+    `parent_run_id` and `experiment_id` place the run in a sweep (runner/sweep.py).
     Raises ConfigError before any run exists when a value is not allowed.
     """
     check(cfg)
@@ -66,9 +67,9 @@ def run_job(cfg, overrides, run_name, parent_run_id=None):
     data = load_dataset(cfg.dataset.name)
     sizes = layer_sizes(data.X.shape[1], cfg.model.hidden, data.y.shape[1])
     initial = init_weights(sizes, np.random.RandomState(cfg.seed))
-    tags = {**provenance_tags(), "overrides": json.dumps(list(overrides))}
+    tags = {**provenance_tags(), record.OVERRIDES_TAG: json.dumps(list(overrides))}
 
-    with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id) as run:
+    with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id, experiment_id) as run:
         run.log_params(flatten(cfg))
 
         def on_log(step, error):

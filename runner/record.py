@@ -12,6 +12,19 @@ WEIGHTS_DIR = "weights"
 PREDICTIONS_FILE = "predictions.csv"
 CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = "overrides.yaml"
+OVERRIDES_TAG = "overrides"  # the job's command-line overrides as a JSON list
+
+# A sweep's parent run (runner/sweep.py) and its comparison (runner/compare.py)
+SWEEP_ID_TAG = "sweep_id"  # marks a sweep's parent run; the id is also in the sweep folder's name... see sweep.py
+SWEPT_KEYS_TAG = "swept_keys"  # JSON list of the config keys the sweep varies
+SWEEP_DIR_TAG = "sweep_dir"  # Hydra's output folder of the sweep
+REJECTED_TAG_PREFIX = "rejected_job."  # + Hydra job number: a job whose config was rejected, so it has no run
+CHILDREN_FINISHED_METRIC = "children_finished"
+CHILDREN_FAILED_METRIC = "children_failed"  # FAILED, KILLED, or left RUNNING by a process that died
+JOBS_REJECTED_METRIC = "jobs_rejected"
+BEST_ERROR_METRIC = "best_error"  # lowest final error among the finished children
+COMPARISON_FILE = "comparison.csv"
+COMPARISON_PLOT = "comparison.png"
 
 
 def weight_file(index):

@@ -1,0 +1,197 @@
+"""One MLflow parent run per Hydra sweep (`nn-run -m`), with one child run per job.
+
+`SweepTracking` is a Hydra callback (registered under `hydra.callbacks` in conf/config.yaml).
+In the process that starts the sweep it prepares the store (tables, experiment) before any job
+starts, opens the parent run and writes `SWEEP_FILE` into the sweep folder; each job, in whatever
+process or machine the launcher gives it, reads that file to log as a child of the parent in the
+same experiment. When the sweep is over, the parent is ended FINISHED if every job's run finished,
+else FAILED, with the counts as metrics.
+"""
+
+import atexit
+import json
+import logging
+import math
+import sys
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from runner import record
+from runner.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+SWEEP_FILE = "mlflow_sweep.json"  # in hydra.sweep.dir: how a sweep's jobs find their parent run
+
+
+class SweepError(RuntimeError):
+    """A job of a sweep cannot log: the sweep's parent run could not be set up."""
+
+
+@dataclass
+class SweepContext:
+    """What a job needs to log as a child of its sweep's parent run."""
+
+    sweep_id: str
+    experiment_id: str
+    parent_run_id: str
+
+
+def swept_keys(config):
+    """The config keys a sweep varies: `hydra.sweeper.params` and sweep overrides, in that order."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    candidates = [f"{key}={value}" for key, value in params.items()]
+    candidates += list(config.hydra.overrides.task)
+    keys = []
+    for override in OverridesParser.create().parse_overrides(candidates):
+        if override.is_sweep_override() and override.key_or_group not in keys:
+            keys.append(override.key_or_group)
+    return keys
+
+
+def sweep_name(config, keys):
+    """A readable parent-run name: the named experiment, if any, and the swept keys."""
+    name = f"sweep over {', '.join(keys)}" if keys else "sweep"
+    experiment = OmegaConf.select(config, "hydra.runtime.choices.experiment")
+    return f"{experiment}: {name}" if experiment else name
+
+
+def _sweep_file(sweep_dir):
+    return Path(str(sweep_dir)) / SWEEP_FILE
+
+
+def job_context():
+    """The sweep the running Hydra job belongs to; None outside `-m`.
+
+    Raises SweepError when the job is part of a sweep whose parent run could not be set up, so
+    that no job logs a run outside its sweep.
+    """
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return _read_context(hydra_cfg.sweep.dir)
+
+
+def _read_context(sweep_dir):
+    path = _sweep_file(sweep_dir)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SweepError(f"{path} is missing: the sweep callback runner.sweep.SweepTracking must be "
+                         "registered under hydra.callbacks (conf/config.yaml)") from None
+    if "error" in data:
+        raise SweepError(f"the sweep's parent run could not be set up: {data['error']}")
+    return SweepContext(**data)
+
+
+class SweepTracking(Callback):
+    """Hydra callback: a parent MLflow run around every multirun; see the module docstring."""
+
+    def __init__(self, compare=True):
+        self.compare = compare  # at the end, print the ranking and log it to the parent (nn-compare)
+        self._parent = None  # (tracking uri, parent run id), only in the process that started the sweep
+
+    def on_multirun_start(self, config, **kwargs):
+        sweep_file = _sweep_file(config.hydra.sweep.dir)
+        sweep_file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            context = self._open_parent(config)
+        except Exception as error:  # Hydra would only warn and start the jobs: they must refuse to log
+            message = f"{type(error).__name__}: {error}"
+            sweep_file.write_text(json.dumps({"error": message}))
+            log.error("nn-run: the sweep cannot be tracked, its jobs will not run: %s", message)
+            return
+        sweep_file.write_text(json.dumps(asdict(context)))
+        atexit.register(self._end_parent, completed=False)  # the sweeper raises when a job failed
+
+    def _open_parent(self, config):
+        from runner.job import redact
+        from runner.provenance import provenance_tags
+        from runner.tracking import open_run
+
+        keys = swept_keys(config)
+        for key in keys:
+            if key.startswith("tracking."):
+                raise ConfigError(f"{key} is not allowed to vary in a sweep: one sweep logs to one store "
+                                  "and one experiment")
+        sweep_id = uuid.uuid4().hex
+        tags = {
+            **provenance_tags(),
+            record.SWEEP_ID_TAG: sweep_id,
+            record.SWEPT_KEYS_TAG: json.dumps(keys),
+            record.OVERRIDES_TAG: json.dumps(list(config.hydra.overrides.task)),
+            record.SWEEP_DIR_TAG: str(Path(str(config.hydra.sweep.dir)).resolve()),
+            "launcher": OmegaConf.select(config, "hydra.runtime.choices.hydra/launcher"),
+            "sweeper": OmegaConf.select(config, "hydra.runtime.choices.hydra/sweeper"),
+            "mlflow.runName": sweep_name(config, keys),
+        }
+        uri = config.tracking.uri
+        experiment_id, run_id = open_run(uri, config.tracking.experiment, tags.pop("mlflow.runName"), tags)
+        self._parent = (uri, run_id)
+        log.info("sweep parent run %s in experiment %r at %s", run_id, config.tracking.experiment, redact(uri))
+        return SweepContext(sweep_id, experiment_id, run_id)
+
+    def on_job_end(self, config, job_return, **kwargs):
+        """In the job's process: a job whose config was rejected has no run; note it on the parent."""
+        error = getattr(job_return, "_return_value", None)
+        if job_return.status != JobStatus.FAILED or not isinstance(error, ConfigError):
+            return
+        from runner.tracking import set_run_tags
+
+        context = _read_context(config.hydra.sweep.dir)
+        overrides = " ".join(config.hydra.overrides.task)
+        set_run_tags(config.tracking.uri, context.parent_run_id,
+                     {f"{record.REJECTED_TAG_PREFIX}{config.hydra.job.num}": f"{overrides}: {error}"})
+
+    def on_multirun_end(self, config, **kwargs):
+        self._end_parent(completed=True)
+
+    def _end_parent(self, completed):
+        """End the parent run once: FINISHED if the sweep completed and every job's run finished."""
+        if self._parent is None:
+            return
+        uri, run_id = self._parent
+        self._parent = None
+        from runner.tracking import child_runs, close_run, get_run
+
+        parent = get_run(uri, run_id)
+        children = child_runs(uri, parent)
+        finished = [c for c in children if c.info.status == "FINISHED"]
+        rejected = [k for k in parent.data.tags if k.startswith(record.REJECTED_TAG_PREFIX)]
+        metrics = {
+            record.CHILDREN_FINISHED_METRIC: len(finished),
+            record.CHILDREN_FAILED_METRIC: len(children) - len(finished),
+            record.JOBS_REJECTED_METRIC: len(rejected),
+        }
+        errors = [c.data.metrics.get(record.ERROR_METRIC, math.nan) for c in finished]
+        errors = [e for e in errors if math.isfinite(e)]
+        if errors:
+            metrics[record.BEST_ERROR_METRIC] = min(errors)
+        if _interrupted():
+            status = "KILLED"
+        elif completed and finished and len(finished) == len(children) and not rejected:
+            status = "FINISHED"
+        else:
+            status = "FAILED"
+        close_run(uri, run_id, status, metrics)
+        log.info("sweep parent run %s %s: %d children finished, %d failed, %d jobs rejected", run_id, status,
+                 len(finished), len(children) - len(finished), len(rejected))
+        if self.compare:
+            from runner.compare import compare_sweep
+
+            compare_sweep(uri, get_run(uri, run_id))
+
+
+def _interrupted():
+    """True when the interpreter is exiting on Ctrl-C (an unhandled KeyboardInterrupt)."""
+    last = getattr(sys, "last_type", None)
+    return last is not None and issubclass(last, KeyboardInterrupt)

@@ -36,6 +36,11 @@ def redact(uri):
     return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
 
 
+def redact_overrides(overrides):
+    """Command-line overrides with the user:password part of any URI value removed."""
+    return [f"{key}{sep}{redact(value)}" for key, sep, value in (o.partition("=") for o in overrides)]
+
+
 def flatten(cfg):
     """The composed config as {dotted.key: text}; lists and dicts as their JSON text."""
     flat = {}
@@ -67,7 +72,7 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None):
     data = load_dataset(cfg.dataset.name)
     sizes = layer_sizes(data.X.shape[1], cfg.model.hidden, data.y.shape[1])
     initial = init_weights(sizes, np.random.RandomState(cfg.seed))
-    tags = {**provenance_tags(), record.OVERRIDES_TAG: json.dumps(list(overrides))}
+    tags = {**provenance_tags(), record.OVERRIDES_TAG: json.dumps(redact_overrides(overrides))}
 
     with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id, experiment_id) as run:
         run.log_params(flatten(cfg))

@@ -15,7 +15,7 @@ OVERRIDES_FILE = "overrides.yaml"
 OVERRIDES_TAG = "overrides"  # the job's command-line overrides as a JSON list
 
 # A sweep's parent run (runner/sweep.py) and its comparison (runner/compare.py)
-SWEEP_ID_TAG = "sweep_id"  # marks a sweep's parent run; the id is also in the sweep folder's name... see sweep.py
+SWEEP_ID_TAG = "sweep_id"  # marks a sweep's parent run; the id is also in the sweep folder's mlflow_sweep.json
 SWEPT_KEYS_TAG = "swept_keys"  # JSON list of the config keys the sweep varies
 SWEEP_DIR_TAG = "sweep_dir"  # Hydra's output folder of the sweep
 REJECTED_TAG_PREFIX = "rejected_job."  # + Hydra job number: a job whose config was rejected, so it has no run

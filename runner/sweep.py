@@ -44,18 +44,22 @@ class SweepContext:
     parent_run_id: str
 
 
-def swept_keys(config):
-    """The config keys a sweep varies: `hydra.sweeper.params` and sweep overrides, in that order."""
+def swept_values(config):
+    """{key: values} for every config key a sweep varies, from `hydra.sweeper.params` and the command line.
+
+    The values are the sweep's text (`0.1,1,10`, `interval(0.1, 1)`); a command-line override of a
+    key that `hydra.sweeper.params` also sweeps wins, as in Hydra's sweepers.
+    """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     candidates = [f"{key}={value}" for key, value in params.items()]
     candidates += list(config.hydra.overrides.task)
-    keys = []
-    for override in OverridesParser.create().parse_overrides(candidates):
-        if override.is_sweep_override() and override.key_or_group not in keys:
-            keys.append(override.key_or_group)
-    return keys
+    swept = {}
+    for text, override in zip(candidates, OverridesParser.create().parse_overrides(candidates)):
+        if override.is_sweep_override():
+            swept[override.key_or_group] = text.split("=", 1)[1]
+    return swept
 
 
 def sweep_name(config, keys):
@@ -72,8 +76,8 @@ def _sweep_file(sweep_dir):
 def job_context():
     """The sweep the running Hydra job belongs to; None outside `-m`.
 
-    Raises SweepError when the job is part of a sweep whose parent run could not be set up, so
-    that no job logs a run outside its sweep.
+    Raises SweepError when the sweep has no parent run (the callback is not registered), so that
+    no job of a sweep logs a run outside it.
     """
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
@@ -84,13 +88,10 @@ def job_context():
 def _read_context(sweep_dir):
     path = _sweep_file(sweep_dir)
     try:
-        data = json.loads(path.read_text())
+        return SweepContext(**json.loads(path.read_text()))
     except FileNotFoundError:
         raise SweepError(f"{path} is missing: the sweep callback runner.sweep.SweepTracking must be "
                          "registered under hydra.callbacks (conf/config.yaml)") from None
-    if "error" in data:
-        raise SweepError(f"the sweep's parent run could not be set up: {data['error']}")
-    return SweepContext(**data)
 
 
 class SweepTracking(Callback):
@@ -101,42 +102,39 @@ class SweepTracking(Callback):
         self._parent = None  # (tracking uri, parent run id), only in the process that started the sweep
 
     def on_multirun_start(self, config, **kwargs):
-        sweep_file = _sweep_file(config.hydra.sweep.dir)
-        sweep_file.parent.mkdir(parents=True, exist_ok=True)
         try:
             context = self._open_parent(config)
-        except Exception as error:  # Hydra would only warn and start the jobs: they must refuse to log
-            message = f"{type(error).__name__}: {error}"
-            sweep_file.write_text(json.dumps({"error": message}))
-            log.error("nn-run: the sweep cannot be tracked, its jobs will not run: %s", message)
-            return
-        sweep_file.write_text(json.dumps(asdict(context)))
-        atexit.register(self._end_parent, completed=False)  # the sweeper raises when a job failed
+            sweep_file = _sweep_file(config.hydra.sweep.dir)
+            sweep_file.parent.mkdir(parents=True, exist_ok=True)
+            sweep_file.write_text(json.dumps(asdict(context)))
+        except Exception as error:
+            # Hydra would only warn about a callback's error and start the jobs: stop before any starts
+            print(f"nn-run: the sweep cannot start: {error}", file=sys.stderr)
+            sys.exit(2)
 
     def _open_parent(self, config):
-        from runner.job import redact
+        from runner.job import redact, redact_overrides
         from runner.provenance import provenance_tags
         from runner.tracking import open_run
 
-        keys = swept_keys(config)
-        for key in keys:
+        swept = swept_values(config)
+        for key, values in swept.items():
             if key.startswith("tracking."):
-                raise ConfigError(f"{key} is not allowed to vary in a sweep: one sweep logs to one store "
-                                  "and one experiment")
+                raise ConfigError(f"{key}={values} is not allowed: one sweep logs to one store and one experiment")
         sweep_id = uuid.uuid4().hex
         tags = {
             **provenance_tags(),
             record.SWEEP_ID_TAG: sweep_id,
-            record.SWEPT_KEYS_TAG: json.dumps(keys),
-            record.OVERRIDES_TAG: json.dumps(list(config.hydra.overrides.task)),
+            record.SWEPT_KEYS_TAG: json.dumps(list(swept)),
+            record.OVERRIDES_TAG: json.dumps(redact_overrides(config.hydra.overrides.task)),
             record.SWEEP_DIR_TAG: str(Path(str(config.hydra.sweep.dir)).resolve()),
             "launcher": OmegaConf.select(config, "hydra.runtime.choices.hydra/launcher"),
             "sweeper": OmegaConf.select(config, "hydra.runtime.choices.hydra/sweeper"),
-            "mlflow.runName": sweep_name(config, keys),
         }
         uri = config.tracking.uri
-        experiment_id, run_id = open_run(uri, config.tracking.experiment, tags.pop("mlflow.runName"), tags)
+        experiment_id, run_id = open_run(uri, config.tracking.experiment, sweep_name(config, list(swept)), tags)
         self._parent = (uri, run_id)
+        atexit.register(self._end_parent, completed=False)  # the sweepers raise, past on_multirun_end, when a job failed
         log.info("sweep parent run %s in experiment %r at %s", run_id, config.tracking.experiment, redact(uri))
         return SweepContext(sweep_id, experiment_id, run_id)
 
@@ -148,9 +146,8 @@ class SweepTracking(Callback):
         from runner.tracking import set_run_tags
 
         context = _read_context(config.hydra.sweep.dir)
-        overrides = " ".join(config.hydra.overrides.task)
         set_run_tags(config.tracking.uri, context.parent_run_id,
-                     {f"{record.REJECTED_TAG_PREFIX}{config.hydra.job.num}": f"{overrides}: {error}"})
+                     {f"{record.REJECTED_TAG_PREFIX}{config.hydra.job.num}": f"{config.hydra.job.override_dirname}: {error}"})
 
     def on_multirun_end(self, config, **kwargs):
         self._end_parent(completed=True)
@@ -176,7 +173,7 @@ class SweepTracking(Callback):
         errors = [e for e in errors if math.isfinite(e)]
         if errors:
             metrics[record.BEST_ERROR_METRIC] = min(errors)
-        if _interrupted():
+        if not completed and _interrupted():
             status = "KILLED"
         elif completed and finished and len(finished) == len(children) and not rejected:
             status = "FINISHED"
@@ -188,7 +185,10 @@ class SweepTracking(Callback):
         if self.compare:
             from runner.compare import compare_sweep
 
-            compare_sweep(uri, get_run(uri, run_id))
+            try:
+                compare_sweep(uri, get_run(uri, run_id))
+            except Exception as error:  # the sweep is recorded; `nn-compare` can try again
+                log.warning("could not compare the sweep: %s: %s", type(error).__name__, error)
 
 
 def _interrupted():

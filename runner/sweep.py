@@ -69,8 +69,9 @@ def sweep_name(config, keys):
     return f"{experiment}: {name}" if experiment else name
 
 
-def _sweep_file(sweep_dir):
-    return Path(str(sweep_dir)) / SWEEP_FILE
+def _sweep_file(hydra_cfg):
+    """SWEEP_FILE in the sweep folder; a relative folder means the directory nn-run was started in."""
+    return Path(hydra_cfg.runtime.cwd, str(hydra_cfg.sweep.dir), SWEEP_FILE)
 
 
 def job_context():
@@ -82,11 +83,11 @@ def job_context():
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return None
-    return _read_context(hydra_cfg.sweep.dir)
+    return _read_context(hydra_cfg)
 
 
-def _read_context(sweep_dir):
-    path = _sweep_file(sweep_dir)
+def _read_context(hydra_cfg):
+    path = _sweep_file(hydra_cfg)
     try:
         return SweepContext(**json.loads(path.read_text()))
     except FileNotFoundError:
@@ -104,7 +105,7 @@ class SweepTracking(Callback):
     def on_multirun_start(self, config, **kwargs):
         try:
             context = self._open_parent(config)
-            sweep_file = _sweep_file(config.hydra.sweep.dir)
+            sweep_file = _sweep_file(config.hydra)
             sweep_file.parent.mkdir(parents=True, exist_ok=True)
             sweep_file.write_text(json.dumps(asdict(context)))
         except Exception as error:
@@ -127,7 +128,7 @@ class SweepTracking(Callback):
             record.SWEEP_ID_TAG: sweep_id,
             record.SWEPT_KEYS_TAG: json.dumps(list(swept)),
             record.OVERRIDES_TAG: json.dumps(redact_overrides(config.hydra.overrides.task)),
-            record.SWEEP_DIR_TAG: str(Path(str(config.hydra.sweep.dir)).resolve()),
+            record.SWEEP_DIR_TAG: str(_sweep_file(config.hydra).parent.resolve()),
             "launcher": OmegaConf.select(config, "hydra.runtime.choices.hydra/launcher"),
             "sweeper": OmegaConf.select(config, "hydra.runtime.choices.hydra/sweeper"),
         }
@@ -145,7 +146,7 @@ class SweepTracking(Callback):
             return
         from runner.tracking import set_run_tags
 
-        context = _read_context(config.hydra.sweep.dir)
+        context = _read_context(config.hydra)
         set_run_tags(config.tracking.uri, context.parent_run_id,
                      {f"{record.REJECTED_TAG_PREFIX}{config.hydra.job.num}": f"{config.hydra.job.override_dirname}: {error}"})
 

@@ -22,10 +22,10 @@ def hydra_main(cfg):
     own job, before any run exists, and the other jobs go on.
     """
     job = HydraConfig.get().job
-    sweep = job_context()
+    sweep = job_context()  # None for a single run
+    in_sweep = {"parent_run_id": sweep.parent_run_id, "experiment_id": sweep.experiment_id} if sweep else {}
     try:
-        result = run_job(cfg, HydraConfig.get().overrides.task, job.override_dirname or cfg.dataset.name,
-                         parent_run_id=sweep and sweep.parent_run_id, experiment_id=sweep and sweep.experiment_id)
+        result = run_job(cfg, HydraConfig.get().overrides.task, job.override_dirname or cfg.dataset.name, **in_sweep)
     except ConfigError as error:
         if sweep is not None:
             raise

@@ -129,13 +129,14 @@ class SweepTracking(Callback):
             record.SWEPT_KEYS_TAG: json.dumps(list(swept)),
             record.OVERRIDES_TAG: json.dumps(redact_overrides(config.hydra.overrides.task)),
             record.SWEEP_DIR_TAG: str(_sweep_file(config.hydra).parent.resolve()),
-            "launcher": OmegaConf.select(config, "hydra.runtime.choices.hydra/launcher"),
-            "sweeper": OmegaConf.select(config, "hydra.runtime.choices.hydra/sweeper"),
+            record.LAUNCHER_TAG: OmegaConf.select(config, "hydra.runtime.choices.hydra/launcher"),
+            record.SWEEPER_TAG: OmegaConf.select(config, "hydra.runtime.choices.hydra/sweeper"),
         }
         uri = config.tracking.uri
         experiment_id, run_id = open_run(uri, config.tracking.experiment, sweep_name(config, list(swept)), tags)
         self._parent = (uri, run_id)
-        atexit.register(self._end_parent, completed=False)  # the sweepers raise, past on_multirun_end, when a job failed
+        # when a job failed, Hydra's sweepers raise after the batch and on_multirun_end never comes
+        atexit.register(self._end_parent, completed=False)
         log.info("sweep parent run %s in experiment %r at %s", run_id, config.tracking.experiment, redact(uri))
         return SweepContext(sweep_id, experiment_id, run_id)
 
@@ -146,9 +147,9 @@ class SweepTracking(Callback):
             return
         from runner.tracking import set_run_tags
 
-        context = _read_context(config.hydra)
-        set_run_tags(config.tracking.uri, context.parent_run_id,
-                     {f"{record.REJECTED_TAG_PREFIX}{config.hydra.job.num}": f"{config.hydra.job.override_dirname}: {error}"})
+        tag = f"{record.REJECTED_TAG_PREFIX}{config.hydra.job.num}"
+        set_run_tags(config.tracking.uri, _read_context(config.hydra).parent_run_id,
+                     {tag: f"{config.hydra.job.override_dirname}: {error}"})
 
     def on_multirun_end(self, config, **kwargs):
         self._end_parent(completed=True)

@@ -142,8 +142,9 @@ class SweepTracking(Callback):
 
     def on_job_end(self, config, job_return, **kwargs):
         """In the job's process: a job whose config was rejected has no run; note it on the parent."""
-        error = getattr(job_return, "_return_value", None)
-        if job_return.status != JobStatus.FAILED or not isinstance(error, ConfigError):
+        error = getattr(job_return, "_return_value", None)  # job_return.return_value would raise it
+        if config.hydra.mode != RunMode.MULTIRUN or job_return.status != JobStatus.FAILED \
+                or not isinstance(error, ConfigError):
             return
         from runner.tracking import set_run_tags
 

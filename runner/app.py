@@ -10,6 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from runner.config import ConfigError
 from runner.job import run_job
 from runner.sweep import job_context
+from runner.training import DivergenceError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -18,24 +19,28 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 def hydra_main(cfg):
     """Hand the composed config to run_job and return the final training error (what sweepers minimise).
 
-    A bad value ends a single run with one line and exit 2; in a sweep (`-m`) it fails only its
-    own job, before any run exists, and the other jobs go on.
+    A single run ends with one line: exit 2 for a bad value, 1 for divergence. In a sweep (`-m`)
+    either error fails only its own job (Hydra records it) and the other jobs go on.
     """
     job = HydraConfig.get().job
     sweep = job_context()  # None for a single run
     in_sweep = {"parent_run_id": sweep.parent_run_id, "experiment_id": sweep.experiment_id} if sweep else {}
     try:
         result = run_job(cfg, HydraConfig.get().overrides.task, job.override_dirname or cfg.dataset.name, **in_sweep)
-    except ConfigError as error:
+    except (ConfigError, DivergenceError) as error:  # a diverged run is already marked FAILED with this reason
         if sweep is not None:
             raise
         print(f"nn-run: {error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(2 if isinstance(error, ConfigError) else 1)
     return result.final_error
 
 
 def main():
-    hydra_main()
+    try:
+        hydra_main()
+    except KeyboardInterrupt:
+        print("nn-run: interrupted; the run is marked KILLED with the metrics logged so far", file=sys.stderr)
+        sys.exit(130)
     # Leave mlflow's large object graph to the OS: the interpreter's final garbage collection
     # over it costs about half a second at exit, and everything was flushed and closed above.
     gc.freeze()

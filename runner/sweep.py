@@ -176,8 +176,8 @@ class SweepTracking(Callback):
         errors = [e for e in errors if math.isfinite(e)]
         if errors:
             metrics[record.BEST_ERROR_METRIC] = min(errors)
-        if not completed and _interrupted():
-            status = "KILLED"
+        if not completed and any(c.info.status == "KILLED" for c in children):
+            status = "KILLED"  # Ctrl-C: the jobs that were running are KILLED
         elif completed and finished and len(finished) == len(children) and not rejected:
             status = "FINISHED"
         else:
@@ -192,9 +192,3 @@ class SweepTracking(Callback):
                 compare_sweep(uri, get_run(uri, run_id))
             except Exception as error:  # the sweep is recorded; `nn-compare` can try again
                 log.warning("could not compare the sweep: %s: %s", type(error).__name__, error)
-
-
-def _interrupted():
-    """True when the interpreter is exiting on Ctrl-C (an unhandled KeyboardInterrupt)."""
-    last = getattr(sys, "last_type", None)
-    return last is not None and issubclass(last, KeyboardInterrupt)

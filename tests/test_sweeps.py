@@ -6,6 +6,7 @@ every child finished, and carries the counts.
 
 import json
 import math
+import signal
 import subprocess
 from pathlib import Path
 
@@ -125,10 +126,8 @@ def test_rejected_job_has_no_run_and_fails_the_parent_with_the_count(tmp_path, t
         "train.iterations=20,train.log_every=10,train.lr=-1: train.lr=-1.0 is not allowed: must be a finite number > 0")
 
 
-@pytest.mark.xfail(strict=True, reason="needs divergence detection (a NaN/inf in the weights fails the run), "
-                   "built on another branch; remove this mark when it is merged")
 def test_job_that_fails_in_training_is_failed_and_the_others_finish(tmp_path, tracking_uri, experiment, client):
-    # relu with a step of 1e300 overflows the weights to inf/NaN in the first update
+    # relu with a step of 1e300 overflows the weights to inf/NaN in the first update: DivergenceError
     done = nn_run_m(tmp_path, tracking_uri, experiment, "model.activation=relu", "train.lr=0.5,1,2,1e300", *TINY)
     assert done.returncode != 0
     parent, children = sweep_of(client, experiment)
@@ -141,6 +140,24 @@ def test_job_that_fails_in_training_is_failed_and_the_others_finish(tmp_path, tr
     assert [c.info.status for c in by_lr.values()] == ["FINISHED"] * 3
     assert parent.info.status == "FAILED"
     assert parent.data.metrics[record.CHILDREN_FINISHED_METRIC] == 3
+    assert parent.data.metrics[record.CHILDREN_FAILED_METRIC] == 1
+
+
+def test_ctrl_c_kills_the_running_child_and_the_parent(tmp_path, tracking_uri, experiment, client):
+    command = [*NN_RUN, "-m", "seed=1,2", "train.iterations=100000000", "train.log_every=20000",
+               f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}"]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if "step 20000: error" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    parent, children = sweep_of(client, experiment)
+    (child,) = children  # the second job never started
+    assert child.info.status == "KILLED" and child.data.params["seed"] == "1"
+    assert parent.info.status == "KILLED"
+    assert parent.data.metrics[record.CHILDREN_FINISHED_METRIC] == 0
     assert parent.data.metrics[record.CHILDREN_FAILED_METRIC] == 1
 
 
@@ -184,26 +201,23 @@ def test_sweeping_the_store_or_experiment_is_refused_before_any_run(tmp_path):
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 NAMES = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
-QUESTIONS = ["seed", "lr_sweep", "hidden_sweep", "seed_robustness", "optuna_search"]  # shipped with the sweeps
 
 
-def test_shipped_experiments_are_listed_by_help():
-    assert set(QUESTIONS) <= set(NAMES)
+def test_experiments_are_listed_by_help():
+    assert {"seed", "lr_sweep", "hidden_sweep", "seed_robustness", "optuna_search"} <= set(NAMES)
     done = subprocess.run([*NN_RUN, "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
     listed = next(line for line in done.stdout.splitlines() if line.startswith("experiment: "))
     assert listed.removeprefix("experiment: ").split(", ") == NAMES
 
 
-@pytest.mark.parametrize("name", QUESTIONS)
-def test_experiment_files_say_their_question_and_comment_every_key(name):
+@pytest.mark.parametrize("name", NAMES)
+def test_experiment_files_say_their_question_and_comment_every_line(name):
     lines = (EXPERIMENTS / f"{name}.yaml").read_text().splitlines()
-    assert lines[0] == "# @package _global_"
-    assert any(line.startswith("# Question: ") for line in lines)
-    for line in lines:
-        body = line.split("#", 1)[0]
-        if ":" in body and body.split(":", 1)[1].strip() or body.strip().startswith("- "):
-            assert "#" in line, f"{name}.yaml: no comment on {line!r}"
+    assert lines[0] == "# @package _global_" and lines[1].startswith("# Question: ")
+    for line in lines[2:]:
+        if line.strip() and not line.lstrip().startswith("#"):
+            assert " # " in line, f"{name}.yaml: no comment on {line!r}"
 
 
 def test_seed_experiment_is_the_default_config():

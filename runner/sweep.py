@@ -4,8 +4,9 @@
 In the process that starts the sweep it prepares the store (tables, experiment) before any job
 starts, opens the parent run and writes `SWEEP_FILE` into the sweep folder; each job, in whatever
 process or machine the launcher gives it, reads that file to log as a child of the parent in the
-same experiment. When the sweep is over, the parent is ended FINISHED if every job's run finished,
-else FAILED, with the counts as metrics.
+same experiment. When the sweep is over (or its process exits after a failure), the parent is
+ended FINISHED if every job's run finished, KILLED after Ctrl-C, else FAILED, with the counts as
+metrics.
 """
 
 import atexit
@@ -32,7 +33,7 @@ SWEEP_FILE = "mlflow_sweep.json"  # in hydra.sweep.dir: how a sweep's jobs find 
 
 
 class SweepError(RuntimeError):
-    """A job of a sweep cannot log: the sweep's parent run could not be set up."""
+    """A job of a sweep cannot log: the sweep has no parent run to log under."""
 
 
 @dataclass

@@ -143,12 +143,11 @@ def open_run(uri, experiment, run_name, tags):
     return experiment_id, client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
 
 
-def close_run(uri, run_id, status, metrics=None, tags=None):
-    """Log final metrics and tags to a run opened by open_run and end it with `status` (e.g. "FAILED")."""
+def close_run(uri, run_id, status, metrics):
+    """Log {name: value} metrics (at step 0) to a run opened by open_run and end it with `status` ("FAILED")."""
     client = mlflow.MlflowClient(tracking_uri=uri)
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
-                     tags=[RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in (tags or {}).items()], synchronous=True)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], synchronous=True)
     client.set_terminated(run_id, status)
 
 
@@ -196,6 +195,8 @@ def metric_history(uri, run_id, key):
 def log_artifact(uri, run_id, path):
     """Upload one local file to the run's artifact root."""
     mlflow.MlflowClient(tracking_uri=uri).log_artifact(run_id, path)
+
+
 def mlflow_executable():
     """How to call the `mlflow` command installed beside this Python: `mlflow` if PATH finds it."""
     beside = Path(sys.executable).parent / "mlflow"

@@ -92,7 +92,7 @@ def make_sweep(uri, experiment, children, name="sweep over train.lr"):
                     raise FloatingPointError("diverged")
         except FloatingPointError:
             pass
-    close_run(uri, parent_id, "FAILED" if any(f for *_, f in children) else "FINISHED")
+    close_run(uri, parent_id, "FAILED" if any(f for *_, f in children) else "FINISHED", {})
     return parent_id
 
 

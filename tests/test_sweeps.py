@@ -199,6 +199,14 @@ def test_sweeping_the_store_or_experiment_is_refused_before_any_run(tmp_path):
     assert not (tmp_path / "store.db").exists()
 
 
+def test_without_the_sweep_callback_jobs_refuse_to_log(tmp_path):
+    command = [*NN_RUN, "-m", "seed=1,2", "~hydra.callbacks.sweep_tracking", "tracking.uri=sqlite:///store.db", *TINY]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert "the sweep callback runner.sweep.SweepTracking must be registered under hydra.callbacks" in done.stderr
+    assert not (tmp_path / "store.db").exists()  # no run anywhere, not even a store
+
+
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 NAMES = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
 

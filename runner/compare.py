@@ -29,7 +29,7 @@ class Row:
     run_id: str
     run_name: str
     values: dict  # swept key -> the value this run used, as text
-    final_error: float  # NaN when the run logged no error
+    final_error: float  # final_error, else the last error point; NaN when the run logged no error
     iterations: int | None  # the last step with an error point: train.iterations once finished
     duration_s: float | None
     status: str
@@ -64,10 +64,12 @@ def sweep_rows(uri, parent):
     rows = []
     for child in child_runs(uri, parent):
         curve = metric_history(uri, child.info.run_id, record.ERROR_METRIC)
+        # a run that ended early has no final_error: its last point is as far as it got
+        final = child.data.metrics.get(record.final_metric(record.ERROR_METRIC), curve[-1][1] if curve else math.nan)
         end, start = child.info.end_time, child.info.start_time
-        rows.append(Row(child.info.run_id, child.info.run_name, {k: swept_value(child, k) for k in keys},
-                        curve[-1][1] if curve else math.nan, curve[-1][0] if curve else None,
-                        (end - start) / 1000 if end and start else None, child.info.status, curve))
+        rows.append(Row(child.info.run_id, child.info.run_name, {k: swept_value(child, k) for k in keys}, final,
+                        curve[-1][0] if curve else None, (end - start) / 1000 if end and start else None,
+                        child.info.status, curve))
     return rank(rows), keys
 
 

@@ -173,7 +173,7 @@ class SweepTracking(Callback):
             record.CHILDREN_FAILED_METRIC: len(children) - len(finished),
             record.JOBS_REJECTED_METRIC: len(rejected),
         }
-        errors = [c.data.metrics.get(record.ERROR_METRIC, math.nan) for c in finished]
+        errors = [c.data.metrics.get(record.final_metric(record.ERROR_METRIC), math.nan) for c in finished]
         errors = [e for e in errors if math.isfinite(e)]
         if errors:
             metrics[record.BEST_ERROR_METRIC] = min(errors)

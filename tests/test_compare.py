@@ -53,6 +53,7 @@ def test_nn_compare_ranks_the_latest_sweep_by_logged_final_error(tmp_path):
     children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
                                   order_by=["attributes.start_time ASC"])
     errors = {c.info.run_id: logged_final_error(client, c.info.run_id) for c in children}
+    assert errors == {c.info.run_id: c.data.metrics["final_error"] for c in children}  # the curve ends there
     expected = sorted(errors, key=errors.get)
     assert expected != [c.info.run_id for c in children]  # the ranking is not the order the jobs ran in
 

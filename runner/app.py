@@ -6,13 +6,12 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 
 from runner.config import ConfigError
 from runner.job import run_job
 from runner.progress import wanted
-from runner.tracking_uri import ServerUnreachable, check_server
+from runner.sweep import job_context
+from runner.tracking_uri import ServerUnreachable
 from runner.training import DivergenceError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -20,32 +19,25 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
 def hydra_main(cfg):
-    """Hand the composed config to run_job; a bad value ends the process with one line and exit 2, divergence exit 1."""
-    hydra_cfg = HydraConfig.get()
-    job = hydra_cfg.job
-    progress = wanted(sys.stderr, multirun=hydra_cfg.mode == RunMode.MULTIRUN)
+    """Hand the composed config to run_job and return the final training error (what sweepers minimise).
+
+    A single run ends with one line: exit 2 for a bad value or a tracking server that does not
+    answer, 1 for divergence. In a sweep (`-m`) these fail only their own job (Hydra records it)
+    and the other jobs go on. A single run in a terminal draws a progress bar.
+    """
+    job = HydraConfig.get().job
+    sweep = job_context()  # None for a single run
+    in_sweep = {"parent_run_id": sweep.parent_run_id, "experiment_id": sweep.experiment_id} if sweep else {}
+    progress = wanted(sys.stderr, multirun=sweep is not None)
     try:
-        return run_job(cfg, hydra_cfg.overrides.task, job.override_dirname or cfg.dataset.name, progress=progress)
-    except (ConfigError, ServerUnreachable) as error:
-        fail(error)
-    except DivergenceError as error:  # the run is already marked FAILED with this reason
-        fail(error, status=1)
-
-
-def fail(error, status=2):
-    """End nn-run with the error's one-line message and exit `status`."""
-    print(f"nn-run: {error}", file=sys.stderr)
-    sys.exit(status)
-
-
-class ServerCheck(Callback):
-    """Before a sweep's first job: the tracking server must answer, or the sweep stops at once."""
-
-    def on_multirun_start(self, config, **kwargs):
-        try:
-            check_server(config.tracking.uri)
-        except ServerUnreachable as error:
-            fail(error)
+        result = run_job(cfg, HydraConfig.get().overrides.task, job.override_dirname or cfg.dataset.name,
+                         progress=progress, **in_sweep)
+    except (ConfigError, ServerUnreachable, DivergenceError) as error:  # a diverged run is already FAILED
+        if sweep is not None:
+            raise
+        print(f"nn-run: {error}", file=sys.stderr)
+        sys.exit(1 if isinstance(error, DivergenceError) else 2)
+    return result.final_error
 
 
 def main():

@@ -32,6 +32,11 @@ class JobResult:
     final_metrics: dict = field(default_factory=dict)  # {final_error: ..., final_test_error: ..., ...}
 
 
+def redact_overrides(overrides):
+    """Command-line overrides with the user:password part of any URI value removed."""
+    return [f"{key}{sep}{redact(value)}" for key, sep, value in (o.partition("=") for o in overrides)]
+
+
 def flatten(cfg):
     """The composed config as {dotted.key: text}; lists and dicts as their JSON text."""
     flat = {}
@@ -66,9 +71,10 @@ def log_dataset_inputs(run, data):
     run.log_datasets(data.name, data.source, splits)
 
 
-def run_job(cfg, overrides, run_name, parent_run_id=None, progress=False):
+def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, progress=False):
     """Train the network `cfg` describes and log it as one MLflow run; returns a JobResult.
 
+    `parent_run_id` and `experiment_id` place the run in a sweep (runner/sweep.py).
     Raises ConfigError before any run exists when a value is not allowed, ServerUnreachable when
     tracking.uri names a server that does not answer. `progress` draws a progress bar on stderr.
     """
@@ -82,11 +88,11 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, progress=False):
 
     sizes = layer_sizes(data.X.shape[1], cfg.model.hidden, data.y.shape[1])
     initial = init_weights(sizes, np.random.RandomState(cfg.seed), cfg.model.init)
-    tags = {**provenance_tags(), "overrides": json.dumps(list(overrides))}
+    tags = {**provenance_tags(), record.OVERRIDES_TAG: json.dumps(redact_overrides(overrides))}
     if data.file_sha256:  # set when the run is created, so even a failed run says which file it read
         tags[record.DATASET_SHA256_TAG] = data.file_sha256
 
-    with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id) as run:
+    with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id, experiment_id) as run:
         run.log_params({**flatten(cfg), **record.dataset_params(data)})
         log_dataset_inputs(run, data)
 

@@ -17,6 +17,7 @@ WEIGHTS_DIR = "weights"
 PREDICTIONS_FILE = "predictions.csv"
 CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = "overrides.yaml"
+OVERRIDES_TAG = "overrides"  # the job's command-line overrides as a JSON list
 DATASET_SHA256_TAG = "dataset_sha256"  # hex sha256 of the bytes of a dataset read from a file
 TRAINING_CONTEXT, TESTING_CONTEXT = "training", "testing"  # MLflow dataset-input contexts of the splits
 MODEL_NAME = "model"  # the logged MLflow model: runs:/RUN_ID/model
@@ -25,6 +26,20 @@ MODEL_NAME = "model"  # the logged MLflow model: runs:/RUN_ID/model
 def model_weight_artifact(index):
     """Name of weight matrix `index` among the MLflow model's artifacts."""
     return f"layer_{index}"
+
+# A sweep's parent run (runner/sweep.py) and its comparison (runner/compare.py)
+SWEEP_ID_TAG = "sweep_id"  # marks a sweep's parent run; the id is also in the sweep folder's mlflow_sweep.json
+SWEPT_KEYS_TAG = "swept_keys"  # JSON list of the config keys the sweep varies
+SWEEP_DIR_TAG = "sweep_dir"  # Hydra's output folder of the sweep
+LAUNCHER_TAG = "launcher"  # Hydra's hydra/launcher choice: basic, joblib, submitit_local, submitit_slurm
+SWEEPER_TAG = "sweeper"  # Hydra's hydra/sweeper choice: basic or optuna
+REJECTED_TAG_PREFIX = "rejected_job."  # + Hydra job number: a job whose config was rejected, so it has no run
+CHILDREN_FINISHED_METRIC = "children_finished"
+CHILDREN_FAILED_METRIC = "children_failed"  # FAILED, KILLED, or left RUNNING by a process that died
+JOBS_REJECTED_METRIC = "jobs_rejected"
+BEST_ERROR_METRIC = "best_error"  # lowest final error among the finished children
+COMPARISON_FILE = "comparison.csv"
+COMPARISON_PLOT = "comparison.png"
 
 
 def score_metrics(scores):

@@ -56,7 +56,11 @@ def test_joblib_sweep_lands_every_run_on_the_server(tracking_server, tmp_path, e
     assert done.returncode == 0, done.stderr[-3000:]
 
     client = mlflow.MlflowClient(url)
-    runs = runs_of(client, experiment)
+    everything = runs_of(client, experiment)
+    (parent,) = [r for r in everything if record.SWEEP_ID_TAG in r.data.tags]
+    runs = [r for r in everything if r is not parent]
+    assert parent.info.status == "FINISHED" and parent.data.metrics[record.CHILDREN_FINISHED_METRIC] == 4
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in runs)
     assert sorted((r.data.params["train.lr"], r.data.params["model.hidden"]) for r in runs) == [
         ("0.5", "[3]"), ("0.5", "[4]"), ("1.0", "[3]"), ("1.0", "[4]")]
     for run in runs:
@@ -78,14 +82,17 @@ def test_joblib_sweep_lands_every_run_on_the_server(tracking_server, tmp_path, e
     assert np.array_equal(model.predict(inputs), predict(weights, inputs))
 
 
-@pytest.mark.parametrize("sweep", [(), ("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.lr=0.5,1.0")])
-def test_unreachable_server_fails_fast_with_one_line_and_no_run(tmp_path, sweep):
+@pytest.mark.parametrize("sweep, prefix", [
+    ((), "nn-run: "),
+    (("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.lr=0.5,1.0"), "nn-run: the sweep cannot start: "),
+])
+def test_unreachable_server_fails_fast_with_one_line_and_no_run(tmp_path, sweep, prefix):
     port = free_port()  # nothing listens here
     done = nn_run(tmp_path, *sweep, "tracking=server", f"tracking.uri=http://127.0.0.1:{port}",
                   timeout=FAIL_FAST_TIMEOUT)
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        f"nn-run: tracking.uri='http://127.0.0.1:{port}': no MLflow server answers there (Connection refused); "
+        f"{prefix}tracking.uri='http://127.0.0.1:{port}': no MLflow server answers there (Connection refused); "
         "start one with `make server` or choose another tracking.uri")
     assert "Launching" not in done.stdout  # a sweep stops before its first job
     assert not list(tmp_path.rglob("mlflow.db")) and not (tmp_path / "mlruns").exists()

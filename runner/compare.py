@@ -124,27 +124,26 @@ def write_csv(path, rows, keys):
 
 def plot_curves(path, rows, keys, title):
     """comparison.png: every child's error against iteration, log scale, labelled by its swept values."""
-    import matplotlib
+    from runner.plots import log_scale_points, new_figure, plain_log_axis
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(9, 5.5))
+    figure, axes = new_figure(9, 5.5)
+    shown = []
     for row in rows:
-        points = [(s, e) for s, e in row.curve if math.isfinite(e) and e > 0]  # what a log axis can show
+        steps, errors = log_scale_points(*zip(*row.curve)) if row.curve else ([], [])
         label = ", ".join(f"{k}={row.values[k]}" for k in keys) or row.run_name
         if row.status != "FINISHED":
             label += f" ({row.status})"
-        axes.plot([s for s, _ in points], [e for _, e in points], marker=".", label=label)
+        axes.plot(steps, errors, marker=".", label=label)
+        shown += errors
     axes.set_yscale("log")
+    plain_log_axis(axes.yaxis, shown)
     axes.set_xlabel("iteration")
     axes.set_ylabel(f"{record.ERROR_METRIC}: mean |y - prediction|")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
     if rows:
         axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), ncol=1 + len(rows) // 25)
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(figure)
+    figure.savefig(path, bbox_inches="tight")  # the legend sits outside the axes
 
 
 def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout):

@@ -78,6 +78,7 @@ class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "nn-runner"
     log_model: bool = True
+    log_plots: bool = False
 
 
 @dataclass

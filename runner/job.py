@@ -12,7 +12,7 @@ from runner import record
 from runner.config import ConfigError, check, check_fits_data
 from runner.datasets import load_dataset
 from runner.errors import DataError
-from runner.network import init_weights, layer_sizes
+from runner.network import init_weights, layer_sizes, predict
 from runner.progress import progress_bar
 from runner.provenance import provenance_tags
 from runner.tracking_uri import check_server, redact
@@ -71,6 +71,17 @@ def log_dataset_inputs(run, data):
     run.log_datasets(data.name, data.source, splits)
 
 
+def write_test_predictions_and_plots(folder, cfg, data, result):
+    """Into the artifact folder: test_predictions.csv (final weights) and, with tracking.log_plots, the plots."""
+    if data.X_test is not None:
+        outputs = predict(result.weights, data.X_test, cfg.model.activation, cfg.model.output)
+        record.write_predictions(folder, data.X_test, data.y_test, outputs, record.TEST_PREDICTIONS_FILE)
+    if cfg.tracking.log_plots:
+        from runner.plots import write_run_plots  # imports matplotlib (~0.3 s): only when plots are drawn
+
+        write_run_plots(folder, result, data, cfg.dataset.bias, cfg.model.activation, cfg.model.output)
+
+
 def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, progress=False):
     """Train the network `cfg` describes and log it as one MLflow run; returns a JobResult.
 
@@ -115,6 +126,7 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
         with tempfile.TemporaryDirectory() as folder:
             record.write_weights(folder, result.weights)
             record.write_predictions(folder, data.X, data.y, result.predictions)
+            write_test_predictions_and_plots(folder, cfg, data, result)
             OmegaConf.save(cfg, f"{folder}/{record.CONFIG_FILE}")
             OmegaConf.save(OmegaConf.create(list(overrides)), f"{folder}/{record.OVERRIDES_FILE}")
             run.log_artifacts(folder)

@@ -15,6 +15,7 @@ FINAL_PREFIX = "final_"  # final_error, final_test_error, ...: the scores of the
 WEIGHTS_HASH_TAG = "weights_sha256"
 WEIGHTS_DIR = "weights"
 PREDICTIONS_FILE = "predictions.csv"
+TEST_PREDICTIONS_FILE = "test_predictions.csv"  # the final weights' outputs on the test split, when there is one
 CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = "overrides.yaml"
 OVERRIDES_TAG = "overrides"  # the job's command-line overrides as a JSON list
@@ -26,6 +27,13 @@ MODEL_NAME = "model"  # the logged MLflow model: runs:/RUN_ID/model
 def model_weight_artifact(index):
     """Name of weight matrix `index` among the MLflow model's artifacts."""
     return f"layer_{index}"
+
+# Pictures of a run (runner/plots.py), under plots/ so the UI's artifact tree groups them
+PLOTS_DIR = "plots"
+ERROR_CURVE_PLOT = f"{PLOTS_DIR}/error_curve.png"
+DECISION_BOUNDARY_PLOT = f"{PLOTS_DIR}/decision_boundary.png"  # two-feature data sets only
+CONFUSION_MATRIX_PLOT = f"{PLOTS_DIR}/confusion_matrix.png"  # classification only
+CONFUSION_MATRIX_FILE = f"{PLOTS_DIR}/confusion_matrix.json"  # the counts the picture shows
 
 # A sweep's parent run (runner/sweep.py) and its comparison (runner/compare.py)
 SWEEP_ID_TAG = "sweep_id"  # marks a sweep's parent run; the id is also in the sweep folder's mlflow_sweep.json
@@ -85,13 +93,13 @@ def read_weights(folder):
     return weights
 
 
-def write_predictions(folder, X, y, predictions):
-    """predictions.csv: one row per sample with inputs x0.., targets and predictions, full precision."""
+def write_predictions(folder, X, y, predictions, name=PREDICTIONS_FILE):
+    """predictions.csv (or `name`): one row per sample with inputs x0.., targets and predictions, full precision."""
     n_in, n_out = X.shape[1], y.shape[1]
     suffix = (lambda j: "") if n_out == 1 else (lambda j: f"_{j}")
     header = [f"x{i}" for i in range(n_in)] + [f"target{suffix(j)}" for j in range(n_out)]
     header += [f"prediction{suffix(j)}" for j in range(n_out)]
-    with open(os.path.join(folder, PREDICTIONS_FILE), "w", newline="") as handle:
+    with open(os.path.join(folder, name), "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for row in zip(X, y, predictions):

@@ -9,6 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from runner.config import ConfigError
 from runner.job import run_job
+from runner.record import HYDRA_OUTPUT_DIR_TAG
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -16,9 +17,10 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
 def hydra_main(cfg):
     """Hand the composed config to run_job; a bad value ends the process with one line and exit 2."""
-    job = HydraConfig.get().job
+    hydra_cfg = HydraConfig.get()
     try:
-        return run_job(cfg, HydraConfig.get().overrides.task, job.override_dirname or cfg.dataset.name)
+        return run_job(cfg, hydra_cfg.overrides.task, hydra_cfg.job.override_dirname or cfg.dataset.name,
+                       extra_tags={HYDRA_OUTPUT_DIR_TAG: hydra_cfg.runtime.output_dir})
     except ConfigError as error:
         print(f"nn-run: {error}", file=sys.stderr)
         sys.exit(2)

@@ -46,7 +46,8 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
-ConfigStore.instance().store(name="run_schema", node=RunConfig)
+SCHEMA_NAME = "run_schema"  # the schema's name in Hydra's ConfigStore (first in conf/config.yaml's defaults)
+ConfigStore.instance().store(name=SCHEMA_NAME, node=RunConfig)
 
 
 class ConfigError(ValueError):

@@ -9,11 +9,10 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 from omegaconf import OmegaConf
 
-from runner import record
+from runner import provenance, record
 from runner.config import check
 from runner.datasets import load_dataset
 from runner.network import init_weights, layer_sizes
-from runner.provenance import provenance_tags
 from runner.training import train
 
 log = logging.getLogger(__name__)
@@ -54,9 +53,10 @@ def flatten(cfg):
     return flat
 
 
-def run_job(cfg, overrides, run_name, parent_run_id=None):
+def run_job(cfg, overrides, run_name, parent_run_id=None, extra_tags=None):
     """Train the network `cfg` describes and log it as one MLflow run; returns a JobResult.
 
+    `extra_tags` are added to the run's tags (a rerun's link to its source, Hydra's output folder).
     Raises ConfigError before any run exists when a value is not allowed.
     """
     check(cfg)
@@ -66,7 +66,8 @@ def run_job(cfg, overrides, run_name, parent_run_id=None):
     data = load_dataset(cfg.dataset.name)
     sizes = layer_sizes(data.X.shape[1], cfg.model.hidden, data.y.shape[1])
     initial = init_weights(sizes, np.random.RandomState(cfg.seed))
-    tags = {**provenance_tags(), "overrides": json.dumps(list(overrides))}
+    facts = provenance.collect()
+    tags = {**facts.tags, "overrides": json.dumps(list(overrides)), **(extra_tags or {})}
 
     with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id) as run:
         run.log_params(flatten(cfg))
@@ -83,6 +84,9 @@ def run_job(cfg, overrides, run_name, parent_run_id=None):
             record.write_predictions(folder, data.X, data.y, result.predictions)
             OmegaConf.save(cfg, f"{folder}/{record.CONFIG_FILE}")
             OmegaConf.save(OmegaConf.create(list(overrides)), f"{folder}/{record.OVERRIDES_FILE}")
+            if facts.git_diff:
+                with open(f"{folder}/{record.GIT_DIFF_FILE}", "w", errors="surrogateescape") as handle:
+                    handle.write(facts.git_diff)
             run.log_artifacts(folder)
         run.set_tags({record.WEIGHTS_HASH_TAG: digest})
 

@@ -12,6 +12,11 @@ WEIGHTS_DIR = "weights"
 PREDICTIONS_FILE = "predictions.csv"
 CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = "overrides.yaml"
+GIT_DIFF_FILE = "git.diff"  # `git diff HEAD` of the code when the checkout was dirty
+DATASET_HASH_TAG = "dataset_sha256"  # sha256 of a dataset file's bytes (file-backed datasets)
+HYDRA_OUTPUT_DIR_TAG = "hydra_output_dir"  # the Hydra job's output folder, absolute
+RERUN_OF_TAG = "rerun_of"  # on a reproduction: the run it reproduces
+DERIVED_FROM_TAG = "derived_from"  # on a run made from another run's config with overrides
 
 
 def weight_file(index):
@@ -26,6 +31,15 @@ def weights_sha256(weights):
         w = np.ascontiguousarray(w)
         digest.update(f"{w.shape}|{w.dtype.str}|".encode())
         digest.update(w.tobytes())
+    return digest.hexdigest()
+
+
+def file_sha256(path):
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
     return digest.hexdigest()
 
 

@@ -181,6 +181,8 @@ def compare_runs(source, new_run_id, folder):
     source_weights = record.read_weights(source.artifacts)
     new_weights = record.read_weights(stored_run.download_artifacts(client, new_run_id, folder))
     differences = []
+    if source.run.info.status != "FINISHED":
+        differences.append(Difference("source run", f"status {source.run.info.status}: its record is incomplete"))
     source_hash, new_hash = source_tags.get(record.WEIGHTS_HASH_TAG), new_tags.get(record.WEIGHTS_HASH_TAG)
     if source_hash != new_hash:
         differences.append(Difference(record.WEIGHTS_HASH_TAG, f"source {source_hash}, rerun {new_hash}"))

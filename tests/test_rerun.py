@@ -305,3 +305,12 @@ def test_dataset_check_applies_when_the_source_recorded_a_file(tmp_path, monkeyp
     untracked = Source(source_id, config, [], "source", experiment, tracking_uri,
                        run=client.get_run(logged_run(tracking_uri, experiment, "train.iterations=5")))
     check_dataset(untracked, same_file)  # no dataset_sha256 recorded: nothing to check
+
+
+def test_an_unfinished_source_is_named(tracking_uri, experiment, client, capsys):
+    source_id = logged_run(tracking_uri, experiment, "train.iterations=200", "train.log_every=100")
+    client.set_terminated(source_id, "KILLED")  # as Ctrl-C leaves a run (here with its record complete)
+    code, out = rerun_in_process(capsys, source_id, "--tracking-uri", tracking_uri)
+    assert code == EXIT_NOT_REPRODUCED
+    assert [line for line in out if line.startswith("differs: ")] == [
+        "differs: source run: status KILLED: its record is incomplete"]

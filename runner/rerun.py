@@ -58,6 +58,15 @@ def _read_yaml(path, what):
             return yaml.safe_load(handle)
     except OSError as error:
         raise RerunError(f"cannot read {what}: {error.strerror}: {path}") from None
+    except yaml.YAMLError as error:
+        raise RerunError(f"{what} is not valid YAML: {str(error).splitlines()[0]}: {path}") from None
+
+
+def _read_config(path, what):
+    config = _read_yaml(path, what)
+    if not isinstance(config, dict):
+        raise RerunError(f"{what} holds no config mapping: {path}")
+    return config
 
 
 def source_from_run(run_id, uri, folder):
@@ -72,7 +81,7 @@ def source_from_run(run_id, uri, folder):
         raise RerunError(f"run {run_id} has no {record.CONFIG_FILE} artifact: it was not logged by nn-run")
     overrides_path = os.path.join(artifacts, record.OVERRIDES_FILE)
     overrides = _read_yaml(overrides_path, "the run's overrides") if os.path.isfile(overrides_path) else []
-    return Source(run_id, _read_yaml(config_path, "the run's config"), list(overrides or []),
+    return Source(run_id, _read_config(config_path, "the run's config"), list(overrides or []),
                   run.info.run_name or run_id, stored_run.experiment_name(client, run), uri, run, artifacts)
 
 
@@ -80,9 +89,7 @@ def source_from_output_dir(path, uri, folder):
     """A Hydra output folder; the MLflow run that recorded it (tag hydra_output_dir) if the store has one."""
     from runner import stored_run
 
-    config = _read_yaml(os.path.join(path, HYDRA_CONFIG), "the folder's Hydra config")
-    if not isinstance(config, dict):
-        raise RerunError(f"{os.path.join(path, HYDRA_CONFIG)} holds no config mapping")
+    config = _read_config(os.path.join(path, HYDRA_CONFIG), "the folder's Hydra config")
     overrides_path = os.path.join(path, HYDRA_OVERRIDES)
     overrides = _read_yaml(overrides_path, "the folder's overrides") if os.path.isfile(overrides_path) else []
     tracking = config.get("tracking") or {}
@@ -91,7 +98,7 @@ def source_from_output_dir(path, uri, folder):
     source = Source(os.path.abspath(path), config, list(overrides or []), os.path.normpath(path), experiment, uri)
     try:
         client = stored_run.open_store(uri)
-    except stored_run.RunNotFound:
+    except stored_run.NotInStore:
         return source
     run_id = stored_run.find_run_by_tag(client, experiment, record.HYDRA_OUTPUT_DIR_TAG, os.path.abspath(path))
     if run_id is not None:
@@ -249,13 +256,13 @@ def parse_args(argv):
 
 def nn_rerun(argv=None):
     """nn-rerun with these arguments; returns the exit code."""
-    from runner.stored_run import RunNotFound
+    from runner.stored_run import NotInStore
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
         return rerun(args.source, args.tracking_uri, args.override)
-    except (RerunError, RunNotFound, ConfigError) as error:
+    except (RerunError, NotInStore, ConfigError) as error:
         print(f"nn-rerun: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

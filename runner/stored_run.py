@@ -11,27 +11,27 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 SQLITE_PREFIX = "sqlite:///"
 
 
-class RunNotFound(LookupError):
-    """No such run (or no such store) at the tracking URI; the message is one line for the user."""
+class NotInStore(LookupError):
+    """No such store, run or artifact at the tracking URI; the message is one line for the user."""
 
 
 def open_store(uri):
-    """An MlflowClient on an existing store; a SQLite URI naming no file raises RunNotFound
+    """An MlflowClient on an existing store; a SQLite URI naming no file raises NotInStore
     (opening it would create an empty store as a side effect of a failed look-up)."""
     if uri.startswith(SQLITE_PREFIX):
         path = uri[len(SQLITE_PREFIX):]
         if path and not os.path.isfile(path):
-            raise RunNotFound(f"no MLflow store at {uri} (no file {path!r})")
+            raise NotInStore(f"no MLflow store at {uri} (no file {path!r})")
     return mlflow.MlflowClient(tracking_uri=uri)
 
 
 def get_run(client, run_id, uri):
-    """The run with this id; RunNotFound when the store has none."""
+    """The run with this id; NotInStore when the store has none."""
     try:
         return client.get_run(run_id)
     except MlflowException as error:
         if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise RunNotFound(f"no run {run_id!r} in the MLflow store at {uri}") from None
+            raise NotInStore(f"no run {run_id!r} in the MLflow store at {uri}") from None
         raise
 
 
@@ -40,8 +40,13 @@ def experiment_name(client, run):
 
 
 def download_artifacts(client, run_id, folder):
-    """Every artifact of the run, under `folder`; returns the local root."""
-    return client.download_artifacts(run_id, "", folder)
+    """Every artifact of the run, under `folder`; returns the local root. NotInStore when it has none."""
+    try:
+        if not client.list_artifacts(run_id):  # downloading nothing would only log a line of its own
+            raise NotInStore(f"run {run_id} has no artifacts: they are gone, or it was not logged by nn-run")
+        return client.download_artifacts(run_id, "", folder)
+    except (MlflowException, OSError) as error:
+        raise NotInStore(f"cannot download the artifacts of run {run_id}: {str(error).splitlines()[0]}") from None
 
 
 def metric_histories(client, run):

@@ -314,3 +314,23 @@ def test_an_unfinished_source_is_named(tracking_uri, experiment, client, capsys)
     assert code == EXIT_NOT_REPRODUCED
     assert [line for line in out if line.startswith("differs: ")] == [
         "differs: source run: status KILLED: its record is incomplete"]
+
+
+def test_a_run_whose_artifacts_are_gone_is_a_clear_error(tracking_uri, experiment, client, capsys):
+    source_id = logged_run(tracking_uri, experiment, "train.iterations=5")
+    shutil.rmtree(artifact_dir(client.get_run(source_id)))
+    assert nn_rerun([source_id, "--tracking-uri", tracking_uri]) == EXIT_BAD_INPUT
+    assert capsys.readouterr().err.strip() == (f"nn-rerun: run {source_id} has no artifacts: they are gone, or it "
+                                               "was not logged by nn-run")
+    assert len(runs_of(client, experiment)) == 1
+
+
+def test_a_run_not_made_by_nn_run_is_a_clear_error(tracking_uri, experiment, client, capsys, tmp_path):
+    from runner.tracking import tracked_run
+
+    (tmp_path / "notes.txt").write_text("a run logged by another tool\n")
+    with tracked_run(tracking_uri, experiment, "other tool") as run:
+        run.log_artifacts(str(tmp_path))
+    assert nn_rerun([run.run_id, "--tracking-uri", tracking_uri]) == EXIT_BAD_INPUT
+    assert capsys.readouterr().err.strip() == f"nn-rerun: run {run.run_id} has no config.yaml artifact: it was not logged by nn-run"
+    assert len(runs_of(client, experiment)) == 1

@@ -19,7 +19,7 @@ def open_store(uri):
     """An MlflowClient on an existing store; a SQLite URI naming no file raises NotInStore
     (opening it would create an empty store as a side effect of a failed look-up)."""
     if uri.startswith(SQLITE_PREFIX):
-        path = uri[len(SQLITE_PREFIX):]
+        path = uri[len(SQLITE_PREFIX):].split("?", 1)[0]  # without query parameters
         if path and not os.path.isfile(path):
             raise NotInStore(f"no MLflow store at {uri} (no file {path!r})")
     return mlflow.MlflowClient(tracking_uri=uri)

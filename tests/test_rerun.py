@@ -68,14 +68,15 @@ def test_cli_rerun_of_the_default_run_is_reproduced(tmp_path, tracking_uri, expe
 
 
 @pytest.mark.slow
-def test_rerun_of_a_joblib_sweep_child_is_reproduced(tmp_path, tracking_uri, experiment, client, capsys):
-    done = cli(NN_RUN, tmp_path, "-m", "hydra/launcher=joblib", "train.lr=0.5,2.0", "train.iterations=2000",
+@pytest.mark.parametrize("launcher", ["joblib", "basic"])
+def test_rerun_of_a_sweep_child_is_reproduced(tmp_path, tracking_uri, experiment, client, capsys, launcher):
+    done = cli(NN_RUN, tmp_path, "-m", f"hydra/launcher={launcher}", "train.lr=0.5,2.0", "train.iterations=2000",
                "train.log_every=500", f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}")
     assert done.returncode == 0, done.stderr
     children = {r.data.params["train.lr"]: r for r in runs_of(client, experiment)}
     assert set(children) == {"0.5", "2.0"}
     child = children["0.5"]
-    # the child ran in a joblib worker: its output folder is the sweep's
+    # under joblib the child ran in a worker process; its output folder is the sweep's
     assert child.data.tags[record.HYDRA_OUTPUT_DIR_TAG] == str(next(tmp_path.glob("multirun/*/*/0")))
     code, out = rerun_in_process(capsys, child.info.run_id, "--tracking-uri", tracking_uri)
     assert code == 0 and out[-1] == "reproduced"

@@ -1,6 +1,8 @@
 """Training-loop speed: runner.training.train against the plain seed loop, same process, interleaved.
 
-Prints per-iteration medians and the ratio, and checks that both give identical weights.
+Prints per-iteration medians and the ratio, and checks that both give identical weights. Also
+times the runner with its divergence check forced onto every iteration (training.CHECK_ROWS = 1)
+against the default cadence, the figure behind that choice.
 Usage: python benchmarks/training_loop.py [--repeats 7] [--iterations 60000]
 """
 
@@ -15,8 +17,19 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from seed_program import X, Y, seed_program  # noqa: E402  (the plain transcription the tests use)
 
+from runner import training  # noqa: E402
 from runner.network import init_weights  # noqa: E402
 from runner.training import train  # noqa: E402
+
+
+def run_runner(iterations, check_rows=training.CHECK_ROWS):
+    default, training.CHECK_ROWS = training.CHECK_ROWS, check_rows
+    try:
+        start = time.perf_counter()
+        result = train(init_weights([3, 4, 1], np.random.RandomState(1)), X, Y, iterations=iterations, log_every=10000)
+        return time.perf_counter() - start, result
+    finally:
+        training.CHECK_ROWS = default
 
 
 def main():
@@ -24,21 +37,23 @@ def main():
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--iterations", type=int, default=60000)
     args = parser.parse_args()
-    seed_times, runner_times = [], []
+    seed_times, runner_times, checked_times = [], [], []
     for _ in range(args.repeats):
         start = time.perf_counter()
         syn0, syn1, _, _ = seed_program(args.iterations)
         seed_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        result = train(init_weights([3, 4, 1], np.random.RandomState(1)), X, Y,
-                       iterations=args.iterations, log_every=10000)
-        runner_times.append(time.perf_counter() - start)
+        elapsed, result = run_runner(args.iterations)
+        runner_times.append(elapsed)
         assert np.array_equal(result.weights[0], syn0) and np.array_equal(result.weights[1], syn1)
+        checked_times.append(run_runner(args.iterations, check_rows=1)[0])
     seed_med, runner_med = statistics.median(seed_times), statistics.median(runner_times)
+    checked_med = statistics.median(checked_times)
     per_it = 1e6 / args.iterations
     print(f"seed loop   median {seed_med:.3f} s  ({seed_med * per_it:.2f} us/iteration)")
     print(f"runner loop median {runner_med:.3f} s  ({runner_med * per_it:.2f} us/iteration)")
     print(f"speed-up (seed / runner, medians of {args.repeats}): {seed_med / runner_med:.2f}x; weights identical")
+    print(f"divergence check on every iteration instead of every {training.CHECK_ROWS // len(Y)}: "
+          f"{checked_med * per_it:.2f} us/iteration, {checked_med / runner_med:.2f}x the default's time")
 
 
 if __name__ == "__main__":

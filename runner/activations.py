@@ -5,6 +5,14 @@ derivative is split in two: `slope_ops` depends on the layer's output alone (so 
 loop can run it on every layer at once), `backward_ops` multiplies the incoming gradient by it.
 The order of operations matches the seed program's expressions exactly: floating-point
 multiplication is not associative and the default run must keep the seed's bits.
+
+An output activation comes with the loss it is trained on; its `backward_ops` turn the error
+y - output into delta = -dLoss/dz:
+- sigmoid, squared error L = 0.5 * sum((y - p)**2): dL/dp = -(y - p), so delta = (y - p) * p * (1 - p)
+  (the seed's `l2_error * l2 * (1 - l2)`);
+- softmax, cross-entropy L = -sum(y * log p) over one-hot (or any row-sum-1) targets:
+  dL/dz_j = sum_i (-y_i / p_i) * p_i * (delta_ij - p_j) = p_j * sum_i y_i - y_j = p_j - y_j,
+  so delta = y - p, the error itself, and softmax's own Jacobian is never formed.
 """
 
 from functools import partial
@@ -72,15 +80,49 @@ class Relu:
         return [(np.multiply, (grad, slope, grad))]
 
 
-ACTIVATIONS = {cls.name: cls for cls in (Sigmoid, Tanh, Relu)}
+class Softmax:
+    """exp(z - max z) / sum(exp(z - max z)) along each row; an output only, trained with cross-entropy.
+
+    Paired with cross-entropy, delta = y - softmax (see the module docstring): no slope, no
+    backward operation. Subtracting the row maximum first keeps exp from overflowing.
+    """
+
+    name = "softmax"
+
+    @staticmethod
+    def forward_ops(z):
+        column = np.empty((z.shape[0], 1))  # per-row max, then per-row sum; allocated once, here
+        return [(np.maximum.reduce, (z, 1, None, column, True)), (np.subtract, (z, column, z)),
+                (np.exp, (z, z)), (np.add.reduce, (z, 1, None, column, True)), (np.divide, (z, column, z))]
+
+    @staticmethod
+    def slope_ops(out, slope):
+        return []
+
+    @staticmethod
+    def backward_ops(grad, out, slope):
+        return []
+
+
+ACTIVATIONS = {cls.name: cls for cls in (Sigmoid, Tanh, Relu)}  # for hidden layers
+OUTPUTS = {cls.name: cls for cls in (Sigmoid, Softmax)}  # for the output layer, each with its loss (above)
+
+
+def _lookup(table, name, what):
+    try:
+        return table[name]
+    except KeyError:
+        raise ValueError(f"unknown {what} {name!r}; allowed: {', '.join(table)}") from None
 
 
 def get_activation(name):
-    """The activation called `name`; ValueError lists the known ones."""
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown activation {name!r}; allowed: {', '.join(ACTIVATIONS)}") from None
+    """The hidden-layer activation called `name`; ValueError lists the known ones."""
+    return _lookup(ACTIVATIONS, name, "activation")
+
+
+def get_output(name):
+    """The output activation called `name` (it implies the loss); ValueError lists the known ones."""
+    return _lookup(OUTPUTS, name, "output")
 
 
 def run_ops(ops):

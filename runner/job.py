@@ -3,19 +3,21 @@
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from omegaconf import OmegaConf
 
 from runner import provenance, record
-from runner.config import check
+from runner.config import ConfigError, check, check_fits_data
 from runner.datasets import load_dataset
+from runner.errors import DataError
 from runner.network import init_weights, layer_sizes
-from runner.training import train
+from runner.training import shuffle_rng, train
 
 log = logging.getLogger(__name__)
+SHOWN_PREDICTIONS = 20  # rows of predictions printed at the end; predictions.csv has them all
 
 
 @dataclass
@@ -25,6 +27,7 @@ class JobResult:
     run_id: str
     final_error: float
     weights_sha256: str
+    final_metrics: dict = field(default_factory=dict)  # {final_error: ..., final_test_error: ..., ...}
 
 
 def redact(uri):
@@ -53,6 +56,22 @@ def flatten(cfg):
     return flat
 
 
+def load_data(dataset_cfg):
+    """The data set a `dataset` config node describes; a value it cannot use becomes a ConfigError."""
+    try:
+        return load_dataset(**OmegaConf.to_container(dataset_cfg, resolve=True))
+    except DataError as error:
+        raise ConfigError(f"dataset.{error}") from None
+
+
+def log_dataset_inputs(run, data):
+    """The training split, and the test split if any, as the run's MLflow dataset inputs."""
+    splits = {record.TRAINING_CONTEXT: (data.X, data.y, record.dataset_digest(data.X, data.y))}
+    if data.X_test is not None:
+        splits[record.TESTING_CONTEXT] = (data.X_test, data.y_test, record.dataset_digest(data.X_test, data.y_test))
+    run.log_datasets(data.name, data.source, splits)
+
+
 def run_job(cfg, overrides, run_name, parent_run_id=None, extra_tags=None):
     """Train the network `cfg` describes and log it as one MLflow run; returns a JobResult.
 
@@ -60,24 +79,35 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, extra_tags=None):
     Raises ConfigError before any run exists when a value is not allowed.
     """
     check(cfg)
-    # mlflow takes over a second to import: pay for it only once the config is known to be good
+    data = load_data(cfg.dataset)
+    check_fits_data(cfg, len(data.y), data.y.shape[1])
+    # mlflow takes over a second to import: pay for it only once the config and data are known to be good
     from runner.tracking import tracked_run, ui_command
 
-    data = load_dataset(cfg.dataset.name)
     sizes = layer_sizes(data.X.shape[1], cfg.model.hidden, data.y.shape[1])
-    initial = init_weights(sizes, np.random.RandomState(cfg.seed))
+    initial = init_weights(sizes, np.random.RandomState(cfg.seed), cfg.model.init)
     facts = provenance.collect()
     tags = {**facts.tags, "overrides": json.dumps(list(overrides)), **(extra_tags or {})}
+    if data.file_sha256:  # set when the run is created, so even a failed run says which file it read
+        tags[record.DATASET_SHA256_TAG] = data.file_sha256
 
     with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id) as run:
-        run.log_params(flatten(cfg))
+        run.log_params({**flatten(cfg), **record.dataset_params(data)})
+        log_dataset_inputs(run, data)
 
-        def on_log(step, error):
-            log.info("step %d: error %r", step, error)
-            run.log_metric(record.ERROR_METRIC, step, error)
+        def on_log(step, scores):
+            metrics = record.score_metrics(scores)
+            for name, value in metrics.items():  # buffered before printed: a printed point survives Ctrl-C
+                run.log_metric(name, step, value)
+            log.info("step %d: %s", step, ", ".join(f"{name} {value!r}" for name, value in metrics.items()))
 
         result = train(initial, data.X, data.y, iterations=cfg.train.iterations, log_every=cfg.train.log_every,
-                       lr=cfg.train.lr, hidden_activation=cfg.model.activation, on_log=on_log)
+                       lr=cfg.train.lr, hidden_activation=cfg.model.activation, output_activation=cfg.model.output,
+                       batch_size=cfg.train.batch_size, rng=shuffle_rng(cfg.seed), X_test=data.X_test,
+                       y_test=data.y_test, classify=data.classes is not None, on_log=on_log)
+        final_metrics = {record.final_metric(name): value for name, value in record.score_metrics(result.final).items()}
+        for name, value in final_metrics.items():
+            run.log_metric(name, cfg.train.iterations, value)
         digest = record.weights_sha256(result.weights)
         with tempfile.TemporaryDirectory() as folder:
             record.write_weights(folder, result.weights)
@@ -90,11 +120,12 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, extra_tags=None):
             run.log_artifacts(folder)
         run.set_tags({record.WEIGHTS_HASH_TAG: digest})
 
-    log.info("predictions (inputs | target | prediction):")
-    for x, target, prediction in zip(data.X, data.y, result.predictions):
+    log.info("predictions (inputs | target | prediction)%s:",
+             f", first {SHOWN_PREDICTIONS} of {len(data.X)} rows" if len(data.X) > SHOWN_PREDICTIONS else "")
+    for x, target, prediction in zip(data.X[:SHOWN_PREDICTIONS], data.y, result.predictions):
         log.info("  %s | %s | %s", " ".join(f"{v:g}" for v in x), " ".join(f"{v:g}" for v in target),
                  " ".join(repr(float(v)) for v in prediction))
     uri = redact(cfg.tracking.uri)
     log.info("MLflow run %s in experiment %r at %s", run.run_id, cfg.tracking.experiment, uri)
     log.info("open the UI: %s", ui_command(uri))
-    return JobResult(run.run_id, result.errors[-1], digest)
+    return JobResult(run.run_id, result.errors[-1], digest, final_metrics)

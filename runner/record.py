@@ -2,21 +2,39 @@
 
 import csv
 import hashlib
+import json
 import os
 
 import numpy as np
 
 ERROR_METRIC = "error"  # mean |y - prediction| on the training data
+TEST_ERROR_METRIC = "test_error"  # the same on the held-out test split
+TRAIN_ACCURACY_METRIC = "train_accuracy"  # fraction of training rows classified right (classification only)
+TEST_ACCURACY_METRIC = "test_accuracy"  # the same on the test split
+FINAL_PREFIX = "final_"  # final_error, final_test_error, ...: the scores of the final weights, logged once
 WEIGHTS_HASH_TAG = "weights_sha256"
 WEIGHTS_DIR = "weights"
 PREDICTIONS_FILE = "predictions.csv"
 CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = "overrides.yaml"
+DATASET_SHA256_TAG = "dataset_sha256"  # hex sha256 of the bytes of a dataset read from a file
 GIT_DIFF_FILE = "git.diff"  # `git diff HEAD` of the code when the checkout was dirty
-DATASET_HASH_TAG = "dataset_sha256"  # sha256 of a dataset file's bytes (file-backed datasets)
 HYDRA_OUTPUT_DIR_TAG = "hydra_output_dir"  # the Hydra job's output folder, absolute
 RERUN_OF_TAG = "rerun_of"  # on a reproduction: the run it reproduces
 DERIVED_FROM_TAG = "derived_from"  # on a run made from another run's config with overrides
+TRAINING_CONTEXT, TESTING_CONTEXT = "training", "testing"  # MLflow dataset-input contexts of the splits
+
+
+def score_metrics(scores):
+    """{metric name: value} for a runner.metrics.Scores, leaving out what was not measured."""
+    named = {ERROR_METRIC: scores.error, TEST_ERROR_METRIC: scores.test_error,
+             TRAIN_ACCURACY_METRIC: scores.train_accuracy, TEST_ACCURACY_METRIC: scores.test_accuracy}
+    return {name: value for name, value in named.items() if value is not None}
+
+
+def final_metric(name):
+    """The name under which a metric's value for the final weights is logged on its own."""
+    return FINAL_PREFIX + name
 
 
 def weight_file(index):
@@ -70,3 +88,18 @@ def write_predictions(folder, X, y, predictions):
         writer.writerow(header)
         for row in zip(X, y, predictions):
             writer.writerow([repr(float(v)) for part in row for v in part])
+
+
+def dataset_digest(X, y):
+    """Fingerprint of a data split, the same way as the weights': shapes, dtypes and bytes of X, y."""
+    return weights_sha256([X, y])
+
+
+def dataset_params(data):
+    """The data's size as run params: data.rows (training), data.test_rows, data.features, ..."""
+    params = {"data.rows": len(data.X), "data.test_rows": 0 if data.X_test is None else len(data.X_test),
+              "data.features": data.X.shape[1], "data.outputs": data.y.shape[1]}
+    if data.classes is not None:
+        params["data.classes"] = len(data.classes)
+        params["data.class_names"] = json.dumps(data.classes)
+    return {key: str(value) for key, value in params.items()}

@@ -12,6 +12,7 @@ import argparse
 import gc
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -19,11 +20,13 @@ from dataclasses import dataclass
 import yaml
 
 from runner import record
-from runner.config import SCHEMA_NAME, ConfigError, TrackingConfig
+from runner.config import ConfigError, TrackingConfig
 
 DEFAULT_URI = TrackingConfig.uri
 HYDRA_CONFIG = os.path.join(".hydra", "config.yaml")
 HYDRA_OVERRIDES = os.path.join(".hydra", "overrides.yaml")
+PRIMARY_CONFIG = "config"  # nn-run's primary config in conf/
+RECORDED_CONFIG, CHANGED_CONFIG = "_rerun_recorded", "_rerun_changed"  # written into a copy of conf/
 EXIT_NOT_REPRODUCED = 1
 EXIT_BAD_INPUT = 2
 # Hydra's own job-logging format, so nn-rerun's progress lines look like nn-run's
@@ -123,29 +126,50 @@ def _one_line(error):
     """Hydra's and OmegaConf's multi-line messages as one line: their unindented lines, joined."""
     lines = []
     while error is not None:
-        lines += [line.removeprefix("In 'source': ") for line in str(error).splitlines()
+        lines += [line.removeprefix(f"In '{RECORDED_CONFIG}': ") for line in str(error).splitlines()
                   if line.strip() and not line[0].isspace() and not line.startswith("See https://")]
         error = error.__cause__
     return "; ".join(lines)
 
 
+def _primary(config, overrides=()):
+    """A primary config that composes like nn-run's conf/config.yaml, then sets the recorded values.
+
+    Each group takes the option its recorded `name` names, so a data set brings its own schema
+    (dataset=csv: CsvConfig); a group the overrides switch (`dataset=iris`) drops its recorded values.
+    """
+    from runner.app import CONFIG_DIR
+
+    groups = {entry.name for entry in os.scandir(CONFIG_DIR) if entry.is_dir()}
+    switched = {override.split("=", 1)[0].lstrip("+~") for override in overrides} & groups
+    recorded = {key: value for key, value in config.items() if key not in switched}
+    chosen = [{f"override {group}": node["name"]} for group, node in recorded.items()
+              if group in groups and isinstance(node, dict)
+              and os.path.isfile(os.path.join(CONFIG_DIR, group, f"{node.get('name')}.yaml"))]
+    return {"defaults": [PRIMARY_CONFIG, *chosen, "_self_"], **recorded}
+
+
 def compose_from(config, overrides, label):
     """`config` checked against the schema, with Hydra-style `overrides` applied: real Hydra composition
-    of a primary config that holds the schema and the recorded values."""
+    of nn-run's configs with the recorded values on top, in a copy of conf/."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from runner.app import CONFIG_DIR
+
     with tempfile.TemporaryDirectory() as folder:
-        with open(os.path.join(folder, "source.yaml"), "w") as handle:
-            yaml.safe_dump({"defaults": [SCHEMA_NAME, "_self_"], **config}, handle)
-        with initialize_config_dir(config_dir=folder, version_base=None):
+        conf = shutil.copytree(CONFIG_DIR, os.path.join(folder, "conf"))
+        for name, primary in ((RECORDED_CONFIG, _primary(config)), (CHANGED_CONFIG, _primary(config, overrides))):
+            with open(os.path.join(conf, f"{name}.yaml"), "w") as handle:
+                yaml.safe_dump(primary, handle)
+        with initialize_config_dir(config_dir=conf, version_base=None):
             try:
-                compose(config_name="source")
+                compose(config_name=RECORDED_CONFIG)
             except (HydraException, OmegaConfBaseException) as error:
                 raise RerunError(f"the config of {label} does not fit the schema: {_one_line(error)}") from None
             try:
-                return compose(config_name="source", overrides=list(overrides))
+                return compose(config_name=CHANGED_CONFIG, overrides=list(overrides))
             except (HydraException, OmegaConfBaseException) as error:
                 raise RerunError(f"--override {' '.join(overrides)}: {_one_line(error)}") from None
 
@@ -153,10 +177,11 @@ def compose_from(config, overrides, label):
 def check_dataset_file(path, expected_sha256, label):
     """Raise DatasetChanged unless the file at `path` (relative to the working directory) has the
     sha256 recorded with run `label`."""
-    if not os.path.isfile(path):
+    full = os.path.expanduser(path)  # as the csv data set reads it
+    if not os.path.isfile(full):
         raise DatasetChanged(f"dataset.path={path!r} is missing: run {label} trained on a file with "
                              f"sha256 {expected_sha256}")
-    actual = record.file_sha256(path)
+    actual = record.file_sha256(full)
     if actual != expected_sha256:
         raise DatasetChanged(f"dataset.path={path!r} has changed since run {label}: sha256 {actual}, "
                              f"recorded {expected_sha256}")
@@ -167,12 +192,12 @@ def check_dataset(source, cfg):
     file must still be that file."""
     from omegaconf import OmegaConf
 
-    expected = source.run.data.tags.get(record.DATASET_HASH_TAG) if source.run else None
+    expected = source.run.data.tags.get(record.DATASET_SHA256_TAG) if source.run else None
     if not expected:
         return
     path = (source.config.get("dataset") or {}).get("path")
     if path is None:
-        raise DatasetChanged(f"run {source.label} records {record.DATASET_HASH_TAG} but its config has no dataset.path")
+        raise DatasetChanged(f"run {source.label} records {record.DATASET_SHA256_TAG} but its config has no dataset.path")
     if OmegaConf.select(cfg, "dataset.path") == path:  # an override to another file is the user's choice
         check_dataset_file(path, expected, source.label)
 

@@ -4,8 +4,11 @@ Knows nothing of the network: it logs params, metric points, tags and a folder o
 """
 
 import os
+import shutil
+import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # opt in by setting it to false
 
@@ -19,6 +22,7 @@ MAX_METRICS_PER_BATCH = 1000
 MAX_PARAM_KEY = 250
 MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 5000
+MAX_DATASET_DIGEST = 36
 FLUSH_SECONDS = 10.0  # a long run shows its curve in the UI while it trains
 
 
@@ -73,6 +77,26 @@ class TrackedRun:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()],
                               synchronous=True)
 
+    def log_datasets(self, name, source, splits):
+        """Record data splits as dataset inputs of this run, in one call.
+
+        `splits` maps a context (training, testing) to (features, targets, digest); `source` is a
+        file's absolute path or the name of the code that made the data.
+        """
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.sources import LocalArtifactDatasetSource
+        from mlflow.entities import Dataset as DatasetEntity
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        where = LocalArtifactDatasetSource(source) if os.path.isabs(source) else CodeDatasetSource({"loader": source})
+        inputs = []
+        for context, (features, targets, digest) in splits.items():
+            dataset = mlflow.data.from_numpy(features, source=where, targets=targets, name=name,
+                                             digest=digest[:MAX_DATASET_DIGEST])
+            inputs.append(DatasetInput(DatasetEntity(**dataset.to_dict()), [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+        self.client.log_inputs(self.run_id, inputs)
+
     def log_artifacts(self, local_dir):
         """Upload every file under local_dir, keeping relative paths."""
         self.client.log_artifacts(self.run_id, local_dir)
@@ -104,8 +128,18 @@ def tracked_run(uri, experiment, run_name, tags=None, parent_run_id=None):
     client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FINISHED))
 
 
+def mlflow_executable():
+    """How to call the `mlflow` command installed beside this Python: `mlflow` if PATH finds it."""
+    beside = Path(sys.executable).parent / "mlflow"
+    found = shutil.which("mlflow")
+    if not beside.exists() or (found and Path(found).resolve() == beside.resolve()):
+        return "mlflow"
+    relative = os.path.relpath(beside)
+    return relative if not relative.startswith("..") else str(beside)
+
+
 def ui_command(uri):
     """The shell command that opens the MLflow UI on this tracking URI, on loopback."""
     if uri.startswith(("http://", "https://")):
         return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+    return f"{mlflow_executable()} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"

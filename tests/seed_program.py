@@ -13,6 +13,11 @@ def seed_program(iterations=60000, report_every=10000):
     syn0 = 2 * np.random.random((3, 4)) - 1
     syn1 = 2 * np.random.random((4, 1)) - 1
     np.random.set_state(state)
+    return seed_loop(X, Y, syn0, syn1, iterations, report_every)
+
+
+def seed_loop(X, Y, syn0, syn1, iterations, report_every):
+    """The seed's training loop on any table and any hidden width; updates syn0, syn1 in place."""
     errors, l2 = [], None
     for j in range(iterations):
         l0 = X

@@ -1,5 +1,6 @@
 """The real `nn-run` command in a subprocess: output, exit codes, what lands in MLflow."""
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -56,4 +57,27 @@ def test_cli_unknown_key_fails_at_composition(tmp_path):
 def test_help_names_the_app_and_its_groups():
     done = subprocess.run([str(Path(sys.executable).parent / "nn-run"), "--help"], capture_output=True, text=True)
     assert done.returncode == 0
-    assert "nn-run" in done.stdout and "dataset: seed" in done.stdout and "train: backprop" in done.stdout
+    assert "nn-run" in done.stdout and "train: backprop" in done.stdout
+    (datasets,) = [line for line in done.stdout.splitlines() if line.startswith("dataset: ")]
+    assert {"seed", "iris", "csv"} <= set(datasets[len("dataset: "):].split(", "))
+    assert "schema" not in datasets  # the typed schemas of the options are not options themselves
+
+
+def test_ctrl_c_marks_the_run_killed_and_keeps_its_metrics(tmp_path, client, tracking_uri, experiment):
+    proc = subprocess.Popen([*NN_RUN, "train.iterations=100000000", "train.log_every=20000",
+                             f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "step 60000: error" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130
+    assert rest.strip().endswith("nn-run: interrupted; the run is marked KILLED with the metrics logged so far")
+    (run,) = runs_of(client, experiment)
+    assert run.info.status == "KILLED"
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "error"))
+    assert steps[:4] == [0, 20000, 40000, 60000]  # every point printed before Ctrl-C was kept
+    assert steps == list(range(0, steps[-1] + 1, 20000))

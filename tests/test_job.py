@@ -54,7 +54,7 @@ def test_default_run_records_the_seed_program(tracking_uri, experiment, client, 
     assert np.array_equal(rows[:, 4:5], seed_l2)  # printed with repr: every bit survives the CSV
 
     logged = yaml.safe_load(open(os.path.join(folder, record.CONFIG_FILE)))
-    assert logged["train"] == {"iterations": 60000, "lr": 1.0, "log_every": 10000}
+    assert logged["train"] == {"iterations": 60000, "lr": 1.0, "log_every": 10000, "batch_size": 0}
     assert yaml.safe_load(open(os.path.join(folder, record.OVERRIDES_FILE))) == [
         f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}"]
 

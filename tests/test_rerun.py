@@ -119,7 +119,9 @@ def test_changed_training_is_not_reproduced_with_metric_and_matrices_named(track
     code, out = rerun_in_process(capsys, source_id, "--tracking-uri", tracking_uri)
     assert code == EXIT_NOT_REPRODUCED and out[-1] == "not reproduced"
     differs = [line.split(":")[1].strip() for line in out if line.startswith("differs: ")]
-    assert differs == ["weights_sha256", "weights/layer_0.npy", "weights/layer_1.npy", "metric error"]
+    # every metric the source logged is compared: the error curve and the final weights' error
+    assert differs == ["weights_sha256", "weights/layer_0.npy", "weights/layer_1.npy", "metric error",
+                       "metric final_error"]
     (metric_line,) = [line for line in out if line.startswith("differs: metric error")]
     assert "3 of 4 points differ, first at step 100" in metric_line  # step 0 is before any update
 
@@ -292,7 +294,7 @@ def test_dataset_check_applies_when_the_source_recorded_a_file(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data.csv").write_bytes(b"x,y\n1,0\n")
     source_id = logged_run(tracking_uri, experiment, "train.iterations=5")
-    client.set_tag(source_id, record.DATASET_HASH_TAG, record.file_sha256("data.csv"))  # as a csv run records it
+    client.set_tag(source_id, record.DATASET_SHA256_TAG, record.file_sha256("data.csv"))  # as a csv run records it
     config = {"dataset": {"name": "csv", "path": "data.csv"}}
     source = Source(source_id, config, [], "source", experiment, tracking_uri, run=client.get_run(source_id))
     same_file = OmegaConf.create(config)
@@ -335,3 +337,64 @@ def test_a_run_not_made_by_nn_run_is_a_clear_error(tracking_uri, experiment, cli
     assert nn_rerun([run.run_id, "--tracking-uri", tracking_uri]) == EXIT_BAD_INPUT
     assert capsys.readouterr().err.strip() == f"nn-rerun: run {run.run_id} has no config.yaml artifact: it was not logged by nn-run"
     assert len(runs_of(client, experiment)) == 1
+
+
+CSV_ROWS = "a,b,y\n0,0,0\n0,1,1\n1,0,1\n1,1,0\n0.2,0.1,0\n0.1,0.9,1\n0.9,0.2,1\n0.8,0.9,0\n0.3,0.2,0\n0.2,0.7,1\n"
+
+
+@pytest.mark.slow
+def test_csv_run_reruns_and_a_changed_or_missing_file_is_an_error(tmp_path, tracking_uri, experiment, client):
+    (tmp_path / "data.csv").write_text(CSV_ROWS)
+    done = cli(NN_RUN, tmp_path, "dataset=csv", "dataset.path=data.csv", "train.iterations=300", "train.log_every=100",
+               f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}")
+    assert done.returncode == 0, done.stderr
+    (source,) = runs_of(client, experiment)
+    recorded = source.data.tags[record.DATASET_SHA256_TAG]
+    assert recorded == hashlib.sha256(CSV_ROWS.encode()).hexdigest()
+
+    done = cli(NN_RERUN, tmp_path, source.info.run_id, "--tracking-uri", tracking_uri)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "reproduced"
+    assert the_rerun(client, experiment, source.info.run_id).data.params["dataset.path"] == "data.csv"
+
+    (tmp_path / "data.csv").write_text(CSV_ROWS.replace("0.3,0.2,0", "0.3,0.2,1"))
+    done = cli(NN_RERUN, tmp_path, source.info.run_id, "--tracking-uri", tracking_uri)
+    assert done.returncode == EXIT_BAD_INPUT
+    changed = hashlib.sha256((tmp_path / "data.csv").read_bytes()).hexdigest()
+    assert done.stderr.strip() == (f"nn-rerun: dataset.path='data.csv' has changed since run {source.info.run_id}: "
+                                   f"sha256 {changed}, recorded {recorded}")
+
+    (tmp_path / "data.csv").unlink()
+    done = cli(NN_RERUN, tmp_path, source.info.run_id, "--tracking-uri", tracking_uri)
+    assert done.returncode == EXIT_BAD_INPUT
+    assert done.stderr.strip() == (f"nn-rerun: dataset.path='data.csv' is missing: run {source.info.run_id} "
+                                   f"trained on a file with sha256 {recorded}")
+    assert len(runs_of(client, experiment)) == 2  # the source and the one good rerun
+
+
+def test_override_that_switches_the_data_set_drops_its_recorded_keys(tmp_path, tracking_uri, experiment, client,
+                                                                     capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.csv").write_text(CSV_ROWS)
+    source_id = logged_run(tracking_uri, experiment, "dataset=csv", "dataset.path=data.csv", "train.iterations=50",
+                           "train.log_every=10")
+    code, _ = rerun_in_process(capsys, source_id, "--tracking-uri", tracking_uri, "--override", "dataset=seed")
+    assert code == 0
+    new = the_rerun(client, experiment, source_id, tag=record.DERIVED_FROM_TAG)
+    assert new.data.params["dataset.name"] == "seed" and "dataset.path" not in new.data.params
+    assert new.data.params["train.iterations"] == "50"  # the other recorded values stay
+    assert record.DATASET_SHA256_TAG not in new.data.tags
+
+
+def test_rerun_of_a_run_with_a_test_split_compares_every_metric(tracking_uri, experiment, client, capsys):
+    source_id = logged_run(tracking_uri, experiment, "dataset=iris", "model.hidden=[5]", "train.lr=0.05",
+                           "train.iterations=200", "train.log_every=50")
+    source_metrics = set(client.get_run(source_id).data.metrics)
+    assert {"error", "test_error", "train_accuracy", "test_accuracy"} <= source_metrics
+    code, out = rerun_in_process(capsys, source_id, "--tracking-uri", tracking_uri)
+    assert code == 0 and out[-1] == "reproduced"
+    # alter one test_accuracy point of the source: the comparison names that metric
+    client.log_metric(source_id, "test_accuracy", -1.0, step=50)
+    code, out = rerun_in_process(capsys, source_id, "--tracking-uri", tracking_uri)
+    assert code == EXIT_NOT_REPRODUCED
+    assert [line.split(":")[1].strip() for line in out if line.startswith("differs: ")] == ["metric test_accuracy"]

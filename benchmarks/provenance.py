@@ -12,7 +12,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
+
+from default_run import timed  # this folder is on sys.path when the script runs
 
 COLLECT = """
 import time, numpy, mlflow
@@ -31,13 +32,11 @@ def main():
     py = sys.executable
     collect, run = [], []
     with tempfile.TemporaryDirectory() as run_dir:
-        subprocess.run([py, "-m", "runner", "train.iterations=1"], cwd=run_dir, check=True, capture_output=True)
+        timed([py, "-m", "runner", "train.iterations=1"], run_dir)  # create the store before timing
         for _ in range(args.repeats):
             done = subprocess.run([py, "-c", COLLECT], check=True, capture_output=True, text=True)
             collect.append(float(done.stdout.strip().splitlines()[-1]))
-            start = time.perf_counter()
-            subprocess.run([py, "-m", "runner"], cwd=run_dir, check=True, capture_output=True)
-            run.append(time.perf_counter() - start)
+            run.append(timed([py, "-m", "runner"], run_dir))
     c, r = statistics.median(collect), statistics.median(run)
     print(f"provenance.collect()      median {c * 1000:.1f} ms")
     print(f"nn-run, default config    median {r:.2f} s")

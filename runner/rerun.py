@@ -4,8 +4,8 @@
     nn-rerun RUN_ID --override KEY=VALUE   a new run from that run's config, changed (no comparison)
     nn-rerun outputs/DATE/TIME             the same from a Hydra output folder (.hydra/config.yaml)
 
-Exit 0: reproduced (or a derived/uncompared run was made); 1: not reproduced; 2: bad input,
-with one line on stderr and no new run.
+Exit 0: reproduced (or a derived/uncompared run was made); 1: not reproduced, or training diverged
+(one line on stderr, the new run FAILED); 2: bad input, with one line on stderr and no new run.
 """
 
 import argparse
@@ -29,6 +29,8 @@ PRIMARY_CONFIG = "config"  # nn-run's primary config in conf/
 RECORDED_CONFIG, CHANGED_CONFIG = "_rerun_recorded", "_rerun_changed"  # written into a copy of conf/
 EXIT_NOT_REPRODUCED = 1
 EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 1  # nn-run's exit code when training diverges
+EXIT_INTERRUPTED = 130  # Ctrl-C, as nn-run
 # Hydra's own job-logging format, so nn-rerun's progress lines look like nn-run's
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
@@ -282,6 +284,7 @@ def parse_args(argv):
 def nn_rerun(argv=None):
     """nn-rerun with these arguments; returns the exit code."""
     from runner.stored_run import NotInStore
+    from runner.training import DivergenceError
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
@@ -290,11 +293,18 @@ def nn_rerun(argv=None):
     except (RerunError, NotInStore, ConfigError) as error:
         print(f"nn-rerun: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except DivergenceError as error:  # as nn-run: the new run is already marked FAILED with this reason
+        print(f"nn-rerun: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
 
 
 def main():
     """Entry point of the `nn-rerun` console script."""
-    code = nn_rerun()
+    try:
+        code = nn_rerun()
+    except KeyboardInterrupt:
+        print("nn-rerun: interrupted; the new run is marked KILLED with the metrics logged so far", file=sys.stderr)
+        return EXIT_INTERRUPTED
     gc.freeze()  # as nn-run: skip the interpreter's final collection over mlflow's objects
     return code
 

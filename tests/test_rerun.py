@@ -398,3 +398,37 @@ def test_rerun_of_a_run_with_a_test_split_compares_every_metric(tracking_uri, ex
     code, out = rerun_in_process(capsys, source_id, "--tracking-uri", tracking_uri)
     assert code == EXIT_NOT_REPRODUCED
     assert [line.split(":")[1].strip() for line in out if line.startswith("differs: ")] == ["metric test_accuracy"]
+
+
+def test_a_derived_run_that_diverges_is_one_line_and_a_failed_run(tracking_uri, experiment, client, capsys):
+    from runner.rerun import EXIT_DIVERGED
+
+    source_id = logged_run(tracking_uri, experiment, "dataset=iris", "train.lr=0.05", "train.iterations=100",
+                           "train.log_every=50")
+    code = nn_rerun([source_id, "--tracking-uri", tracking_uri, "--override", "model.activation=relu",
+                     "--override", "model.output=softmax", "--override", "model.init=he",
+                     "--override", "model.hidden=[16]", "--override", "train.lr=1.0"])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_DIVERGED
+    assert err.startswith("nn-rerun: training diverged at step ") and "\n" not in err
+    new = the_rerun(client, experiment, source_id, tag=record.DERIVED_FROM_TAG)
+    assert new.info.status == "FAILED" and new.data.tags["error"].startswith("DivergenceError: training diverged")
+
+
+def test_cli_ctrl_c_marks_the_new_run_killed(tmp_path, tracking_uri, experiment, client):
+    import signal
+
+    source_id = logged_run(tracking_uri, experiment, "train.iterations=10")
+    proc = subprocess.Popen([*NN_RERUN, source_id, "--tracking-uri", tracking_uri, "--override",
+                             "train.iterations=100000000", "--override", "train.log_every=20000"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if "step 40000: error" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130
+    assert rest.strip().endswith("nn-rerun: interrupted; the new run is marked KILLED with the metrics logged so far")
+    new = the_rerun(client, experiment, source_id, tag=record.DERIVED_FROM_TAG)
+    assert new.info.status == "KILLED"
+    assert sorted(m.step for m in client.get_metric_history(new.info.run_id, "error"))[:3] == [0, 20000, 40000]

@@ -10,6 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from runner.config import ConfigError
 from runner.job import run_job
 from runner.record import HYDRA_OUTPUT_DIR_TAG
+from runner.sweep import job_context
 from runner.training import DivergenceError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -17,17 +18,23 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
 def hydra_main(cfg):
-    """Hand the composed config to run_job; a bad value ends the process with one line and exit 2, divergence exit 1."""
-    hydra_cfg = HydraConfig.get()
+    """Hand the composed config to run_job and return the final training error (what sweepers minimise).
+
+    A single run ends with one line: exit 2 for a bad value, 1 for divergence. In a sweep (`-m`)
+    either error fails only its own job (Hydra records it) and the other jobs go on.
+    """
+    job = HydraConfig.get().job
+    sweep = job_context()  # None for a single run
+    in_sweep = {"parent_run_id": sweep.parent_run_id, "experiment_id": sweep.experiment_id} if sweep else {}
     try:
-        return run_job(cfg, hydra_cfg.overrides.task, hydra_cfg.job.override_dirname or cfg.dataset.name,
-                       extra_tags={HYDRA_OUTPUT_DIR_TAG: hydra_cfg.runtime.output_dir})
-    except ConfigError as error:
+        result = run_job(cfg, HydraConfig.get().overrides.task, job.override_dirname or cfg.dataset.name, **in_sweep,
+                         extra_tags={HYDRA_OUTPUT_DIR_TAG: HydraConfig.get().runtime.output_dir})
+    except (ConfigError, DivergenceError) as error:  # a diverged run is already marked FAILED with this reason
+        if sweep is not None:
+            raise
         print(f"nn-run: {error}", file=sys.stderr)
-        sys.exit(2)
-    except DivergenceError as error:  # the run is already marked FAILED with this reason
-        print(f"nn-run: {error}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2 if isinstance(error, ConfigError) else 1)
+    return result.final_error
 
 
 def main():

@@ -38,6 +38,11 @@ def redact(uri):
     return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
 
 
+def redact_overrides(overrides):
+    """Command-line overrides with the user:password part of any URI value removed."""
+    return [f"{key}{sep}{redact(value)}" for key, sep, value in (o.partition("=") for o in overrides)]
+
+
 def flatten(cfg):
     """The composed config as {dotted.key: text}; lists and dicts as their JSON text."""
     flat = {}
@@ -72,10 +77,11 @@ def log_dataset_inputs(run, data):
     run.log_datasets(data.name, data.source, splits)
 
 
-def run_job(cfg, overrides, run_name, parent_run_id=None, extra_tags=None):
+def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, extra_tags=None):
     """Train the network `cfg` describes and log it as one MLflow run; returns a JobResult.
 
-    `extra_tags` are added to the run's tags (a rerun's link to its source, Hydra's output folder).
+    `parent_run_id` and `experiment_id` place the run in a sweep (runner/sweep.py); `extra_tags` are
+    added to the run's tags (a rerun's link to its source, Hydra's output folder).
     Raises ConfigError before any run exists when a value is not allowed.
     """
     check(cfg)
@@ -87,11 +93,11 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, extra_tags=None):
     sizes = layer_sizes(data.X.shape[1], cfg.model.hidden, data.y.shape[1])
     initial = init_weights(sizes, np.random.RandomState(cfg.seed), cfg.model.init)
     facts = provenance.collect()
-    tags = {**facts.tags, "overrides": json.dumps(list(overrides)), **(extra_tags or {})}
+    tags = {**facts.tags, record.OVERRIDES_TAG: json.dumps(redact_overrides(overrides)), **(extra_tags or {})}
     if data.file_sha256:  # set when the run is created, so even a failed run says which file it read
         tags[record.DATASET_SHA256_TAG] = data.file_sha256
 
-    with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id) as run:
+    with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id, experiment_id) as run:
         run.log_params({**flatten(cfg), **record.dataset_params(data)})
         log_dataset_inputs(run, data)
 

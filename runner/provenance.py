@@ -142,6 +142,11 @@ def collect(folder=None):
     return Provenance(tags, diff or None)
 
 
+def provenance_tags():
+    """The tags of collect(), for a run that logs no files (a sweep's parent run)."""
+    return collect().tags
+
+
 def is_provenance_tag(key):
     """Whether a run tag is one of the facts collect() records (for comparing two runs' records)."""
     return key in PROVENANCE_KEYS or key.endswith("_version") or key.startswith(

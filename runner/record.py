@@ -17,12 +17,27 @@ WEIGHTS_DIR = "weights"
 PREDICTIONS_FILE = "predictions.csv"
 CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = "overrides.yaml"
+OVERRIDES_TAG = "overrides"  # the job's command-line overrides as a JSON list
 DATASET_SHA256_TAG = "dataset_sha256"  # hex sha256 of the bytes of a dataset read from a file
 GIT_DIFF_FILE = "git.diff"  # `git diff HEAD` of the code when the checkout was dirty
 HYDRA_OUTPUT_DIR_TAG = "hydra_output_dir"  # the Hydra job's output folder, absolute
 RERUN_OF_TAG = "rerun_of"  # on a reproduction: the run it reproduces
 DERIVED_FROM_TAG = "derived_from"  # on a run made from another run's config with overrides
 TRAINING_CONTEXT, TESTING_CONTEXT = "training", "testing"  # MLflow dataset-input contexts of the splits
+
+# A sweep's parent run (runner/sweep.py) and its comparison (runner/compare.py)
+SWEEP_ID_TAG = "sweep_id"  # marks a sweep's parent run; the id is also in the sweep folder's mlflow_sweep.json
+SWEPT_KEYS_TAG = "swept_keys"  # JSON list of the config keys the sweep varies
+SWEEP_DIR_TAG = "sweep_dir"  # Hydra's output folder of the sweep
+LAUNCHER_TAG = "launcher"  # Hydra's hydra/launcher choice: basic, joblib, submitit_local, submitit_slurm
+SWEEPER_TAG = "sweeper"  # Hydra's hydra/sweeper choice: basic or optuna
+REJECTED_TAG_PREFIX = "rejected_job."  # + Hydra job number: a job whose config was rejected, so it has no run
+CHILDREN_FINISHED_METRIC = "children_finished"
+CHILDREN_FAILED_METRIC = "children_failed"  # FAILED, KILLED, or left RUNNING by a process that died
+JOBS_REJECTED_METRIC = "jobs_rejected"
+BEST_ERROR_METRIC = "best_error"  # lowest final error among the finished children
+COMPARISON_FILE = "comparison.csv"
+COMPARISON_PLOT = "comparison.png"
 
 
 def score_metrics(scores):

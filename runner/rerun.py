@@ -78,16 +78,15 @@ def source_from_run(run_id, uri, folder):
     """The run `run_id` in the store at `uri`, its artifacts downloaded under `folder`."""
     from runner import stored_run
 
-    client = stored_run.open_store(uri)
-    run = stored_run.get_run(client, run_id, uri)
-    artifacts = stored_run.download_artifacts(client, run_id, folder)
+    run = stored_run.get_run(uri, run_id)
+    artifacts = stored_run.download_artifacts(uri, run_id, folder)
     config_path = os.path.join(artifacts, record.CONFIG_FILE)
     if not os.path.isfile(config_path):
         raise RerunError(f"run {run_id} has no {record.CONFIG_FILE} artifact: it was not logged by nn-run")
     overrides_path = os.path.join(artifacts, record.OVERRIDES_FILE)
     overrides = _read_yaml(overrides_path, "the run's overrides") if os.path.isfile(overrides_path) else []
     return Source(run_id, _read_config(config_path, "the run's config"), list(overrides or []),
-                  run.info.run_name or run_id, stored_run.experiment_name(client, run), uri, run, artifacts)
+                  run.info.run_name or run_id, stored_run.experiment_name(uri, run), uri, run, artifacts)
 
 
 def source_from_output_dir(path, uri, folder):
@@ -101,15 +100,10 @@ def source_from_output_dir(path, uri, folder):
     uri = uri or tracking.get("uri", DEFAULT_URI)
     experiment = tracking.get("experiment", TrackingConfig.experiment)
     source = Source(os.path.abspath(path), config, list(overrides or []), os.path.normpath(path), experiment, uri)
-    try:
-        client = stored_run.open_store(uri)
-    except stored_run.NotInStore:
-        return source
-    run_id = stored_run.find_run_by_tag(client, experiment, record.HYDRA_OUTPUT_DIR_TAG, os.path.abspath(path))
-    if run_id is not None:
-        source.label, source.run = run_id, stored_run.get_run(client, run_id, uri)
-        source.run_name = source.run.info.run_name or run_id
-        source.artifacts = stored_run.download_artifacts(client, run_id, folder)
+    run = stored_run.run_with_tag(uri, experiment, record.HYDRA_OUTPUT_DIR_TAG, os.path.abspath(path))
+    if run is not None:
+        source.label, source.run, source.run_name = run.info.run_id, run, run.info.run_name or run.info.run_id
+        source.artifacts = stored_run.download_artifacts(uri, run.info.run_id, folder)
     return source
 
 
@@ -207,13 +201,12 @@ def check_dataset(source, cfg):
 def compare_runs(source, new_run_id, folder):
     """(differences, differing environment facts) between the source's record and the new run's."""
     from runner import stored_run
-    from runner.comparison import Difference, compare_metrics, compare_weights, differing_facts
+    from runner.record_diff import Difference, compare_metrics, compare_weights, differing_facts
 
-    client = stored_run.open_store(source.uri)
-    new_run = stored_run.get_run(client, new_run_id, source.uri)
+    new_run = stored_run.get_run(source.uri, new_run_id)
     source_tags, new_tags = source.run.data.tags, new_run.data.tags
     source_weights = record.read_weights(source.artifacts)
-    new_weights = record.read_weights(stored_run.download_artifacts(client, new_run_id, folder))
+    new_weights = record.read_weights(stored_run.download_artifacts(source.uri, new_run_id, folder))
     differences = []
     if source.run.info.status != "FINISHED":
         differences.append(Difference("source run", f"status {source.run.info.status}: its record is incomplete"))
@@ -224,8 +217,8 @@ def compare_runs(source, new_run_id, folder):
         differences.append(Difference("source weights", f"the logged matrices do not hash to the source's "
                                       f"{record.WEIGHTS_HASH_TAG} tag: they were changed after the run"))
     differences += compare_weights(source_weights, new_weights)
-    differences += compare_metrics(stored_run.metric_histories(client, source.run),
-                                   stored_run.metric_histories(client, new_run))
+    differences += compare_metrics(stored_run.metric_histories(source.uri, source.run),
+                                   stored_run.metric_histories(source.uri, new_run))
     return differences, differing_facts(source_tags, new_tags)
 
 

@@ -1,12 +1,16 @@
-"""Read a logged run back from MLflow: the run, its metric histories and its artifacts.
+"""A logged run read back for a rerun: the store must exist, the run must be there, its artifacts
+are downloaded. A missing piece is a NotInStore error with one line for the user.
 
 Knows nothing of the network: artifacts are downloaded as files for the caller to read.
 """
 
 import os
 
-from runner.tracking import mlflow  # runner.tracking sets the telemetry default before importing mlflow
-from mlflow.exceptions import MlflowException  # noqa: E402
+# no progress bar over the downloads (tqdm comes with optuna): nn-rerun's stderr is its log and one-line errors
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+from runner import tracking  # noqa: E402
+from runner.tracking import MlflowException, mlflow  # noqa: E402
 
 SQLITE_PREFIX = "sqlite:///"
 
@@ -15,32 +19,33 @@ class NotInStore(LookupError):
     """No such store, run or artifact at the tracking URI; the message is one line for the user."""
 
 
-def open_store(uri):
-    """An MlflowClient on an existing store; a SQLite URI naming no file raises NotInStore
-    (opening it would create an empty store as a side effect of a failed look-up)."""
+def check_store(uri):
+    """NotInStore for a SQLite URI naming no file: opening it would create an empty store as a side
+    effect of a failed look-up."""
     if uri.startswith(SQLITE_PREFIX):
         path = uri[len(SQLITE_PREFIX):].split("?", 1)[0]  # without query parameters
         if path and not os.path.isfile(path):
             raise NotInStore(f"no MLflow store at {uri} (no file {path!r})")
-    return mlflow.MlflowClient(tracking_uri=uri)
 
 
-def get_run(client, run_id, uri):
+def get_run(uri, run_id):
     """The run with this id; NotInStore when the store has none."""
+    check_store(uri)
     try:
-        return client.get_run(run_id)
+        return tracking.get_run(uri, run_id)
     except MlflowException as error:
         if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise NotInStore(f"no run {run_id!r} in the MLflow store at {uri}") from None
         raise
 
 
-def experiment_name(client, run):
-    return client.get_experiment(run.info.experiment_id).name
+def experiment_name(uri, run):
+    return mlflow.MlflowClient(tracking_uri=uri).get_experiment(run.info.experiment_id).name
 
 
-def download_artifacts(client, run_id, folder):
+def download_artifacts(uri, run_id, folder):
     """Every artifact of the run, under `folder`; returns the local root. NotInStore when it has none."""
+    client = mlflow.MlflowClient(tracking_uri=uri)
     try:
         if not client.list_artifacts(run_id):  # downloading nothing would only log a line of its own
             raise NotInStore(f"run {run_id} has no artifacts: they are gone, or it was not logged by nn-run")
@@ -49,20 +54,15 @@ def download_artifacts(client, run_id, folder):
         raise NotInStore(f"cannot download the artifacts of run {run_id}: {str(error).splitlines()[0]}") from None
 
 
-def metric_histories(client, run):
-    """{metric key: [(step, value), ...]} with every logged point, in step (then time) order."""
-    histories = {}
-    for key in run.data.metrics:
-        points = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: (m.step, m.timestamp))
-        histories[key] = [(m.step, m.value) for m in points]
-    return histories
+def metric_histories(uri, run):
+    """{metric key: [(step, value), ...]} with every point of every metric the run logged."""
+    return {key: tracking.metric_history(uri, run.info.run_id, key) for key in run.data.metrics}
 
 
-def find_run_by_tag(client, experiment, key, value):
-    """Id of the newest run of `experiment` whose tag `key` equals `value`, or None."""
-    found = client.get_experiment_by_name(experiment)
-    if found is None or "'" in value:  # a quote cannot be written inside the filter's string literal
+def run_with_tag(uri, experiment, key, value):
+    """The newest run of `experiment` whose tag `key` is `value`, or None (also when there is no store)."""
+    try:
+        check_store(uri)
+    except NotInStore:
         return None
-    runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{key}` = '{value}'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0].info.run_id if runs else None
+    return tracking.latest_run_with_tag(uri, experiment, key, value)

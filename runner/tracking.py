@@ -24,13 +24,14 @@ MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 5000
 MAX_DATASET_DIGEST = 36
 FLUSH_SECONDS = 10.0  # a long run shows its curve in the UI while it trains
+PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under its parent
 
 
 def mlflow_version():
     return mlflow.__version__
 
 
-def experiment_id(client, name):
+def ensure_experiment(client, name):
     """The id of experiment `name`, created if missing; a concurrent creator is not an error."""
     found = client.get_experiment_by_name(name)
     if found is not None:
@@ -103,16 +104,19 @@ class TrackedRun:
 
 
 @contextmanager
-def tracked_run(uri, experiment, run_name, tags=None, parent_run_id=None):
+def tracked_run(uri, experiment, run_name, tags=None, parent_run_id=None, experiment_id=None):
     """Open a run; on exit mark it FINISHED, FAILED (error kept as a tag) or KILLED (Ctrl-C).
 
+    `experiment_id`, when given, is used as is (a sweep's jobs get it from the sweep's parent
+    process, which created the experiment); otherwise experiment `experiment` is found or created.
     Metric points buffered so far are written in every case.
     """
     client = mlflow.MlflowClient(tracking_uri=uri)
     tags = dict(tags or {})
     if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
-    run = TrackedRun(client, client.create_run(experiment_id(client, experiment), run_name=run_name, tags=tags))
+        tags[PARENT_RUN_TAG] = parent_run_id
+    experiment_id = experiment_id or ensure_experiment(client, experiment)
+    run = TrackedRun(client, client.create_run(experiment_id, run_name=run_name, tags=tags))
     try:
         yield run
     except KeyboardInterrupt:
@@ -126,6 +130,73 @@ def tracked_run(uri, experiment, run_name, tags=None, parent_run_id=None):
         raise
     run.flush()
     client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+
+def open_run(uri, experiment, run_name, tags):
+    """Create the tables if the store is new, find or create `experiment`, start a run in it.
+
+    For a run that outlives a `with` block (a sweep's parent): returns (experiment_id, run_id);
+    end it with close_run.
+    """
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment_id = ensure_experiment(client, experiment)
+    return experiment_id, client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+
+
+def close_run(uri, run_id, status, metrics):
+    """Log {name: value} metrics (at step 0) to a run opened by open_run and end it with `status` ("FAILED")."""
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], synchronous=True)
+    client.set_terminated(run_id, status)
+
+
+def set_run_tags(uri, run_id, tags):
+    """Set tags on any run, open or ended."""
+    mlflow.MlflowClient(tracking_uri=uri).log_batch(
+        run_id, tags=[RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()], synchronous=True)
+
+
+def get_run(uri, run_id):
+    return mlflow.MlflowClient(tracking_uri=uri).get_run(run_id)
+
+
+def child_runs(uri, parent):
+    """Every run whose parent is the run `parent` (an mlflow Run), oldest first."""
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs, token = [], None
+    while True:
+        page = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`{PARENT_RUN_TAG}` = '{parent.info.run_id}'",
+                                  order_by=["attributes.start_time ASC"], page_token=token)
+        runs += page
+        token = page.token
+        if not token:
+            return runs
+
+
+def latest_run_with_tag(uri, experiment, tag, value=None):
+    """The most recently started run of experiment `experiment` (a name) that carries `tag` (with this
+    `value`, if given), or None."""
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None or (value is not None and "'" in value):  # a quote cannot be written in the filter
+        return None
+    condition = "LIKE '%'" if value is None else f"= '{value}'"
+    runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{tag}` {condition}",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def metric_history(uri, run_id, key):
+    """[(step, value)] of metric `key`, by step."""
+    history = mlflow.MlflowClient(tracking_uri=uri).get_metric_history(run_id, key)
+    return sorted((m.step, m.value) for m in history)
+
+
+def log_artifact(uri, run_id, path):
+    """Upload one local file to the run's artifact root."""
+    mlflow.MlflowClient(tracking_uri=uri).log_artifact(run_id, path)
 
 
 def mlflow_executable():

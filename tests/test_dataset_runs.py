@@ -157,23 +157,18 @@ def test_a_model_that_never_trained_does_not_reach_that_accuracy(tracking_uri, e
     assert iris_test_accuracy(client, result.run_id, tmp_path, 0) < 0.7
 
 
-PRESETS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
+PRESETS = ["blobs", "breast_cancer", "circles", "digits", "iris", "moons", "wine"]  # one per real data set
 
 
 def test_there_is_a_preset_per_real_dataset():
-    assert set(PRESETS) >= {"iris", "wine", "breast_cancer", "digits", "moons", "circles", "blobs"}
+    assert set(PRESETS) <= {p.stem for p in (ROOT / "experiments").glob("*.yaml")}
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_preset_composes_onto_its_dataset_and_every_key_is_commented(preset):
-    # the experiment group is wired elsewhere; here the folder is put on the search path directly
-    cfg = compose_config(f"hydra.searchpath=[file://{ROOT}]", f"+experiments={preset}")
+def test_preset_composes_onto_its_dataset(preset):
+    # every preset's header and comments: tests/test_sweeps.py
+    cfg = compose_config(f"experiment={preset}")
     check(cfg)
     assert cfg.dataset.name == preset
     data = load_data(cfg.dataset)
     assert data.X_test is not None and len(data.X_test) > 0
-    lines = (ROOT / "experiments" / f"{preset}.yaml").read_text().splitlines()
-    assert lines[0] == "# @package _global_" and lines[1].startswith("# Question:")
-    for line in lines[2:]:
-        if line.strip() and not line.startswith("#"):
-            assert " # " in line, f"{preset}.yaml: no comment on {line!r}"

@@ -15,6 +15,7 @@ import pytest
 from conftest import NN_RUN, compose_config, runs_of
 from runner import record
 from runner.job import run_job
+from runner.tracking import PARENT_RUN_TAG
 from runner.rerun import EXIT_BAD_INPUT, EXIT_NOT_REPRODUCED, nn_rerun
 
 NN_RERUN = [sys.executable, "-m", "runner.rerun"]
@@ -68,22 +69,29 @@ def test_cli_rerun_of_the_default_run_is_reproduced(tmp_path, tracking_uri, expe
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["joblib", "basic"])
-def test_rerun_of_a_sweep_child_is_reproduced(tmp_path, tracking_uri, experiment, client, capsys, launcher):
-    done = cli(NN_RUN, tmp_path, "-m", f"hydra/launcher={launcher}", "train.lr=0.5,2.0", "train.iterations=2000",
-               "train.log_every=500", f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}")
+@pytest.mark.parametrize("sweep", [
+    ["hydra/launcher=joblib", "train.lr=0.5,2.0"],
+    ["hydra/launcher=basic", "train.lr=0.5,2.0"],
+    # Optuna picks lr values like 0.7613...: the float must survive config.yaml to the last bit
+    ["hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "train.lr=interval(0.1,2.0)"],
+], ids=["joblib", "basic", "optuna"])
+def test_rerun_of_a_sweep_child_is_reproduced(tmp_path, tracking_uri, experiment, client, capsys, sweep):
+    done = cli(NN_RUN, tmp_path, "-m", *sweep, "train.iterations=2000", "train.log_every=500",
+               f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}")
     assert done.returncode == 0, done.stderr
-    children = {r.data.params["train.lr"]: r for r in runs_of(client, experiment)}
-    assert set(children) == {"0.5", "2.0"}
-    child = children["0.5"]
-    # under joblib the child ran in a worker process; its output folder is the sweep's
+    children = sorted((r for r in runs_of(client, experiment) if PARENT_RUN_TAG in r.data.tags),
+                      key=lambda r: r.data.tags[record.HYDRA_OUTPUT_DIR_TAG])
+    assert len(children) == 2
+    child, other = children
+    # under joblib the child ran in a worker process; its output folder is the sweep's job 0
     assert child.data.tags[record.HYDRA_OUTPUT_DIR_TAG] == str(next(tmp_path.glob("multirun/*/*/0")))
     code, out = rerun_in_process(capsys, child.info.run_id, "--tracking-uri", tracking_uri)
     assert code == 0 and out[-1] == "reproduced"
     new = the_rerun(client, experiment, child.info.run_id)
-    assert new.data.params["train.lr"] == "0.5"
+    assert PARENT_RUN_TAG not in new.data.tags  # a rerun is a run of its own, not a job of the sweep
+    assert new.data.params["train.lr"] == child.data.params["train.lr"] != other.data.params["train.lr"]
     assert new.data.tags[record.WEIGHTS_HASH_TAG] == child.data.tags[record.WEIGHTS_HASH_TAG]
-    assert new.data.tags[record.WEIGHTS_HASH_TAG] != children["2.0"].data.tags[record.WEIGHTS_HASH_TAG]
+    assert new.data.tags[record.WEIGHTS_HASH_TAG] != other.data.tags[record.WEIGHTS_HASH_TAG]
 
 
 def test_altered_weights_in_the_store_are_not_reproduced(tracking_uri, experiment, client, capsys):

@@ -1,4 +1,4 @@
-"""Compare two runs' records: weight matrices, metric histories and recorded environment facts.
+"""Differences between two runs' records: weight matrices, metric histories, recorded environment facts.
 
 Plain data in, differences out: weights as lists of arrays, metrics as {key: [(step, value), ...]},
 tags as dicts. Equality is exact (np.array_equal, float ==); NaN equals NaN in the same place.

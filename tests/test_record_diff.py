@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from runner.comparison import MISSING, compare_metrics, compare_weights, differing_facts
+from runner.record_diff import MISSING, compare_metrics, compare_weights, differing_facts
 
 
 def weights():

@@ -1,0 +1,143 @@
+"""`nn-compare`: the ranking of a sweep's runs, printed and logged to the parent run, on real stores."""
+
+import csv
+import io
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import NN_RUN
+from runner import record
+from runner.compare import compare_sweep, find_sweep, CompareError
+
+NN_COMPARE = str(Path(sys.executable).parent / "nn-compare")
+
+
+def logged_final_error(client, run_id):
+    history = sorted(client.get_metric_history(run_id, record.ERROR_METRIC), key=lambda m: m.step)
+    return history[-1].value
+
+
+def table_rows(stdout):
+    """The printed table's rows below its header, split into cells."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("rank "))
+    rows = []
+    for line in lines[start + 1:]:
+        if not line[:1].isdigit():
+            break
+        rows.append(line.split())
+    return lines[start].split(), rows
+
+
+def test_nn_compare_ranks_the_latest_sweep_by_logged_final_error(tmp_path):
+    from mlflow import MlflowClient
+
+    # the defaults everywhere: sqlite:///mlflow.db in the working directory, experiment nn-runner
+    sweep = subprocess.run([*NN_RUN, "-m", "train.lr=0.5,4", "model.hidden=[2],[8]", "train.iterations=40",
+                            "train.log_every=10", "hydra.callbacks.sweep_tracking.compare=false"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert sweep.returncode == 0, sweep.stderr
+    assert "ranked by final error" not in sweep.stdout  # compare=false: the sweep leaves it to nn-compare
+    done = subprocess.run([NN_COMPARE], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = client.get_experiment_by_name("nn-runner").experiment_id
+    (parent,) = [r for r in client.search_runs([experiment_id]) if record.SWEEP_ID_TAG in r.data.tags]
+    children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                                  order_by=["attributes.start_time ASC"])
+    errors = {c.info.run_id: logged_final_error(client, c.info.run_id) for c in children}
+    assert errors == {c.info.run_id: c.data.metrics["final_error"] for c in children}  # the curve ends there
+    expected = sorted(errors, key=errors.get)
+    assert expected != [c.info.run_id for c in children]  # the ranking is not the order the jobs ran in
+
+    header, rows = table_rows(done.stdout)
+    assert header == ["rank", "train.lr", "model.hidden", "final_error", "iterations", "duration_s", "status",
+                      "run_id"]
+    assert [row[-1] for row in rows] == expected
+    params = {c.info.run_id: c.data.params for c in children}
+    for rank, row in enumerate(rows, 1):
+        run_id = row[-1]
+        assert row[:3] == [str(rank), params[run_id]["train.lr"], params[run_id]["model.hidden"]]
+        assert float(row[3]) == pytest.approx(errors[run_id], rel=1e-5)  # printed with 6 significant digits
+        assert row[4:7:2] == ["40", "FINISHED"]
+
+    folder = client.download_artifacts(parent.info.run_id, "", str(tmp_path / "artifacts"))
+    with open(Path(folder, record.COMPARISON_FILE)) as handle:
+        logged = list(csv.DictReader(handle))
+    assert [r["run_id"] for r in logged] == expected
+    assert [float(r["final_error"]) for r in logged] == [errors[i] for i in expected]  # full precision
+    png = Path(folder, record.COMPARISON_PLOT).read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
+def make_sweep(uri, experiment, children, name="sweep over train.lr"):
+    """A parent run and its children, logged directly: children are (lr, errors, fails)."""
+    from runner.tracking import close_run, open_run, tracked_run
+
+    _, parent_id = open_run(uri, experiment, name, {record.SWEEP_ID_TAG: name,
+                                                    record.SWEPT_KEYS_TAG: json.dumps(["train.lr"])})
+    for lr, errors, fails in children:
+        try:
+            with tracked_run(uri, experiment, f"train.lr={lr}", parent_run_id=parent_id) as run:
+                run.log_params({"train.lr": str(lr)})
+                for step, error in enumerate(errors):
+                    run.log_metric(record.ERROR_METRIC, 10 * step, error)
+                if fails:
+                    raise FloatingPointError("diverged")
+        except FloatingPointError:
+            pass
+    close_run(uri, parent_id, "FAILED" if any(f for *_, f in children) else "FINISHED", {})
+    return parent_id
+
+
+def test_unfinished_and_non_finite_runs_rank_after_the_finished_ones(tracking_uri, experiment, client, tmp_path):
+    parent_id = make_sweep(tracking_uri, experiment, [
+        (1, [0.5, 0.3], False),
+        (2, [0.5, 0.01], True),  # the lowest error, but the run failed
+        (3, [0.5, 0.2], False),
+        (4, [0.5, math.nan], False),  # finished with an error that is not a number
+        (5, [0.5, 0.4, 0.25], False),
+    ])
+    out = io.StringIO()
+    rows = compare_sweep(tracking_uri, client.get_run(parent_id), log_to_parent=False, out=out)
+    # finished with a finite error, lowest first; then the others, lowest first, NaN last
+    assert [r.values["train.lr"] for r in rows] == ["3", "5", "1", "2", "4"]
+    assert [r.iterations for r in rows] == [10, 20, 10, 10, 10]
+    assert [r.status for r in rows] == ["FINISHED"] * 3 + ["FAILED", "FINISHED"]
+    assert client.list_artifacts(parent_id) == []  # log_to_parent=False
+    _, printed = table_rows(out.getvalue())
+    assert [row[1] for row in printed] == ["3", "5", "1", "2", "4"]
+
+
+def test_default_is_the_latest_sweep_of_the_experiment(tracking_uri, experiment, client):
+    make_sweep(tracking_uri, experiment, [(1, [0.5], False)], name="first")
+    time.sleep(0.01)  # start times are in milliseconds
+    latest = make_sweep(tracking_uri, experiment, [(1, [0.5], False)], name="second")
+    assert find_sweep(tracking_uri, experiment).info.run_id == latest
+    child = client.search_runs([client.get_run(latest).info.experiment_id],
+                               filter_string=f"tags.`mlflow.parentRunId` = '{latest}'")[0]
+    with pytest.raises(CompareError, match="is not a sweep's parent run"):
+        find_sweep(tracking_uri, experiment, child.info.run_id)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tracking-uri", "sqlite:///missing.db"],
+     "nn-compare: no MLflow store at sqlite:///missing.db (a relative path means the working directory)"),
+    (["--tracking-uri", "sqlite:///empty.db", "--experiment", "nothing-here"],
+     "nn-compare: experiment 'nothing-here' at sqlite:///empty.db has no sweep: run `nn-run -m ...` first"),
+    (["--tracking-uri", "sqlite:///empty.db", "0123456789abcdef0123456789abcdef"],
+     "nn-compare: no run 0123456789abcdef0123456789abcdef at sqlite:///empty.db"),
+])
+def test_nothing_to_compare_is_one_line_and_exit_2(tmp_path, tracking_uri, args, message):
+    Path(tmp_path, "empty.db").write_bytes(Path(tracking_uri.removeprefix("sqlite:///")).read_bytes())
+    done = subprocess.run([NN_COMPARE, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == message
+    assert not (tmp_path / "missing.db").exists()  # looking did not create a store

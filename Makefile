@@ -7,7 +7,17 @@ BIN := $(VENV)/bin
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: setup run test bench clean
+# `make server`: an MLflow tracking server for `nn-run tracking=server`, on loopback, with a SQLite
+# store and the artifacts under .mlflow-server/. It runs in its own session (process group) whose
+# id is written to .mlflow-server/server.pid; `make server-stop` ends that group, uvicorn workers too.
+SERVER_DIR := .mlflow-server
+SERVER_PORT ?= 5000
+SERVER_STORE ?= sqlite:///$(SERVER_DIR)/mlflow.db
+SERVER_PID := $(SERVER_DIR)/server.pid
+SERVER_LOG := $(SERVER_DIR)/server.log
+SERVER_URL := http://127.0.0.1:$(SERVER_PORT)
+
+.PHONY: setup run test bench clean server server-stop
 
 setup: $(VENV)/.installed
 
@@ -25,6 +35,28 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/training_loop.py
+
+server: setup
+	@mkdir -p $(SERVER_DIR)
+	@if [ -f $(SERVER_PID) ] && kill -0 "$$(cat $(SERVER_PID))" 2>/dev/null; then \
+	  echo "MLflow server already running: $(SERVER_URL) (PID $$(cat $(SERVER_PID)))"; exit 0; fi; \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid $(BIN)/mlflow server --host 127.0.0.1 --port $(SERVER_PORT) \
+	  --backend-store-uri $(SERVER_STORE) --artifacts-destination $(SERVER_DIR)/artifacts \
+	  >> $(SERVER_LOG) 2>&1 < /dev/null & echo $$! > $(SERVER_PID); \
+	if $(BIN)/python -c "import sys; from runner.tracking_uri import wait_for_server; \
+	  sys.exit(not wait_for_server('$(SERVER_URL)', 120))"; then \
+	  echo "MLflow server: $(SERVER_URL) (PID $$(cat $(SERVER_PID)), log $(SERVER_LOG)); stop it with make server-stop"; \
+	else echo "MLflow server did not answer within 120 s; see $(SERVER_LOG)"; $(MAKE) --no-print-directory server-stop; exit 1; fi
+
+server-stop:
+	@if [ ! -f $(SERVER_PID) ]; then echo "no $(SERVER_PID): no server started by make server"; exit 0; fi; \
+	pid=$$(cat $(SERVER_PID)); \
+	if kill -TERM -$$pid 2>/dev/null; then \
+	  for i in $$(seq 50); do kill -0 $$pid 2>/dev/null || break; sleep 0.2; done; \
+	  kill -KILL -$$pid 2>/dev/null && echo "MLflow server (PID $$pid) ignored SIGTERM for 10 s: killed"; \
+	  echo "MLflow server (PID $$pid) stopped"; \
+	else echo "MLflow server (PID $$pid) was not running"; fi; \
+	rm -f $(SERVER_PID)
 
 clean:
 	rm -rf $(VENV) outputs multirun mlruns mlflow.db

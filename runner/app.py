@@ -9,8 +9,10 @@ from hydra.core.hydra_config import HydraConfig
 
 from runner.config import ConfigError
 from runner.job import run_job
+from runner.progress import wanted
 from runner.record import HYDRA_OUTPUT_DIR_TAG
 from runner.sweep import job_context
+from runner.tracking_uri import ServerUnreachable
 from runner.training import DivergenceError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -20,20 +22,23 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 def hydra_main(cfg):
     """Hand the composed config to run_job and return the final training error (what sweepers minimise).
 
-    A single run ends with one line: exit 2 for a bad value, 1 for divergence. In a sweep (`-m`)
-    either error fails only its own job (Hydra records it) and the other jobs go on.
+    A single run ends with one line: exit 2 for a bad value or a tracking server that does not
+    answer, 1 for divergence. In a sweep (`-m`) these fail only their own job (Hydra records it)
+    and the other jobs go on. A single run in a terminal draws a progress bar.
     """
     job = HydraConfig.get().job
     sweep = job_context()  # None for a single run
     in_sweep = {"parent_run_id": sweep.parent_run_id, "experiment_id": sweep.experiment_id} if sweep else {}
+    progress = wanted(sys.stderr, multirun=sweep is not None)
     try:
-        result = run_job(cfg, HydraConfig.get().overrides.task, job.override_dirname or cfg.dataset.name, **in_sweep,
+        result = run_job(cfg, HydraConfig.get().overrides.task, job.override_dirname or cfg.dataset.name,
+                         progress=progress, **in_sweep,
                          extra_tags={HYDRA_OUTPUT_DIR_TAG: HydraConfig.get().runtime.output_dir})
-    except (ConfigError, DivergenceError) as error:  # a diverged run is already marked FAILED with this reason
+    except (ConfigError, ServerUnreachable, DivergenceError) as error:  # a diverged run is already FAILED
         if sweep is not None:
             raise
         print(f"nn-run: {error}", file=sys.stderr)
-        sys.exit(2 if isinstance(error, ConfigError) else 1)
+        sys.exit(1 if isinstance(error, DivergenceError) else 2)
     return result.final_error
 
 

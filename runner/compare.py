@@ -77,7 +77,7 @@ def find_sweep(uri, experiment, parent_run_id=None):
     """The parent run to compare: `parent_run_id`, or the latest sweep of `experiment`."""
     from mlflow.exceptions import MlflowException
 
-    from runner.job import redact
+    from runner.tracking_uri import redact
     from runner.tracking import get_run, latest_run_with_tag
 
     if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///"):]):  # MLflow would create it
@@ -149,7 +149,7 @@ def plot_curves(path, rows, keys, title):
 
 def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout):
     """Print the ranking of the sweep `parent`; log comparison.csv and comparison.png to it."""
-    from runner.job import redact
+    from runner.tracking_uri import redact
     from runner.tracking import log_artifact, ui_command
 
     rows, keys = sweep_rows(uri, parent)

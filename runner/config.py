@@ -77,6 +77,7 @@ class TrainConfig:
 class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "nn-runner"
+    log_model: bool = True
 
 
 @dataclass

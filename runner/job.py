@@ -4,7 +4,6 @@ import json
 import logging
 import tempfile
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -14,6 +13,8 @@ from runner.config import ConfigError, check, check_fits_data
 from runner.datasets import load_dataset
 from runner.errors import DataError
 from runner.network import init_weights, layer_sizes
+from runner.progress import progress_bar
+from runner.tracking_uri import check_server, redact
 from runner.training import shuffle_rng, train
 
 log = logging.getLogger(__name__)
@@ -28,14 +29,6 @@ class JobResult:
     final_error: float
     weights_sha256: str
     final_metrics: dict = field(default_factory=dict)  # {final_error: ..., final_test_error: ..., ...}
-
-
-def redact(uri):
-    """A URI without any user:password part, safe to log and print."""
-    parts = urlsplit(uri)
-    if parts.password is None and parts.username is None:
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
 
 
 def redact_overrides(overrides):
@@ -77,17 +70,20 @@ def log_dataset_inputs(run, data):
     run.log_datasets(data.name, data.source, splits)
 
 
-def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, extra_tags=None):
+def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, progress=False, extra_tags=None):
     """Train the network `cfg` describes and log it as one MLflow run; returns a JobResult.
 
     `parent_run_id` and `experiment_id` place the run in a sweep (runner/sweep.py); `extra_tags` are
     added to the run's tags (a rerun's link to its source, Hydra's output folder).
-    Raises ConfigError before any run exists when a value is not allowed.
+    Raises ConfigError before any run exists when a value is not allowed, ServerUnreachable when
+    tracking.uri names a server that does not answer. `progress` draws a progress bar on stderr.
     """
     check(cfg)
     data = load_data(cfg.dataset)
     check_fits_data(cfg, len(data.y), data.y.shape[1])
+    check_server(cfg.tracking.uri)
     # mlflow takes over a second to import: pay for it only once the config and data are known to be good
+    from runner.model_export import log_network_model
     from runner.tracking import tracked_run, ui_command
 
     sizes = layer_sizes(data.X.shape[1], cfg.model.hidden, data.y.shape[1])
@@ -107,10 +103,12 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, ex
                 run.log_metric(name, step, value)
             log.info("step %d: %s", step, ", ".join(f"{name} {value!r}" for name, value in metrics.items()))
 
-        result = train(initial, data.X, data.y, iterations=cfg.train.iterations, log_every=cfg.train.log_every,
-                       lr=cfg.train.lr, hidden_activation=cfg.model.activation, output_activation=cfg.model.output,
-                       batch_size=cfg.train.batch_size, rng=shuffle_rng(cfg.seed), X_test=data.X_test,
-                       y_test=data.y_test, classify=data.classes is not None, on_log=on_log)
+        with progress_bar(cfg.train.iterations, enabled=progress) as bar:
+            result = train(initial, data.X, data.y, iterations=cfg.train.iterations, log_every=cfg.train.log_every,
+                           lr=cfg.train.lr, hidden_activation=cfg.model.activation,
+                           output_activation=cfg.model.output, batch_size=cfg.train.batch_size,
+                           rng=shuffle_rng(cfg.seed), X_test=data.X_test, y_test=data.y_test,
+                           classify=data.classes is not None, on_log=bar.wrap_log(on_log), **bar.train_hooks)
         final_metrics = {record.final_metric(name): value for name, value in record.score_metrics(result.final).items()}
         for name, value in final_metrics.items():
             run.log_metric(name, cfg.train.iterations, value)
@@ -124,6 +122,9 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, ex
                 with open(f"{folder}/{record.GIT_DIFF_FILE}", "w", errors="surrogateescape") as handle:
                     handle.write(facts.git_diff)
             run.log_artifacts(folder)
+            if cfg.tracking.log_model:
+                log_network_model(run, folder, len(result.weights), data.X, result.predictions,
+                                  OmegaConf.to_container(cfg.model, resolve=True), step=cfg.train.iterations)
         run.set_tags({record.WEIGHTS_HASH_TAG: digest})
 
     log.info("predictions (inputs | target | prediction)%s:",

@@ -24,6 +24,12 @@ HYDRA_OUTPUT_DIR_TAG = "hydra_output_dir"  # the Hydra job's output folder, abso
 RERUN_OF_TAG = "rerun_of"  # on a reproduction: the run it reproduces
 DERIVED_FROM_TAG = "derived_from"  # on a run made from another run's config with overrides
 TRAINING_CONTEXT, TESTING_CONTEXT = "training", "testing"  # MLflow dataset-input contexts of the splits
+MODEL_NAME = "model"  # the logged MLflow model: runs:/RUN_ID/model
+
+
+def model_weight_artifact(index):
+    """Name of weight matrix `index` among the MLflow model's artifacts."""
+    return f"layer_{index}"
 
 # A sweep's parent run (runner/sweep.py) and its comparison (runner/compare.py)
 SWEEP_ID_TAG = "sweep_id"  # marks a sweep's parent run; the id is also in the sweep folder's mlflow_sweep.json

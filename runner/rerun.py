@@ -240,6 +240,7 @@ def report(differences, facts):
 def rerun(text, uri, overrides):
     """Run nn-rerun on a source (run id or output folder); returns the exit code."""
     from runner.job import run_job
+    from runner.tracking_uri import redact
 
     with tempfile.TemporaryDirectory() as folder:
         source = load_source(text, uri, os.path.join(folder, "source"))
@@ -257,7 +258,7 @@ def rerun(text, uri, overrides):
             print(f"derived from {source.label} with {' '.join(overrides)}: not a reproduction, nothing compared")
             return 0
         if source.run is None:
-            print(f"not compared: no MLflow run at {source.uri} records the output folder {source.label}")
+            print(f"not compared: no MLflow run at {redact(source.uri)} records the output folder {source.label}")
             return 0
         return report(*compare_runs(source, result.run_id, os.path.join(folder, "rerun")))
 
@@ -277,13 +278,14 @@ def parse_args(argv):
 def nn_rerun(argv=None):
     """nn-rerun with these arguments; returns the exit code."""
     from runner.stored_run import NotInStore
+    from runner.tracking_uri import ServerUnreachable
     from runner.training import DivergenceError
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
         return rerun(args.source, args.tracking_uri, args.override)
-    except (RerunError, NotInStore, ConfigError) as error:
+    except (RerunError, NotInStore, ConfigError, ServerUnreachable) as error:
         print(f"nn-rerun: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except DivergenceError as error:  # as nn-run: the new run is already marked FAILED with this reason

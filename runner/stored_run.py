@@ -11,6 +11,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from runner import tracking  # noqa: E402
 from runner.tracking import MlflowException, mlflow  # noqa: E402
+from runner.tracking_uri import check_server, redact  # noqa: E402
 
 SQLITE_PREFIX = "sqlite:///"
 
@@ -21,7 +22,8 @@ class NotInStore(LookupError):
 
 def check_store(uri):
     """NotInStore for a SQLite URI naming no file: opening it would create an empty store as a side
-    effect of a failed look-up."""
+    effect of a failed look-up; ServerUnreachable for a tracking server that does not answer."""
+    check_server(uri)
     if uri.startswith(SQLITE_PREFIX):
         path = uri[len(SQLITE_PREFIX):].split("?", 1)[0]  # without query parameters
         if path and not os.path.isfile(path):
@@ -35,7 +37,7 @@ def get_run(uri, run_id):
         return tracking.get_run(uri, run_id)
     except MlflowException as error:
         if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise NotInStore(f"no run {run_id!r} in the MLflow store at {uri}") from None
+            raise NotInStore(f"no run {run_id!r} in the MLflow store at {redact(uri)}") from None
         raise
 
 

@@ -115,8 +115,11 @@ class SweepTracking(Callback):
             sys.exit(2)
 
     def _open_parent(self, config):
-        from runner.job import redact, redact_overrides
+        from runner.job import redact_overrides
         from runner.provenance import provenance_tags
+        from runner.tracking_uri import check_server, redact
+
+        check_server(config.tracking.uri)  # in seconds, before MLflow's import and its minutes of retries
         from runner.tracking import open_run
 
         swept = swept_values(config)

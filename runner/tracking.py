@@ -48,8 +48,8 @@ def ensure_experiment(client, name):
 class TrackedRun:
     """An open MLflow run; metric points are buffered and written with log_batch."""
 
-    def __init__(self, client, run):
-        self.client = client
+    def __init__(self, client, run, uri):
+        self.client, self.uri = client, uri
         self.run_id = run.info.run_id
         self.experiment_id = run.info.experiment_id
         self._metrics = []
@@ -102,6 +102,26 @@ class TrackedRun:
         """Upload every file under local_dir, keeping relative paths."""
         self.client.log_artifacts(self.run_id, local_dir)
 
+    def log_code_model(self, name, code_file, *, artifacts, code_paths, model_config, input_example,
+                       output_example, pip_requirements, step):
+        """Log a pyfunc model in MLflow's "models from code" form as runs:/RUN_ID/NAME; returns that URI.
+
+        `code_file` calls mlflow.models.set_model; `artifacts` maps names to local files the model
+        loads; the signature is inferred from the example input and output. The metric points at
+        `step` are linked to the model (they are flushed first).
+        """
+        from mlflow.models import Model, infer_signature
+
+        self.flush()
+        # Model.log finds the store and the experiment of the model through MLflow's global state
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_experiment(experiment_id=self.experiment_id)
+        Model.log(artifact_path=None, name=name, flavor=mlflow.pyfunc, run_id=self.run_id, step=step,
+                  python_model=str(code_file), artifacts=artifacts, code_paths=code_paths, model_config=model_config,
+                  signature=infer_signature(input_example, output_example), input_example=input_example,
+                  pip_requirements=pip_requirements)
+        return f"runs:/{self.run_id}/{name}"
+
 
 @contextmanager
 def tracked_run(uri, experiment, run_name, tags=None, parent_run_id=None, experiment_id=None):
@@ -116,7 +136,7 @@ def tracked_run(uri, experiment, run_name, tags=None, parent_run_id=None, experi
     if parent_run_id:
         tags[PARENT_RUN_TAG] = parent_run_id
     experiment_id = experiment_id or ensure_experiment(client, experiment)
-    run = TrackedRun(client, client.create_run(experiment_id, run_name=run_name, tags=tags))
+    run = TrackedRun(client, client.create_run(experiment_id, run_name=run_name, tags=tags), uri)
     try:
         yield run
     except KeyboardInterrupt:

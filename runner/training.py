@@ -298,7 +298,7 @@ class DivergenceGuard:
 
 @np.errstate(over="ignore", invalid="ignore")  # exp overflowing in a saturated sigmoid is fine; NaN is caught
 def train(weights, X, y, *, iterations, log_every, lr=1.0, hidden_activation="sigmoid", output_activation="sigmoid",
-          batch_size=0, rng=None, X_test=None, y_test=None, classify=False, on_log=None):
+          batch_size=0, rng=None, X_test=None, y_test=None, classify=False, on_log=None, on_progress=None):
     """Train copies of `weights`; record scores every `log_every` steps and after the last.
 
     The scores at step i are taken before iteration i's update, as the seed does; the extra
@@ -306,6 +306,9 @@ def train(weights, X, y, *, iterations, log_every, lr=1.0, hidden_activation="si
     is full batch; otherwise `rng` (a np.random.Generator, see shuffle_rng) shuffles the rows.
     `X_test`, `y_test` add test scores, `classify` accuracies. `on_log(step, scores)` is called
     for each point as it is taken, so a caller keeps the history of an interrupted run.
+    `on_progress(done)` is called with the number of finished iterations between runs of them,
+    at every logged step and divergence check (about every CHECK_ROWS rows of work): a progress
+    bar costs the loop one call per run, nothing per iteration.
     Raises DivergenceError as soon as a weight becomes NaN or inf.
     """
     X = np.ascontiguousarray(X, dtype=np.float64)
@@ -351,6 +354,8 @@ def train(weights, X, y, *, iterations, log_every, lr=1.0, hidden_activation="si
             i += 1
         steps.run(i, stop)
         i = stop
+        if on_progress is not None:
+            on_progress(i)
     check(iterations)
     if iterations:
         result.predictions = steps.predictions()

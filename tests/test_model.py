@@ -1,0 +1,167 @@
+"""The MLflow model of a run: models from code, loaded with mlflow.pyfunc and served over HTTP."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import urllib.request
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import compose_config
+from oracles import forward
+from runner import record
+from runner.job import run_job
+from runner.model_export import pip_requirements
+from runner.network import predict
+from runner.pyfunc_model import predict_arguments
+from seed_program import X as SEED_X
+from servers import model_server
+
+X = SEED_X.astype(np.float64)  # the signature takes float64, as the runner's data sets are
+
+# inputs the network never saw: the model must compute, not look up
+NEW_INPUTS = np.array([[0.5, 0.25, 1.0], [-1.0, 2.0, 1.0], [0.1, 0.9, 0.0]])
+
+
+def trained_run(tracking_uri, experiment, *overrides):
+    overrides = [f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}",
+                 "train.iterations=300", "train.log_every=100", *overrides]
+    return run_job(compose_config(*overrides), overrides, run_name="model-test").run_id
+
+
+def logged_weights(client, run_id, folder):
+    return record.read_weights(client.download_artifacts(run_id, record.WEIGHTS_DIR, str(folder)).rsplit("/", 1)[0])
+
+
+@pytest.mark.parametrize("overrides, hidden_activation", [
+    ((), "sigmoid"),
+    (("model.hidden=[5,3]", "model.activation=tanh"), "tanh"),
+    (("model.hidden=[6]", "model.activation=relu", "seed=3"), "relu"),
+])
+def test_pyfunc_model_predicts_what_the_runner_predicts(tracking_uri, experiment, client, tmp_path, overrides,
+                                                        hidden_activation):
+    import mlflow
+
+    run_id = trained_run(tracking_uri, experiment, *overrides)
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/{record.MODEL_NAME}")
+    weights = logged_weights(client, run_id, tmp_path)
+    for inputs in (X, NEW_INPUTS):
+        expected = predict(weights, inputs, hidden_activation)
+        assert np.array_equal(model.predict(inputs), expected)  # the runner's own forward pass, bit for bit
+        assert np.allclose(model.predict(inputs), forward(weights, inputs, hidden_activation)[-1], rtol=1e-12)
+        assert np.array_equal(model.predict(pd.DataFrame(inputs)), expected)  # a data frame works too
+
+
+def test_model_of_a_scaled_multiclass_dataset_follows_its_hidden_and_output_activations(tracking_uri, experiment,
+                                                                                          client, tmp_path):
+    """iris: 4 standardised features plus the bias column in (as predictions.csv has them), softmax out."""
+    import mlflow
+
+    run_id = trained_run(tracking_uri, experiment, "dataset=iris", "model.hidden=[6]", "model.activation=tanh",
+                         "model.output=softmax", "train.lr=0.01")
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/{record.MODEL_NAME}")
+    assert model.metadata.get_input_schema().inputs[0].shape == (-1, 5)
+    assert model.metadata.get_output_schema().inputs[0].shape == (-1, 3)
+    rows = np.loadtxt(client.download_artifacts(run_id, record.PREDICTIONS_FILE, str(tmp_path)), delimiter=",",
+                      skiprows=1)
+    inputs = np.ascontiguousarray(rows[:, :5])
+    weights = logged_weights(client, run_id, tmp_path / "w")
+    predicted = model.predict(inputs)
+    assert predicted.shape == (len(inputs), 3)
+    assert np.array_equal(predicted, predict(weights, inputs, "tanh", "softmax"))
+    assert np.allclose(predicted, forward(weights, inputs, "tanh", "softmax")[-1], rtol=1e-12)
+    assert np.allclose(predicted.sum(axis=1), 1.0)
+    assert not np.allclose(predicted, predict(weights, inputs, "tanh", "sigmoid"))  # the output key mattered
+
+
+def test_a_config_without_an_output_key_keeps_predicts_default():
+    """A model logged before model.output existed still loads: the missing key means predict's default."""
+    assert predict_arguments({"hidden": [4], "activation": "relu"}) == {"hidden_activation": "relu"}
+    assert predict_arguments({"activation": "tanh", "output": "softmax", "init": "he"}) == {
+        "hidden_activation": "tanh", "output_activation": "softmax"}
+
+
+def test_model_is_code_and_npy_files_with_signature_example_and_pinned_requirements(tracking_uri, experiment,
+                                                                                   client, tmp_path):
+    import mlflow
+    import yaml
+
+    run_id = trained_run(tracking_uri, experiment, "model.hidden=[4,2]")
+    mlflow.set_tracking_uri(tracking_uri)
+    folder = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{record.MODEL_NAME}", dst_path=str(tmp_path))
+    files = {os.path.relpath(os.path.join(root, name), folder) for root, _, names in os.walk(folder) for name in names}
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".cloudpickle"))]  # nothing that runs on load
+    assert {"artifacts/layer_0.npy", "artifacts/layer_1.npy", "artifacts/layer_2.npy", "pyfunc_model.py",
+            "code/runner/network.py", "code/runner/activations.py"} <= files
+
+    mlmodel = yaml.safe_load(open(os.path.join(folder, "MLmodel")))
+    flavor = mlmodel["flavors"]["python_function"]
+    assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # models from code, no pickled object
+    assert flavor["config"] == {"model": {"hidden": [4, 2], "activation": "sigmoid", "output": "sigmoid",
+                                          "init": "uniform"}}
+    assert mlmodel["run_id"] == run_id
+    tensor = {"type": "tensor", "tensor-spec": {"dtype": "float64", "shape": [-1, 3]}}
+    assert json.loads(mlmodel["signature"]["inputs"]) == [tensor]
+    tensor["tensor-spec"]["shape"] = [-1, 1]
+    assert json.loads(mlmodel["signature"]["outputs"]) == [tensor]
+    assert json.load(open(os.path.join(folder, "input_example.json"))) == X[:5].tolist()
+    assert json.load(open(os.path.join(folder, "serving_input_example.json"))) == {"inputs": X[:5].tolist()}
+    requirements = open(os.path.join(folder, "requirements.txt")).read().split()
+    assert requirements == pip_requirements() == [f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}"]
+
+    weights = logged_weights(client, run_id, tmp_path / "run")
+    model_weights = [np.load(os.path.join(folder, "artifacts", f"layer_{k}.npy"), allow_pickle=False) for k in range(3)]
+    assert all(np.array_equal(a, b) for a, b in zip(model_weights, weights))
+    # the points at step = iterations (the final weights') are the model's own metrics in MLflow
+    (logged,) = client.search_logged_models([client.get_run(run_id).info.experiment_id],
+                                            filter_string=f"source_run_id = '{run_id}'")
+    assert sorted((m.key, m.step) for m in logged.metrics) == [
+        (record.ERROR_METRIC, 300), (record.final_metric(record.ERROR_METRIC), 300)]
+
+
+def test_log_model_false_logs_no_model(tracking_uri, experiment, client):
+    run_id = trained_run(tracking_uri, experiment, "tracking.log_model=false")
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert client.search_logged_models([run.info.experiment_id]) == []
+    assert {f.path for f in client.list_artifacts(run_id)} >= {record.WEIGHTS_DIR, record.PREDICTIONS_FILE}
+
+
+def test_loaded_model_runs_the_code_it_carries(tracking_uri, experiment, client, tmp_path):
+    """A fresh process that loads the model imports runner from the model's own code folder."""
+    run_id = trained_run(tracking_uri, experiment)
+    script = ("import json, sys, mlflow, numpy\n"
+              f"model = mlflow.pyfunc.load_model('runs:/{run_id}/{record.MODEL_NAME}', dst_path=sys.argv[1])\n"
+              "import runner.network\n"
+              "print(runner.network.__file__)\n"
+              "print(json.dumps(model.predict(numpy.array([[1.0, 0.0, 1.0]])).tolist()))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "loaded")], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri})
+    assert done.returncode == 0, done.stderr
+    module_file, prediction = done.stdout.strip().splitlines()[-2:]
+    assert module_file.startswith(str(tmp_path / "loaded")) and module_file.endswith("/code/runner/network.py")
+    weights = logged_weights(client, run_id, tmp_path / "run")
+    assert json.loads(prediction) == predict(weights, [[1.0, 0.0, 1.0]]).tolist()
+
+
+@pytest.mark.slow
+def test_served_model_answers_invocations_with_the_runners_predictions(tracking_uri, experiment, client, tmp_path):
+    run_id = trained_run(tracking_uri, experiment, "model.hidden=[5,3]", "model.activation=tanh")
+    weights = logged_weights(client, run_id, tmp_path)
+    integers = [[0, 1, 1], [1, 1, 1]]  # JSON numbers without a fraction: converted to the signature's float64
+    with tempfile.TemporaryDirectory() as folder, model_server(f"runs:/{run_id}/model", tracking_uri, folder) as url:
+        for body, inputs in (({"inputs": NEW_INPUTS.tolist()}, NEW_INPUTS),
+                             ({"dataframe_split": {"columns": ["x0", "x1", "x2"], "data": NEW_INPUTS.tolist()}},
+                              NEW_INPUTS),
+                             ({"inputs": integers}, np.array(integers, dtype=np.float64))):
+            request = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                answer = json.load(response)
+            assert np.array_equal(np.array(answer["predictions"]), predict(weights, inputs, "tanh"))

@@ -96,7 +96,14 @@ class TrackedRun:
             dataset = mlflow.data.from_numpy(features, source=where, targets=targets, name=name,
                                              digest=digest[:MAX_DATASET_DIGEST])
             inputs.append(DatasetInput(DatasetEntity(**dataset.to_dict()), [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
-        self.client.log_inputs(self.run_id, inputs)
+        try:
+            self.client.log_inputs(self.run_id, inputs)
+        except Exception as error:  # noqa: BLE001  (SQLAlchemy's or MLflow's wrapper, by store)
+            # Parallel jobs logging the same new dataset race to insert its one row (seen with joblib
+            # on a fresh store); the loser's transaction was rolled back, and its retry finds the row.
+            if not any(clash in str(error) for clash in ("UNIQUE constraint failed", "duplicate key")):
+                raise
+            self.client.log_inputs(self.run_id, inputs)
 
     def log_artifacts(self, local_dir):
         """Upload every file under local_dir, keeping relative paths."""

@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from omegaconf import OmegaConf
 
-from runner import record
+from runner import provenance, record
 from runner.config import ConfigError, check, check_fits_data
 from runner.datasets import load_dataset
 from runner.errors import DataError
 from runner.network import init_weights, layer_sizes, predict
 from runner.progress import progress_bar
-from runner.provenance import provenance_tags
 from runner.tracking_uri import check_server, redact
 from runner.training import shuffle_rng, train
 
@@ -82,10 +81,11 @@ def write_test_predictions_and_plots(folder, cfg, data, result):
         write_run_plots(folder, result, data, cfg.dataset.bias, cfg.model.activation, cfg.model.output)
 
 
-def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, progress=False):
+def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, progress=False, extra_tags=None):
     """Train the network `cfg` describes and log it as one MLflow run; returns a JobResult.
 
-    `parent_run_id` and `experiment_id` place the run in a sweep (runner/sweep.py).
+    `parent_run_id` and `experiment_id` place the run in a sweep (runner/sweep.py); `extra_tags` are
+    added to the run's tags (a rerun's link to its source, Hydra's output folder).
     Raises ConfigError before any run exists when a value is not allowed, ServerUnreachable when
     tracking.uri names a server that does not answer. `progress` draws a progress bar on stderr.
     """
@@ -99,7 +99,8 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
 
     sizes = layer_sizes(data.X.shape[1], cfg.model.hidden, data.y.shape[1])
     initial = init_weights(sizes, np.random.RandomState(cfg.seed), cfg.model.init)
-    tags = {**provenance_tags(), record.OVERRIDES_TAG: json.dumps(redact_overrides(overrides))}
+    facts = provenance.collect()
+    tags = {**facts.tags, record.OVERRIDES_TAG: json.dumps(redact_overrides(overrides)), **(extra_tags or {})}
     if data.file_sha256:  # set when the run is created, so even a failed run says which file it read
         tags[record.DATASET_SHA256_TAG] = data.file_sha256
 
@@ -129,6 +130,9 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
             write_test_predictions_and_plots(folder, cfg, data, result)
             OmegaConf.save(cfg, f"{folder}/{record.CONFIG_FILE}")
             OmegaConf.save(OmegaConf.create(list(overrides)), f"{folder}/{record.OVERRIDES_FILE}")
+            if facts.git_diff:
+                with open(f"{folder}/{record.GIT_DIFF_FILE}", "w", errors="surrogateescape") as handle:
+                    handle.write(facts.git_diff)
             run.log_artifacts(folder)
             if cfg.tracking.log_model:
                 log_network_model(run, folder, len(result.weights), data.X, result.predictions,

@@ -9,22 +9,17 @@ Usage: python benchmarks/plots.py [--repeats 5]
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+
+from default_run import timed  # this folder is on sys.path when the script runs
 
 CASES = {  # name: nn-run overrides
     "default (seed table: curve + boundary)": [],
     "moons preset (curve + boundary + confusion)": ["experiment=moons"],
     "digits preset (curve + confusion)": ["experiment=digits"],
 }
-
-
-def timed(cmd, cwd):
-    start = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True)
-    return time.perf_counter() - start
 
 
 def whole_runs(repeats):

@@ -152,35 +152,6 @@ def tracked_run(uri, experiment, run_name, tags=None, parent_run_id=None, experi
     client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FINISHED))
 
 
-def use_sqlite_wal():
-    """From now on in this process, SQLite stores commit without waiting for the disk on every transaction.
-
-    Each connection MLflow opens to a SQLite store is switched to write-ahead logging
-    (journal_mode=WAL, which stays set in the database file) with synchronous=NORMAL. SQLite's own
-    advice for this pair: a commit no longer waits for fsync (here ~15 ms each, and a run takes
-    about five), and the database cannot be corrupted by a crash; after a power cut the last
-    commits may be missing. WAL needs a local disk (not NFS). Other stores are untouched.
-    """
-    import sqlite3
-
-    from sqlalchemy import event
-    from sqlalchemy.pool import Pool
-
-    if getattr(use_sqlite_wal, "listening", False):
-        return
-
-    def on_checkout(dbapi_connection, connection_record, proxy):
-        if isinstance(dbapi_connection, sqlite3.Connection) and "wal" not in connection_record.info:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-            connection_record.info["wal"] = True
-
-    event.listen(Pool, "checkout", on_checkout)
-    use_sqlite_wal.listening = True
-
-
 def open_run(uri, experiment, run_name, tags):
     """Create the tables if the store is new, find or create `experiment`, start a run in it.
 

@@ -27,7 +27,6 @@ class BatchedLauncherConf:
 
     _target_: str = "hydra_plugins.nn_runner_batched_launcher.batched_launcher.BatchedLauncher"
     max_batch: int = 1024  # most networks trained in one computation; a larger group is cut into batches
-    sqlite_wal: bool = True  # a SQLite store commits in WAL mode, without an fsync per commit (README)
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="batched", node=BatchedLauncherConf,
@@ -35,20 +34,16 @@ ConfigStore.instance().store(group="hydra/launcher", name="batched", node=Batche
 
 
 class BatchedLauncher(Launcher):
-    def __init__(self, max_batch=1024, sqlite_wal=True):
+    def __init__(self, max_batch=1024):
         super().__init__()
         if max_batch < 1:
             raise ValueError(f"hydra.launcher.max_batch={max_batch} is not allowed: must be >= 1")
-        self.max_batch, self.sqlite_wal = max_batch, sqlite_wal
+        self.max_batch = max_batch
         self.config = self.task_function = self.hydra_context = None
 
     def setup(self, *, hydra_context, task_function, config):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
         self.composed = ComposedConfigs(hydra_context.config_loader)
-        if self.sqlite_wal:
-            from runner.tracking import use_sqlite_wal
-
-            use_sqlite_wal()
 
     def launch(self, job_overrides, initial_job_idx):
         from runner.sweep_batches import plan_batches, train_batch

@@ -133,7 +133,7 @@ def record_result(run, cfg, data, overrides, result):
         if cfg.tracking.log_model:
             log_network_model(run, folder, len(result.weights), data.X, result.predictions,
                               OmegaConf.to_container(cfg.model, resolve=True), step=cfg.train.iterations)
-    run.set_tags({record.WEIGHTS_HASH_TAG: digest})
+    run.set_tags({record.WEIGHTS_HASH_TAG: digest}, defer=True)  # written with the final metrics as the run ends
     return final_metrics, digest
 
 
@@ -151,7 +151,8 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
 
     tags = run_tags(overrides, data, trained and trained.provenance)
     with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id, experiment_id) as run:
-        run.log_params({**flatten(cfg), **record.dataset_params(data)})
+        # a result trained elsewhere is written in one go when the run ends; a run that trains shows its params now
+        run.log_params({**flatten(cfg), **record.dataset_params(data)}, defer=trained is not None)
         log_dataset_inputs(run, data)
 
         def on_log(step, scores):

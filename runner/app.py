@@ -10,6 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from runner.config import ConfigError
 from runner.job import run_job
 from runner.progress import wanted
+from runner.record import HYDRA_OUTPUT_DIR_TAG
 from runner.sweep import job_context
 from runner.tracking_uri import ServerUnreachable
 from runner.training import DivergenceError
@@ -36,7 +37,8 @@ def run_task(cfg, **job_options):
     progress = wanted(sys.stderr, multirun=sweep is not None)
     try:
         result = run_job(cfg, HydraConfig.get().overrides.task, job.override_dirname or cfg.dataset.name,
-                         progress=progress, **in_sweep, **job_options)
+                         progress=progress, **in_sweep,
+                         extra_tags={HYDRA_OUTPUT_DIR_TAG: HydraConfig.get().runtime.output_dir}, **job_options)
     except (ConfigError, ServerUnreachable, DivergenceError) as error:  # a diverged run is already FAILED
         if sweep is not None:
             raise

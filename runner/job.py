@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from omegaconf import OmegaConf
 
-from runner import record
+from runner import provenance, record
 from runner.config import ConfigError, check, check_fits_data
 from runner.datasets import load_dataset
 from runner.errors import DataError
 from runner.network import init_weights, layer_sizes
 from runner.progress import progress_bar
-from runner.provenance import provenance_tags
 from runner.tracking_uri import check_server, redact
 from runner.training import shuffle_rng, train
 
@@ -38,7 +37,7 @@ class Trained:
 
     result: object  # a runner.training.TrainResult of exactly this job's config
     data: object  # the job's runner.datasets.Dataset, already checked against its config by prepare_job
-    provenance: dict  # provenance_tags(), computed once for the whole batch
+    facts: object  # runner.provenance.collect(), computed once for the whole batch
 
 
 def redact_overrides(overrides):
@@ -105,15 +104,15 @@ def train_job(cfg, data, on_log, progress=False):
                      classify=data.classes is not None, on_log=bar.wrap_log(on_log), **bar.train_hooks)
 
 
-def run_tags(overrides, data, provenance=None):
-    """The tags a run is created with; `provenance` (provenance_tags()) may be passed in by a caller with many runs."""
-    tags = {**(provenance or provenance_tags()), record.OVERRIDES_TAG: json.dumps(redact_overrides(overrides))}
+def run_tags(overrides, data, facts, extra_tags=None):
+    """The tags a run is created with: provenance `facts` (provenance.collect()), overrides, `extra_tags`."""
+    tags = {**facts.tags, record.OVERRIDES_TAG: json.dumps(redact_overrides(overrides)), **(extra_tags or {})}
     if data.file_sha256:  # set when the run is created, so even a failed run says which file it read
         tags[record.DATASET_SHA256_TAG] = data.file_sha256
     return tags
 
 
-def record_result(run, cfg, data, overrides, result):
+def record_result(run, cfg, data, overrides, result, facts):
     """Log a finished training `result` to the open `run`: final scores, files, model, weights hash.
 
     Returns (final metrics {name: value}, weights sha256).
@@ -129,6 +128,9 @@ def record_result(run, cfg, data, overrides, result):
         record.write_predictions(folder, data.X, data.y, result.predictions)
         OmegaConf.save(cfg, f"{folder}/{record.CONFIG_FILE}")
         OmegaConf.save(OmegaConf.create(list(overrides)), f"{folder}/{record.OVERRIDES_FILE}")
+        if facts.git_diff:
+            with open(f"{folder}/{record.GIT_DIFF_FILE}", "w", errors="surrogateescape") as handle:
+                handle.write(facts.git_diff)
         run.log_artifacts(folder)
         if cfg.tracking.log_model:
             log_network_model(run, folder, len(result.weights), data.X, result.predictions,
@@ -137,10 +139,12 @@ def record_result(run, cfg, data, overrides, result):
     return final_metrics, digest
 
 
-def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, progress=False, trained=None):
+def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, progress=False, extra_tags=None,
+            trained=None):
     """Train the network `cfg` describes and log it as one MLflow run; returns a JobResult.
 
-    `parent_run_id` and `experiment_id` place the run in a sweep (runner/sweep.py).
+    `parent_run_id` and `experiment_id` place the run in a sweep (runner/sweep.py); `extra_tags` are
+    added to the run's tags (a rerun's link to its source, Hydra's output folder).
     Raises ConfigError before any run exists when a value is not allowed, ServerUnreachable when
     tracking.uri names a server that does not answer. `progress` draws a progress bar on stderr.
     `trained` (a Trained) is logged as is instead of training.
@@ -149,7 +153,8 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
     # mlflow takes over a second to import: pay for it only once the config and data are known to be good
     from runner.tracking import tracked_run, ui_command
 
-    tags = run_tags(overrides, data, trained and trained.provenance)
+    facts = provenance.collect() if trained is None else trained.facts
+    tags = run_tags(overrides, data, facts, extra_tags)
     with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id, experiment_id) as run:
         # a result trained elsewhere is written in one go when the run ends; a run that trains shows its params now
         run.log_params({**flatten(cfg), **record.dataset_params(data)}, defer=trained is not None)
@@ -167,7 +172,7 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
             result = trained.result
             for step, scores in zip(result.steps, result.history):
                 on_log(step, scores)
-        final_metrics, digest = record_result(run, cfg, data, overrides, result)
+        final_metrics, digest = record_result(run, cfg, data, overrides, result, facts)
 
     log.info("predictions (inputs | target | prediction)%s:",
              f", first {SHOWN_PREDICTIONS} of {len(data.X)} rows" if len(data.X) > SHOWN_PREDICTIONS else "")

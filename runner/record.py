@@ -19,6 +19,10 @@ CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = "overrides.yaml"
 OVERRIDES_TAG = "overrides"  # the job's command-line overrides as a JSON list
 DATASET_SHA256_TAG = "dataset_sha256"  # hex sha256 of the bytes of a dataset read from a file
+GIT_DIFF_FILE = "git.diff"  # `git diff HEAD` of the code when the checkout was dirty
+HYDRA_OUTPUT_DIR_TAG = "hydra_output_dir"  # the Hydra job's output folder, absolute
+RERUN_OF_TAG = "rerun_of"  # on a reproduction: the run it reproduces
+DERIVED_FROM_TAG = "derived_from"  # on a run made from another run's config with overrides
 TRAINING_CONTEXT, TESTING_CONTEXT = "training", "testing"  # MLflow dataset-input contexts of the splits
 MODEL_NAME = "model"  # the logged MLflow model: runs:/RUN_ID/model
 
@@ -66,6 +70,15 @@ def weights_sha256(weights):
         w = np.ascontiguousarray(w)
         digest.update(f"{w.shape}|{w.dtype.str}|".encode())
         digest.update(w.tobytes())
+    return digest.hexdigest()
+
+
+def file_sha256(path):
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
     return digest.hexdigest()
 
 

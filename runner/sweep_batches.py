@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from runner.batched import train_stacked
 from runner.config import ConfigError, check
 from runner.job import Trained, initial_weights, prepare_job
-from runner.provenance import provenance_tags
+from runner import provenance
 from runner.tracking_uri import ServerUnreachable
 
 BATCH_FREE_KEYS = ("seed", "train.lr")  # what may differ between the networks of one batch
@@ -75,5 +75,5 @@ def train_batch(configs):
         iterations=first.train.iterations, log_every=first.train.log_every, hidden_activation=first.model.activation,
         output_activation=first.model.output, X_test=data.X_test, y_test=data.y_test,
         classify=data.classes is not None)
-    provenance = provenance_tags()
-    return [None if n in diverged else Trained(result, data, provenance) for n, result in enumerate(results)]
+    facts = provenance.collect()
+    return [None if n in diverged else Trained(result, data, facts) for n, result in enumerate(results)]

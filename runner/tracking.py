@@ -109,7 +109,14 @@ class TrackedRun:
             dataset = mlflow.data.from_numpy(features, source=where, targets=targets, name=name,
                                              digest=digest[:MAX_DATASET_DIGEST])
             inputs.append(DatasetInput(DatasetEntity(**dataset.to_dict()), [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
-        self.client.log_inputs(self.run_id, inputs)
+        try:
+            self.client.log_inputs(self.run_id, inputs)
+        except Exception as error:  # noqa: BLE001  (SQLAlchemy's or MLflow's wrapper, by store)
+            # Parallel jobs logging the same new dataset race to insert its one row (seen with joblib
+            # on a fresh store); the loser's transaction was rolled back, and its retry finds the row.
+            if not any(clash in str(error) for clash in ("UNIQUE constraint failed", "duplicate key")):
+                raise
+            self.client.log_inputs(self.run_id, inputs)
 
     def log_artifacts(self, local_dir):
         """Upload every file under local_dir, keeping relative paths."""
@@ -208,13 +215,15 @@ def child_runs(uri, parent):
             return runs
 
 
-def latest_run_with_tag(uri, experiment, tag):
-    """The most recently started run of experiment `experiment` (a name) that carries `tag`, or None."""
+def latest_run_with_tag(uri, experiment, tag, value=None):
+    """The most recently started run of experiment `experiment` (a name) that carries `tag` (with this
+    `value`, if given), or None."""
     client = mlflow.MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
-    if found is None:
+    if found is None or (value is not None and "'" in value):  # a quote cannot be written in the filter
         return None
-    runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{tag}` LIKE '%'",
+    condition = "LIKE '%'" if value is None else f"= '{value}'"
+    runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{tag}` {condition}",
                               order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
 

@@ -91,9 +91,10 @@ class Softmax:
 
     @staticmethod
     def forward_ops(z):
-        column = np.empty((z.shape[0], 1))  # per-row max, then per-row sum; allocated once, here
-        return [(np.maximum.reduce, (z, 1, None, column, True)), (np.subtract, (z, column, z)),
-                (np.exp, (z, z)), (np.add.reduce, (z, 1, None, column, True)), (np.divide, (z, column, z))]
+        # per-row max, then per-row sum, over the last axis (rows may be stacked: runner/batched.py)
+        column = np.empty((*z.shape[:-1], 1))  # allocated once, here
+        return [(np.maximum.reduce, (z, -1, None, column, True)), (np.subtract, (z, column, z)),
+                (np.exp, (z, z)), (np.add.reduce, (z, -1, None, column, True)), (np.divide, (z, column, z))]
 
     @staticmethod
     def slope_ops(out, slope):

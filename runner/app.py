@@ -26,6 +26,11 @@ def hydra_main(cfg):
     answer, 1 for divergence. In a sweep (`-m`) these fail only their own job (Hydra records it)
     and the other jobs go on. A single run in a terminal draws a progress bar.
     """
+    return run_task(cfg)
+
+
+def run_task(cfg, **job_options):
+    """The body of nn-run's task function; `job_options` go to run_job (the batched launcher's `trained`)."""
     job = HydraConfig.get().job
     sweep = job_context()  # None for a single run
     in_sweep = {"parent_run_id": sweep.parent_run_id, "experiment_id": sweep.experiment_id} if sweep else {}
@@ -33,7 +38,7 @@ def hydra_main(cfg):
     try:
         result = run_job(cfg, HydraConfig.get().overrides.task, job.override_dirname or cfg.dataset.name,
                          progress=progress, **in_sweep,
-                         extra_tags={HYDRA_OUTPUT_DIR_TAG: HydraConfig.get().runtime.output_dir})
+                         extra_tags={HYDRA_OUTPUT_DIR_TAG: HydraConfig.get().runtime.output_dir}, **job_options)
     except (ConfigError, ServerUnreachable, DivergenceError) as error:  # a diverged run is already FAILED
         if sweep is not None:
             raise

@@ -31,6 +31,15 @@ class JobResult:
     final_metrics: dict = field(default_factory=dict)  # {final_error: ..., final_test_error: ..., ...}
 
 
+@dataclass
+class Trained:
+    """A job trained elsewhere (a batched sweep: runner/sweep_batches.py), for run_job to log instead of training."""
+
+    result: object  # a runner.training.TrainResult of exactly this job's config
+    data: object  # the job's runner.datasets.Dataset, already checked against its config by prepare_job
+    facts: object  # runner.provenance.collect(), computed once for the whole batch
+
+
 def redact_overrides(overrides):
     """Command-line overrides with the user:password part of any URI value removed."""
     return [f"{key}{sep}{redact(value)}" for key, sep, value in (o.partition("=") for o in overrides)]
@@ -81,31 +90,86 @@ def write_test_predictions_and_plots(folder, cfg, data, result):
         write_run_plots(folder, result, data, cfg.dataset.bias, cfg.model.activation, cfg.model.output)
 
 
-def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, progress=False, extra_tags=None):
+def prepare_job(cfg):
+    """Check `cfg` and load its data; raises ConfigError or ServerUnreachable before any run exists."""
+    check(cfg)
+    data = load_data(cfg.dataset)
+    check_fits_data(cfg, len(data.y), data.y.shape[1])
+    check_server(cfg.tracking.uri)
+    return data
+
+
+def initial_weights(cfg, data):
+    """The network's starting weights: drawn from np.random.RandomState(cfg.seed) with cfg.model.init."""
+    sizes = layer_sizes(data.X.shape[1], cfg.model.hidden, data.y.shape[1])
+    return init_weights(sizes, np.random.RandomState(cfg.seed), cfg.model.init)
+
+
+def train_job(cfg, data, on_log, progress=False):
+    """Train the network `cfg` describes on `data`, calling on_log(step, scores) at each logged step."""
+    with progress_bar(cfg.train.iterations, enabled=progress) as bar:
+        return train(initial_weights(cfg, data), data.X, data.y, iterations=cfg.train.iterations,
+                     log_every=cfg.train.log_every, lr=cfg.train.lr, hidden_activation=cfg.model.activation,
+                     output_activation=cfg.model.output, batch_size=cfg.train.batch_size,
+                     rng=shuffle_rng(cfg.seed), X_test=data.X_test, y_test=data.y_test,
+                     classify=data.classes is not None, on_log=bar.wrap_log(on_log), **bar.train_hooks)
+
+
+def run_tags(overrides, data, facts, extra_tags=None):
+    """The tags a run is created with: provenance `facts` (provenance.collect()), overrides, `extra_tags`."""
+    tags = {**facts.tags, record.OVERRIDES_TAG: json.dumps(redact_overrides(overrides)), **(extra_tags or {})}
+    if data.file_sha256:  # set when the run is created, so even a failed run says which file it read
+        tags[record.DATASET_SHA256_TAG] = data.file_sha256
+    return tags
+
+
+def record_result(run, cfg, data, overrides, result, facts):
+    """Log a finished training `result` to the open `run`: final scores, files, model, weights hash.
+
+    Returns (final metrics {name: value}, weights sha256).
+    """
+    from runner.model_export import log_network_model
+
+    final_metrics = {record.final_metric(name): value for name, value in record.score_metrics(result.final).items()}
+    for name, value in final_metrics.items():
+        run.log_metric(name, cfg.train.iterations, value)
+    digest = record.weights_sha256(result.weights)
+    with tempfile.TemporaryDirectory() as folder:
+        record.write_weights(folder, result.weights)
+        record.write_predictions(folder, data.X, data.y, result.predictions)
+        write_test_predictions_and_plots(folder, cfg, data, result)
+        OmegaConf.save(cfg, f"{folder}/{record.CONFIG_FILE}")
+        OmegaConf.save(OmegaConf.create(list(overrides)), f"{folder}/{record.OVERRIDES_FILE}")
+        if facts.git_diff:
+            with open(f"{folder}/{record.GIT_DIFF_FILE}", "w", errors="surrogateescape") as handle:
+                handle.write(facts.git_diff)
+        run.log_artifacts(folder)
+        if cfg.tracking.log_model:
+            log_network_model(run, folder, len(result.weights), data.X, result.predictions,
+                              OmegaConf.to_container(cfg.model, resolve=True), step=cfg.train.iterations)
+    run.set_tags({record.WEIGHTS_HASH_TAG: digest}, defer=True)  # written with the final metrics as the run ends
+    return final_metrics, digest
+
+
+def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, progress=False, extra_tags=None,
+            trained=None):
     """Train the network `cfg` describes and log it as one MLflow run; returns a JobResult.
 
     `parent_run_id` and `experiment_id` place the run in a sweep (runner/sweep.py); `extra_tags` are
     added to the run's tags (a rerun's link to its source, Hydra's output folder).
     Raises ConfigError before any run exists when a value is not allowed, ServerUnreachable when
     tracking.uri names a server that does not answer. `progress` draws a progress bar on stderr.
+    `trained` (a Trained) is logged as is instead of training.
     """
-    check(cfg)
-    data = load_data(cfg.dataset)
-    check_fits_data(cfg, len(data.y), data.y.shape[1])
-    check_server(cfg.tracking.uri)
+    data = prepare_job(cfg) if trained is None else trained.data
     # mlflow takes over a second to import: pay for it only once the config and data are known to be good
-    from runner.model_export import log_network_model
     from runner.tracking import tracked_run, ui_command
 
-    sizes = layer_sizes(data.X.shape[1], cfg.model.hidden, data.y.shape[1])
-    initial = init_weights(sizes, np.random.RandomState(cfg.seed), cfg.model.init)
-    facts = provenance.collect()
-    tags = {**facts.tags, record.OVERRIDES_TAG: json.dumps(redact_overrides(overrides)), **(extra_tags or {})}
-    if data.file_sha256:  # set when the run is created, so even a failed run says which file it read
-        tags[record.DATASET_SHA256_TAG] = data.file_sha256
-
+    facts = provenance.collect() if trained is None else trained.facts
+    tags = run_tags(overrides, data, facts, extra_tags)
     with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id, experiment_id) as run:
-        run.log_params({**flatten(cfg), **record.dataset_params(data)})
+        # a result trained elsewhere is written in one go when the run ends; a run that trains shows its params now
+        run.log_params({**flatten(cfg), **record.dataset_params(data)}, defer=trained is not None)
         log_dataset_inputs(run, data)
 
         def on_log(step, scores):
@@ -114,30 +178,13 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
                 run.log_metric(name, step, value)
             log.info("step %d: %s", step, ", ".join(f"{name} {value!r}" for name, value in metrics.items()))
 
-        with progress_bar(cfg.train.iterations, enabled=progress) as bar:
-            result = train(initial, data.X, data.y, iterations=cfg.train.iterations, log_every=cfg.train.log_every,
-                           lr=cfg.train.lr, hidden_activation=cfg.model.activation,
-                           output_activation=cfg.model.output, batch_size=cfg.train.batch_size,
-                           rng=shuffle_rng(cfg.seed), X_test=data.X_test, y_test=data.y_test,
-                           classify=data.classes is not None, on_log=bar.wrap_log(on_log), **bar.train_hooks)
-        final_metrics = {record.final_metric(name): value for name, value in record.score_metrics(result.final).items()}
-        for name, value in final_metrics.items():
-            run.log_metric(name, cfg.train.iterations, value)
-        digest = record.weights_sha256(result.weights)
-        with tempfile.TemporaryDirectory() as folder:
-            record.write_weights(folder, result.weights)
-            record.write_predictions(folder, data.X, data.y, result.predictions)
-            write_test_predictions_and_plots(folder, cfg, data, result)
-            OmegaConf.save(cfg, f"{folder}/{record.CONFIG_FILE}")
-            OmegaConf.save(OmegaConf.create(list(overrides)), f"{folder}/{record.OVERRIDES_FILE}")
-            if facts.git_diff:
-                with open(f"{folder}/{record.GIT_DIFF_FILE}", "w", errors="surrogateescape") as handle:
-                    handle.write(facts.git_diff)
-            run.log_artifacts(folder)
-            if cfg.tracking.log_model:
-                log_network_model(run, folder, len(result.weights), data.X, result.predictions,
-                                  OmegaConf.to_container(cfg.model, resolve=True), step=cfg.train.iterations)
-        run.set_tags({record.WEIGHTS_HASH_TAG: digest})
+        if trained is None:
+            result = train_job(cfg, data, on_log, progress)
+        else:
+            result = trained.result
+            for step, scores in zip(result.steps, result.history):
+                on_log(step, scores)
+        final_metrics, digest = record_result(run, cfg, data, overrides, result, facts)
 
     log.info("predictions (inputs | target | prediction)%s:",
              f", first {SHOWN_PREDICTIONS} of {len(data.X)} rows" if len(data.X) > SHOWN_PREDICTIONS else "")

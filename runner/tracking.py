@@ -19,6 +19,8 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 # MLflow's documented limits for one log_batch call and for a param
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
+MAX_TAGS_PER_BATCH = 100
+MAX_ENTRIES_PER_BATCH = 1000  # metrics + params + tags in one call
 MAX_PARAM_KEY = 250
 MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 5000
@@ -53,11 +55,15 @@ class TrackedRun:
         self.run_id = run.info.run_id
         self.experiment_id = run.info.experiment_id
         self._metrics = []
+        self._params, self._tags = [], []  # deferred: written with the next flush
         self._last_flush = time.monotonic()
 
-    def log_params(self, params):
-        """Log a {key: str} dict, MAX_PARAMS_PER_BATCH at a time."""
+    def log_params(self, params, defer=False):
+        """Log a {key: str} dict, MAX_PARAMS_PER_BATCH at a time; `defer` holds them for the next flush."""
         items = [Param(k, v) for k, v in params.items()]
+        if defer:
+            self._params += items
+            return
         for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[start:start + MAX_PARAMS_PER_BATCH], synchronous=True)
 
@@ -68,15 +74,22 @@ class TrackedRun:
             self.flush()
 
     def flush(self):
-        """Write the buffered metric points."""
-        while self._metrics:
-            batch, self._metrics = self._metrics[:MAX_METRICS_PER_BATCH], self._metrics[MAX_METRICS_PER_BATCH:]
-            self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+        """Write the buffered metric points and the deferred params and tags, as few log_batch calls as MLflow allows."""
+        while self._metrics or self._params or self._tags:
+            params, self._params = self._params[:MAX_PARAMS_PER_BATCH], self._params[MAX_PARAMS_PER_BATCH:]
+            tags, self._tags = self._tags[:MAX_TAGS_PER_BATCH], self._tags[MAX_TAGS_PER_BATCH:]
+            room = MAX_ENTRIES_PER_BATCH - len(params) - len(tags)
+            metrics, self._metrics = self._metrics[:room], self._metrics[room:]
+            self.client.log_batch(self.run_id, metrics=metrics, params=params, tags=tags, synchronous=True)
         self._last_flush = time.monotonic()
 
-    def set_tags(self, tags):
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()],
-                              synchronous=True)
+    def set_tags(self, tags, defer=False):
+        """Set {key: value} tags now, or with the next flush when `defer`."""
+        items = [RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()]
+        if defer:
+            self._tags += items
+            return
+        self.client.log_batch(self.run_id, tags=items, synchronous=True)
 
     def log_datasets(self, name, source, splits):
         """Record data splits as dataset inputs of this run, in one call.

@@ -74,7 +74,9 @@ def test_cli_rerun_of_the_default_run_is_reproduced(tmp_path, tracking_uri, expe
     ["hydra/launcher=basic", "train.lr=0.5,2.0"],
     # Optuna picks lr values like 0.7613...: the float must survive config.yaml to the last bit
     ["hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "train.lr=interval(0.1,2.0)"],
-], ids=["joblib", "basic", "optuna"])
+    # both networks trained together as stacked arrays; the rerun trains the child's alone
+    ["hydra/launcher=batched", "train.lr=0.5,2.0"],
+], ids=["joblib", "basic", "optuna", "batched"])
 def test_rerun_of_a_sweep_child_is_reproduced(tmp_path, tracking_uri, experiment, client, capsys, sweep):
     done = cli(NN_RUN, tmp_path, "-m", *sweep, "train.iterations=2000", "train.log_every=500",
                f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}")

@@ -1,0 +1,230 @@
+"""Batched sweeps: K networks trained as stacked arrays, against runner.training.train as the oracle,
+and the batched Hydra launcher (hydra/launcher=batched) through the real CLI and a real SQLite store.
+
+A batched child run must be the run its config gives alone: the same weights (np.array_equal),
+metric values, predictions, params and weights hash.
+"""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import compose_config, runs_of
+from runner import record
+from runner.batched import train_stacked
+from runner.datasets import load_dataset
+from runner.job import run_job
+from runner.network import init_weights, layer_sizes
+from runner.sweep_batches import plan_batches
+from runner.training import DivergenceError, train
+from test_sweeps import TINY, nn_run_m, sweep_of
+
+
+def same_training(batched, alone):
+    """Every bit of two TrainResults: weights, predictions, logged steps and scores."""
+    return (all(np.array_equal(a, b) for a, b in zip(batched.weights, alone.weights))
+            and len(batched.weights) == len(alone.weights)
+            and np.array_equal(batched.predictions, alone.predictions)
+            and batched.steps == alone.steps and batched.history == alone.history)
+
+
+def check_stacked(data, hidden, seeds, lrs, iterations, log_every, activation="sigmoid", output="sigmoid",
+                  init="uniform"):
+    """Train the networks stacked, then each alone; returns the diverged indices after checking the others."""
+    sizes = layer_sizes(data.X.shape[1], hidden, data.y.shape[1])
+    initials = [init_weights(sizes, np.random.RandomState(seed), init) for seed in seeds]
+    test = {"X_test": data.X_test, "y_test": data.y_test, "classify": data.classes is not None}
+    results, diverged = train_stacked(initials, data.X, data.y, lrs=lrs, iterations=iterations,
+                                      log_every=log_every, hidden_activation=activation, output_activation=output,
+                                      **test)
+    assert len(results) == len(seeds)
+    for n, (initial, lr) in enumerate(zip(initials, lrs)):
+        if n in diverged:
+            continue
+        alone = train(initial, data.X, data.y, iterations=iterations, log_every=log_every, lr=lr,
+                      hidden_activation=activation, output_activation=output, **test)
+        assert same_training(results[n], alone), f"network {n} (seed {seeds[n]}, lr {lr}) differs"
+    return diverged
+
+
+@pytest.mark.slow
+def test_seed_sweep_of_the_seed_network_is_bitwise_each_network_alone():
+    diverged = check_stacked(load_dataset("seed"), [4], seeds=range(1, 9), lrs=[1.0] * 8, iterations=60000,
+                             log_every=10000)
+    assert diverged == []
+
+
+def test_learning_rates_and_seeds_mixed_are_bitwise_each_network_alone():
+    lrs = [0.1, 0.5, 1.0, 2.0, 3.0, 10.0, 30.0, 1.0]
+    assert check_stacked(load_dataset("seed"), [4], range(8), lrs, iterations=3000, log_every=1000) == []
+
+
+@pytest.mark.parametrize("hidden, activation", [([4, 3], "tanh"), ([5, 4, 3], "relu"), ([], "sigmoid")])
+def test_deeper_and_shallower_networks_are_bitwise_each_network_alone(hidden, activation):
+    data = load_dataset("xor")
+    assert check_stacked(data, hidden, range(6), [0.5, 1.0, 2.0] * 2, 500, 100, activation) == []
+
+
+def test_test_split_scores_and_softmax_are_bitwise_each_network_alone():
+    # iris: a held-out split (test_error, test_accuracy), three classes, softmax with cross-entropy
+    data = load_dataset("iris", test_fraction=0.2, scale="standard")
+    assert check_stacked(data, [8], range(5), [0.05, 0.01, 0.05, 0.02, 0.05], 300, 100, output="softmax",
+                         init="xavier") == []
+
+
+def test_a_diverging_network_is_reported_and_leaves_the_others_intact():
+    data = load_dataset("seed")
+    diverged = check_stacked(data, [4], [1, 1, 1, 1], [0.5, 1.0, 2.0, 1e300], 20, 10, activation="relu")
+    assert diverged == [3]
+    with pytest.raises(DivergenceError):  # the oracle agrees that this one diverges alone
+        train(init_weights([3, 4, 1], np.random.RandomState(1)), data.X, data.y, iterations=20, log_every=10,
+              lr=1e300, hidden_activation="relu")
+
+
+def test_plan_groups_only_jobs_that_differ_in_seed_and_learning_rate():
+    configs = [compose_config(*overrides) for overrides in [
+        ["seed=1"], ["seed=2", "train.lr=0.5"], ["model.hidden=[8]"], ["seed=3"],  # 0, 1, 3 share a batch
+        ["model.hidden=[8]", "seed=5"],  # with 2
+        ["train.batch_size=2"], ["train.batch_size=2", "seed=2"],  # mini-batches: never batched
+        ["train.iterations=10"],  # a different budget: alone
+        ["train.lr=-1"],  # rejected: runs (and fails) alone
+        ["dataset=xor", "seed=7"], ["dataset=xor"],  # another data set
+    ]]
+    assert plan_batches(configs, max_batch=1024) == [[0, 1, 3], [2, 4], [9, 10]]
+    assert plan_batches(configs, max_batch=2) == [[0, 1], [2, 4], [9, 10]]  # [3] is left alone
+
+
+def logged(client, run, folder):
+    """(params, {metric: [(step, value)]}, tags, weights, predictions.csv text) of a run, from MLflow."""
+    run_id = run.info.run_id
+    metrics = {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+               for key in run.data.metrics}
+    path = client.download_artifacts(run_id, "", str(folder))
+    predictions = Path(path, record.PREDICTIONS_FILE).read_text()
+    return run.data.params, metrics, run.data.tags, record.read_weights(path), predictions
+
+
+def single_run(tracking_uri, experiment, overrides):
+    """The run of this config alone (runner.job.run_job, as nn-run would), logged to `experiment`."""
+    overrides = [*overrides, f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}"]
+    return run_job(compose_config(*overrides), overrides, run_name="alone").run_id
+
+
+def job_overrides(child):
+    """The job's own overrides, without where it was logged."""
+    return [o for o in json.loads(child.data.tags[record.OVERRIDES_TAG]) if not o.startswith("tracking.")]
+
+
+def assert_children_are_their_single_runs(client, tracking_uri, experiment, children, tmp_path):
+    for n, child in enumerate(children):
+        alone = client.get_run(single_run(tracking_uri, f"{experiment}-alone", job_overrides(child)))
+        params, metrics, tags, weights, predictions = logged(client, child, tmp_path / f"batched{n}")
+        params_1, metrics_1, tags_1, weights_1, predictions_1 = logged(client, alone, tmp_path / f"alone{n}")
+        assert len(weights) == len(weights_1) >= 2
+        assert all(np.array_equal(a, b) for a, b in zip(weights, weights_1))
+        assert metrics == metrics_1 and len(metrics[record.ERROR_METRIC]) == 3
+        assert predictions == predictions_1
+        assert tags[record.WEIGHTS_HASH_TAG] == tags_1[record.WEIGHTS_HASH_TAG] == record.weights_sha256(weights)
+        unlogged = {"tracking.experiment"}  # the single runs went to another experiment
+        assert {k: v for k, v in params.items() if k not in unlogged} == {
+            k: v for k, v in params_1.items() if k not in unlogged}
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert artifacts == {a.path for a in client.list_artifacts(alone.info.run_id)}
+
+
+def test_batched_sweep_of_seeds_and_learning_rates_logs_each_child_as_its_single_run(
+        tmp_path, tracking_uri, experiment, client):
+    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=batched", "seed=1,2,3", "train.lr=0.5,1",
+                    *TINY)
+    assert done.returncode == 0, done.stderr
+    assert "Training 6 networks together: jobs #0, #1, #2, #3, #4, #5" in done.stdout  # one batch, no fallback
+    assert done.stdout.count("(batched)") == 6
+    parent, children = sweep_of(client, experiment)
+    assert parent.info.status == "FINISHED" and parent.data.tags["launcher"] == "batched"
+    assert parent.info.run_name == "sweep over seed, train.lr"
+    assert parent.data.metrics[record.CHILDREN_FINISHED_METRIC] == 6
+    assert parent.data.metrics[record.CHILDREN_FAILED_METRIC] == 0
+    assert sorted((c.data.params["seed"], c.data.params["train.lr"]) for c in children) == [
+        (s, lr) for s in "123" for lr in ("0.5", "1.0")]
+    assert all(c.info.status == "FINISHED" and c.info.experiment_id == parent.info.experiment_id for c in children)
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    # Hydra's per-job machinery is unchanged: each job has its folder and .hydra files
+    sweep_dir = Path(parent.data.tags[record.SWEEP_DIR_TAG])
+    for job in range(6):
+        assert {p.name for p in (sweep_dir / str(job) / ".hydra").iterdir()} == {
+            "config.yaml", "hydra.yaml", "overrides.yaml"}
+    assert_children_are_their_single_runs(client, tracking_uri, experiment, children, tmp_path)
+
+
+def test_mixed_shapes_split_into_batches_and_a_lone_job_runs_as_usual(tmp_path, tracking_uri, experiment, client):
+    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=batched", "model.hidden=[3],[5]", "seed=1,2",
+                    "train.batch_size=0,2", *TINY)
+    assert done.returncode == 0, done.stderr
+    # jobs: hidden [3] and [5], seeds 1 and 2, full batch and batches of 2; the full-batch jobs of
+    # one shape share a batch, the mini-batch ones run alone
+    batches = [line for line in done.stdout.splitlines() if "networks together" in line]
+    assert len(batches) == 2 and all("Training 2 networks together" in line for line in batches)
+    lone = [line for line in done.stdout.splitlines() if "train.batch_size=2" in line and " : " in line]
+    assert len(lone) == 4 and not any("(batched)" in line for line in lone)
+    assert done.stdout.count("(batched)") == 4
+    parent, children = sweep_of(client, experiment)
+    assert parent.info.status == "FINISHED" and len(children) == 8
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert_children_are_their_single_runs(client, tracking_uri, experiment,
+                                          [c for c in children if c.data.params["train.batch_size"] == "0"][:2],
+                                          tmp_path)
+
+
+def test_a_diverging_network_fails_only_its_own_child_with_the_single_runs_error(
+        tmp_path, tracking_uri, experiment, client):
+    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=batched", "model.activation=relu",
+                    "train.lr=0.5,1,2,1e300", *TINY)
+    assert done.returncode != 0  # Hydra's sweeper re-raises the failed job's error, as with any launcher
+    assert "Training 4 networks together" in done.stdout and done.stdout.count("(batched)") == 3
+    parent, children = sweep_of(client, experiment)
+    by_lr = {float(c.data.params["train.lr"]): c for c in children}
+    diverged = by_lr.pop(1e300)
+    assert diverged.info.status == "FAILED"
+    with pytest.raises(DivergenceError):
+        single_run(tracking_uri, f"{experiment}-alone", ["model.activation=relu", "train.lr=1e300", *TINY])
+    (alone,) = runs_of(client, f"{experiment}-alone")
+    assert alone.info.status == "FAILED"
+    assert diverged.data.tags["error"] == alone.data.tags["error"]
+    assert diverged.data.tags["error"].startswith("DivergenceError: training diverged at step ")
+    history = client.get_metric_history(diverged.info.run_id, record.ERROR_METRIC)
+    assert [m.step for m in history if math.isfinite(m.value)][:1] == [0]
+    assert [c.info.status for c in by_lr.values()] == ["FINISHED"] * 3
+    assert parent.info.status == "FAILED"
+    assert parent.data.metrics[record.CHILDREN_FINISHED_METRIC] == 3
+    assert parent.data.metrics[record.CHILDREN_FAILED_METRIC] == 1
+    assert_children_are_their_single_runs(client, tracking_uri, experiment, list(by_lr.values())[:1], tmp_path)
+
+
+@pytest.mark.slow
+def test_optuna_search_on_the_batched_launcher(tmp_path, tracking_uri, experiment, client):
+    import yaml
+
+    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/sweeper=optuna", "hydra/launcher=batched",
+                    "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "hydra.sweeper.sampler.seed=1",
+                    "train.lr=interval(0.1,4)", *TINY)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("Training 2 networks together") == 2  # each batch of two trials trains at once
+    parent, children = sweep_of(client, experiment)
+    assert parent.info.status == "FINISHED" and parent.data.tags["sweeper"] == "optuna" and len(children) == 4
+    results = yaml.safe_load((Path(parent.data.tags[record.SWEEP_DIR_TAG]) / "optimization_results.yaml").read_text())
+    errors = {float(c.data.params["train.lr"]): c.data.metrics[record.final_metric(record.ERROR_METRIC)]
+              for c in children}
+    assert results["best_value"] == min(errors.values())
+
+
+def test_the_launcher_is_installed_as_a_hydra_plugin():
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
+
+    names = {plugin.__name__ for plugin in Plugins.instance().discover(Launcher)}
+    assert "BatchedLauncher" in names
+    assert not os.path.exists(Path(__file__).resolve().parent.parent / "hydra_plugins" / "__init__.py")

@@ -53,3 +53,17 @@ def runs_of(client, experiment):
     """All runs of an experiment by name ([] when the experiment does not exist)."""
     found = client.get_experiment_by_name(experiment)
     return [] if found is None else client.search_runs([found.experiment_id])
+
+
+def interrupt_after(cmd, cwd, marker):
+    """Start `cmd`, send Ctrl-C (SIGINT) once a line containing `marker` is printed; (exit code, rest of output)."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if marker in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=120)[0]
+    return proc.returncode, rest

@@ -1,13 +1,12 @@
 """The real `nn-run` command in a subprocess: output, exit codes, what lands in MLflow."""
 
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import NN_RUN, runs_of
+from conftest import NN_RUN, interrupt_after, runs_of
 
 
 def nn_run(cwd, *args):
@@ -64,17 +63,10 @@ def test_help_names_the_app_and_its_groups():
 
 
 def test_ctrl_c_marks_the_run_killed_and_keeps_its_metrics(tmp_path, client, tracking_uri, experiment):
-    proc = subprocess.Popen([*NN_RUN, "train.iterations=100000000", "train.log_every=20000",
-                             f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if "step 60000: error" in line:
-            break
-    proc.send_signal(signal.SIGINT)
-    rest = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 130
+    returncode, rest = interrupt_after([*NN_RUN, "train.iterations=100000000", "train.log_every=20000",
+                                        f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}"],
+                                       tmp_path, "step 60000: error")
+    assert returncode == 130
     assert rest.strip().endswith("nn-run: interrupted; the run is marked KILLED with the metrics logged so far")
     (run,) = runs_of(client, experiment)
     assert run.info.status == "KILLED"

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-from conftest import NN_RUN, compose_config, runs_of
+from conftest import NN_RUN, compose_config, interrupt_after, runs_of
 from runner import record
 from runner.job import run_job
 from runner.tracking import PARENT_RUN_TAG
@@ -430,18 +430,11 @@ def test_a_derived_run_that_diverges_is_one_line_and_a_failed_run(tracking_uri, 
 
 
 def test_cli_ctrl_c_marks_the_new_run_killed(tmp_path, tracking_uri, experiment, client):
-    import signal
-
     source_id = logged_run(tracking_uri, experiment, "train.iterations=10")
-    proc = subprocess.Popen([*NN_RERUN, source_id, "--tracking-uri", tracking_uri, "--override",
-                             "train.iterations=100000000", "--override", "train.log_every=20000"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        if "step 40000: error" in line:
-            break
-    proc.send_signal(signal.SIGINT)
-    rest = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 130
+    returncode, rest = interrupt_after([*NN_RERUN, source_id, "--tracking-uri", tracking_uri, "--override",
+                                        "train.iterations=100000000", "--override", "train.log_every=20000"],
+                                       tmp_path, "step 40000: error")
+    assert returncode == 130
     assert rest.strip().endswith("nn-rerun: interrupted; the new run is marked KILLED with the metrics logged so far")
     new = the_rerun(client, experiment, source_id, tag=record.DERIVED_FROM_TAG)
     assert new.info.status == "KILLED"

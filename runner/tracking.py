@@ -16,6 +16,8 @@ import mlflow  # noqa: E402  (after the telemetry default)
 from mlflow.entities import Metric, Param, RunStatus, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
+from runner.tracking_uri import is_server  # noqa: E402
+
 # MLflow's documented limits for one log_batch call and for a param
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
@@ -27,10 +29,6 @@ MAX_TAG_VALUE = 5000
 MAX_DATASET_DIGEST = 36
 FLUSH_SECONDS = 10.0  # a long run shows its curve in the UI while it trains
 PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under its parent
-
-
-def mlflow_version():
-    return mlflow.__version__
 
 
 def ensure_experiment(client, name):
@@ -251,6 +249,6 @@ def mlflow_executable():
 
 def ui_command(uri):
     """The shell command that opens the MLflow UI on this tracking URI, on loopback."""
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         return f"open {uri} in a browser"
     return f"{mlflow_executable()} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"

@@ -18,6 +18,8 @@ from hydra.core.utils import configure_log, filter_overrides, run_job, setup_glo
 from hydra.plugins.launcher import Launcher
 from omegaconf import OmegaConf, open_dict
 
+from hydra_plugins.nn_runner_batched_launcher.derived_configs import DerivedConfigs
+
 log = logging.getLogger(__name__)
 
 
@@ -88,11 +90,12 @@ class ComposedConfigs:
     and throw the result away; composing costs ~75 ms a job here, as much as training a seed network
     in a batch. This wraps the config loader's load_sweep_config (the one both call) to remember what
     it returned for each job's overrides; `take` hands it out once, and composes when there is none.
+    Jobs that differ from a composed one only in values get a derived config (derived_configs.py).
     """
 
     def __init__(self, config_loader):
         self.loader, self.kept = config_loader, {}
-        compose = config_loader.load_sweep_config
+        compose = DerivedConfigs(config_loader, config_loader.load_sweep_config).load_sweep_config
 
         def load_sweep_config(master_config, sweep_overrides):
             composed = compose(master_config=master_config, sweep_overrides=sweep_overrides)

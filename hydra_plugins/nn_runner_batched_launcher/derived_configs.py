@@ -29,11 +29,12 @@ class DerivedConfigs:
         self.loader, self.compose = config_loader, compose
         self.parser = OverridesParser.create()
         self.templates = {}  # shape of the overrides -> (master config, parsed overrides, pristine composed config)
+        self.parsed = {}  # override text -> Override; the same lines recur in every job
 
     def load_sweep_config(self, master_config, sweep_overrides):
         overrides = [*OmegaConf.to_container(master_config.hydra.overrides.hydra), *sweep_overrides]
         try:
-            parsed = self.parser.parse_overrides(overrides)
+            parsed = [self._parse(line) for line in overrides]
         except Exception:
             return self.compose(master_config=master_config, sweep_overrides=sweep_overrides)  # Hydra's own error
         shape = (id(master_config), tuple(self._shape(override) for override in parsed))
@@ -46,6 +47,11 @@ class DerivedConfigs:
         if template is None or template[0] is not master_config:
             self.templates[shape] = (master_config, parsed, copy.deepcopy(composed))
         return composed
+
+    def _parse(self, line):
+        if line not in self.parsed:
+            self.parsed[line] = self.parser.parse_override(line)
+        return self.parsed[line]
 
     def _shape(self, override):
         """What two jobs' overrides must share for one's config to derive from the other's: a value's key, else all."""

@@ -1,7 +1,8 @@
 """A Hydra launcher that trains the jobs of a sweep that share a network shape in one NumPy computation.
 
-Every job is composed as Hydra's basic launcher composes it; runner/sweep_batches.py groups the
-jobs that differ only in `seed` and `train.lr` and trains each group at once (runner/batched.py).
+Every job's config is the one Hydra composes (or derived from a composed one, derived_configs.py);
+runner/sweep_batches.py groups the jobs that differ only in `seed` and `train.lr` and trains each
+group at once (runner/batched.py).
 Then every job, in order, goes through Hydra's own `run_job`, so its output folder, `.hydra/`
 files, callbacks (the sweep's MLflow parent run, runner/sweep.py) and JobReturn are those of any
 launcher: a batched job's task function logs its precomputed result as the job's run, any other

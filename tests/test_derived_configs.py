@@ -129,6 +129,8 @@ def test_a_value_hydra_rejects_fails_with_hydras_own_error():
 
 @pytest.mark.parametrize("first, second", [
     (["seed=1", "seed=5"], ["seed=2", "seed=5"]),  # the same key twice: the last one wins
+    (["seed=1", "seed=1"], ["seed=2", "seed=2"]),
+    (["train.lr=1", "train={lr:3}"], ["train.lr=2", "train={lr:3}"]),  # a key inside another: the dict wins
     (["train.lr=1", "+train.extra=2"], ["train.lr=2", "+train.extra=2"]),  # added keys: composed
     (["train.lr=0.5"], ["train.lr=${seed}"]),  # an interpolation: composed
     (["train.lr=0.5"], ["train.lr=null"]),

@@ -62,18 +62,17 @@ class DerivedConfigs:
     def _derive(self, template, parsed):
         """The config for `parsed` from a template of the same shape; None where Hydra must compose it."""
         master_config, template_parsed, template_config = template
-        changed = [new for old, new in zip(template_parsed, parsed) if old.input_line != new.input_line]
-        keys = [override.key_or_group for override in parsed]
+        changed = [n for n, (old, new) in enumerate(zip(template_parsed, parsed)) if old.input_line != new.input_line]
         choices = template_config.hydra.runtime.choices
-        for override in changed:
-            key = override.key_or_group
-            if (key in choices or any(_overlap(key, other) for other in keys if other is not key)
-                    or not isinstance(_node(template_config, key), ValueNode)):
+        for n in changed:
+            key = parsed[n].key_or_group
+            if (key in choices or not isinstance(_node(template_config, key), ValueNode)
+                    or any(_overlap(key, other.key_or_group) for m, other in enumerate(parsed) if m != n)):
                 return None
         cfg = copy.deepcopy(template_config)
         try:
-            for override in changed:  # as ConfigLoaderImpl._apply_overrides_to_config applies a plain override
-                OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
+            for n in changed:  # as ConfigLoaderImpl._apply_overrides_to_config applies a plain override
+                OmegaConf.update(cfg, parsed[n].key_or_group, parsed[n].value(), merge=True)
         except Exception:
             return None  # Hydra composes it and raises its own error
         app_overrides = [override for override in parsed if not override.is_hydra_override()]

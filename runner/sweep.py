@@ -96,6 +96,19 @@ def _read_context(hydra_cfg):
                          "registered under hydra.callbacks (conf/config.yaml)") from None
 
 
+def _check_launcher(launcher_cfg):
+    """Construct the sweep's launcher once: a setting it rejects stops the sweep before the parent run exists.
+
+    (Hydra constructs the launcher only after this callback has opened the parent run.)
+    """
+    from hydra.utils import instantiate
+
+    try:
+        instantiate(launcher_cfg)
+    except Exception as error:  # noqa: BLE001  Hydra wraps the launcher's own error
+        raise ConfigError(str(error.__cause__ or error)) from None
+
+
 class SweepTracking(Callback):
     """Hydra callback: a parent MLflow run around every multirun; see the module docstring."""
 
@@ -120,6 +133,7 @@ class SweepTracking(Callback):
         from runner.tracking_uri import check_server, redact
 
         check_server(config.tracking.uri)  # in seconds, before MLflow's import and its minutes of retries
+        _check_launcher(config.hydra.launcher)
         from runner.tracking import open_run
 
         swept = swept_values(config)

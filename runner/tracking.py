@@ -141,6 +141,19 @@ class TrackedRun:
         return f"runs:/{self.run_id}/{name}"
 
 
+def forget_inherited_connections():
+    """In a process forked from one that used MLflow: open new database connections instead of sharing the parent's.
+
+    MLflow keeps one SQLAlchemy engine per database URI for the life of the process; SQLAlchemy's
+    rule after a fork is Engine.dispose(close=False), which leaves the parent's connections to it.
+    (MLflow's HTTP sessions are already per process.)
+    """
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    for engine in list(SqlAlchemyStore._engine_map.values()):
+        engine.dispose(close=False)
+
+
 @contextmanager
 def tracked_run(uri, experiment, run_name, tags=None, parent_run_id=None, experiment_id=None):
     """Open a run; on exit mark it FINISHED, FAILED (error kept as a tag) or KILLED (Ctrl-C).

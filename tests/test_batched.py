@@ -5,6 +5,7 @@ A batched child run must be the run its config gives alone: the same weights (np
 metric values, predictions, params and weights hash.
 """
 
+import functools
 import json
 import math
 import os
@@ -136,12 +137,14 @@ def assert_children_are_their_single_runs(client, tracking_uri, experiment, chil
         assert artifacts == {a.path for a in client.list_artifacts(alone.info.run_id)}
 
 
+@pytest.mark.parametrize("n_jobs", [1, 2])  # in the sweep's process; in two forked worker processes
 def test_batched_sweep_of_seeds_and_learning_rates_logs_each_child_as_its_single_run(
-        tmp_path, tracking_uri, experiment, client):
-    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=batched", "seed=1,2,3", "train.lr=0.5,1",
-                    *TINY)
+        tmp_path, tracking_uri, experiment, client, n_jobs):
+    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=batched", f"hydra.launcher.n_jobs={n_jobs}",
+                    "seed=1,2,3", "train.lr=0.5,1", *TINY)
     assert done.returncode == 0, done.stderr
     assert "Training 6 networks together: jobs #0, #1, #2, #3, #4, #5" in done.stdout  # one batch, no fallback
+    assert ("Logging the jobs in 2 processes" in done.stdout) == (n_jobs == 2)
     assert done.stdout.count("(batched)") == 6
     parent, children = sweep_of(client, experiment)
     assert parent.info.status == "FINISHED" and parent.data.tags["launcher"] == "batched"
@@ -181,9 +184,11 @@ def test_mixed_shapes_split_into_batches_and_a_lone_job_runs_as_usual(tmp_path, 
 
 def test_a_diverging_network_fails_only_its_own_child_with_the_single_runs_error(
         tmp_path, tracking_uri, experiment, client):
-    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=batched", "model.activation=relu",
-                    "train.lr=0.5,1,2,1e300", *TINY)
+    # two worker processes: the failed job's error comes back to the sweep's process pickled
+    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=batched", "hydra.launcher.n_jobs=2",
+                    "model.activation=relu", "train.lr=0.5,1,2,1e300", *TINY)
     assert done.returncode != 0  # Hydra's sweeper re-raises the failed job's error, as with any launcher
+    assert "training diverged at step" in done.stderr
     assert "Training 4 networks together" in done.stdout and done.stdout.count("(batched)") == 3
     parent, children = sweep_of(client, experiment)
     by_lr = {float(c.data.params["train.lr"]): c for c in children}
@@ -228,3 +233,40 @@ def test_the_launcher_is_installed_as_a_hydra_plugin():
     names = {plugin.__name__ for plugin in Plugins.instance().discover(Launcher)}
     assert "BatchedLauncher" in names
     assert not os.path.exists(Path(__file__).resolve().parent.parent / "hydra_plugins" / "__init__.py")
+
+
+def test_jobs_run_in_forked_workers_and_come_back_in_order():
+    from hydra_plugins.nn_runner_batched_launcher.forked_jobs import run_in_workers, workers_for
+
+    calls = [functools.partial(_square_and_pid, k) for k in range(7)]
+    results = run_in_workers(calls, workers=2, after_fork=_note_fork)
+    assert [square for square, _, _ in results] == [k * k for k in range(7)]
+    pids = {pid for _, pid, _ in results}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    assert all(forked_here for _, _, forked_here in results)  # after_fork ran in every worker first
+    assert [r[:2] for r in run_in_workers(calls[:2], workers=1)] == [(0, os.getpid()), (1, os.getpid())]
+    cpus = len(os.sched_getaffinity(0))
+    assert (workers_for(-1, 100), workers_for(-1, 1), workers_for(3, 2), workers_for(1, 50)) == (cpus, 1, 2, 1)
+
+
+_FORKED = []
+
+
+def _note_fork():
+    _FORKED.append(os.getpid())
+
+
+def _square_and_pid(k):
+    return k * k, os.getpid(), _FORKED == [os.getpid()]
+
+
+@pytest.mark.parametrize("setting, rule", [("n_jobs=0", "must be >= 1, or -1 for one per CPU"),
+                                           ("max_batch=0", "must be >= 1")])
+def test_a_bad_launcher_setting_stops_the_sweep_before_any_run(tmp_path, tracking_uri, experiment, client,
+                                                                setting, rule):
+    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=batched", f"hydra.launcher.{setting}",
+                    "seed=1,2", *TINY)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"nn-run: the sweep cannot start: hydra.launcher.{setting} is not allowed: {rule}")
+    assert runs_of(client, experiment) == []

@@ -6,17 +6,22 @@ Then every job, in order, goes through Hydra's own `run_job`, so its output fold
 files, callbacks (the sweep's MLflow parent run, runner/sweep.py) and JobReturn are those of any
 launcher: a batched job's task function logs its precomputed result as the job's run, any other
 job (a group of one, mini-batches, a rejected config, a network that diverged) runs nn-run's
-task function as usual. Jobs run in this process, one after the other, as with the basic launcher.
+task function as usual. The jobs run in `n_jobs` processes forked from the sweep's process
+(forked_jobs.py), which inherit the trained networks; with n_jobs=1, in this process, one after
+the other, as with the basic launcher.
 """
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from omegaconf import OmegaConf, open_dict
+
+from hydra_plugins.nn_runner_batched_launcher.forked_jobs import run_in_workers, workers_for
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +32,7 @@ class BatchedLauncherConf:
 
     _target_: str = "hydra_plugins.nn_runner_batched_launcher.batched_launcher.BatchedLauncher"
     max_batch: int = 1024  # most networks trained in one computation; a larger group is cut into batches
+    n_jobs: int = -1  # processes that run the jobs (log the trained networks, train the others); -1: one per CPU
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="batched", node=BatchedLauncherConf,
@@ -34,11 +40,13 @@ ConfigStore.instance().store(group="hydra/launcher", name="batched", node=Batche
 
 
 class BatchedLauncher(Launcher):
-    def __init__(self, max_batch=1024):
+    def __init__(self, max_batch=1024, n_jobs=-1):
         super().__init__()
         if max_batch < 1:
             raise ValueError(f"hydra.launcher.max_batch={max_batch} is not allowed: must be >= 1")
-        self.max_batch = max_batch
+        if n_jobs < 1 and n_jobs != -1:
+            raise ValueError(f"hydra.launcher.n_jobs={n_jobs} is not allowed: must be >= 1, or -1 for one per CPU")
+        self.max_batch, self.n_jobs = max_batch, n_jobs
         self.config = self.task_function = self.hydra_context = None
 
     def setup(self, *, hydra_context, task_function, config):
@@ -47,6 +55,7 @@ class BatchedLauncher(Launcher):
 
     def launch(self, job_overrides, initial_job_idx):
         from runner.sweep_batches import plan_batches, train_batch
+        from runner.tracking import forget_inherited_connections
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -60,24 +69,25 @@ class BatchedLauncher(Launcher):
                 sweep_config.hydra.job.num = idx
             configs.append(sweep_config)
         task_configs = [_without_hydra(cfg) for cfg in configs]
-        batch_of, trained = {}, {}
+        trained = {}
         for batch in plan_batches(task_configs, self.max_batch):
-            for position in batch:
-                batch_of[position] = batch
-        runs = []
+            log.info(f"Training {len(batch)} networks together: jobs "
+                     f"#{', #'.join(str(initial_job_idx + p) for p in batch)}")
+            trained.update(zip(batch, train_batch([task_configs[p] for p in batch])))
+        calls = []
         for position, (overrides, sweep_config) in enumerate(zip(job_overrides, configs)):
-            batch = batch_of.get(position)
-            if batch is not None and position not in trained:  # the batch's first job: train them all now
-                log.info(f"Training {len(batch)} networks together: jobs "
-                         f"#{', #'.join(str(initial_job_idx + p) for p in batch)}")
-                trained.update(zip(batch, train_batch([task_configs[p] for p in batch])))
             done = trained.pop(position, None)
             log.info(f"\t#{initial_job_idx + position} : {' '.join(filter_overrides(overrides))}"
                      f"{' (batched)' if done is not None else ''}")
-            runs.append(run_job(hydra_context=self.hydra_context, config=sweep_config,
-                                task_function=self.task_function if done is None else _logging_task(done),
-                                job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            task_function = self.task_function if done is None else _logging_task(done)
+            calls.append(partial(run_job, hydra_context=self.hydra_context, config=sweep_config,
+                                 task_function=task_function, job_dir_key="hydra.sweep.dir",
+                                 job_subdir_key="hydra.sweep.subdir"))
+        workers = workers_for(self.n_jobs, len(calls))
+        if workers > 1:
+            log.info(f"Logging the jobs in {workers} processes")
+        runs = run_in_workers(calls, workers, after_fork=forget_inherited_connections)
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return runs
 
 

@@ -144,7 +144,7 @@ def test_batched_sweep_of_seeds_and_learning_rates_logs_each_child_as_its_single
                     "seed=1,2,3", "train.lr=0.5,1", *TINY)
     assert done.returncode == 0, done.stderr
     assert "Training 6 networks together: jobs #0, #1, #2, #3, #4, #5" in done.stdout  # one batch, no fallback
-    assert ("Logging the jobs in 2 processes" in done.stdout) == (n_jobs == 2)
+    assert ("Running the jobs in 2 processes" in done.stdout) == (n_jobs == 2)
     assert done.stdout.count("(batched)") == 6
     parent, children = sweep_of(client, experiment)
     assert parent.info.status == "FINISHED" and parent.data.tags["launcher"] == "batched"
@@ -233,6 +233,23 @@ def test_the_launcher_is_installed_as_a_hydra_plugin():
     names = {plugin.__name__ for plugin in Plugins.instance().discover(Launcher)}
     assert "BatchedLauncher" in names
     assert not os.path.exists(Path(__file__).resolve().parent.parent / "hydra_plugins" / "__init__.py")
+
+
+def test_each_process_gets_a_part_of_every_batch_and_a_turn_of_the_lone_jobs():
+    from runner.sweep_batches import share_out
+
+    batches = [[0, 1, 3, 6, 7], [2, 4], [9, 10]]
+    shares = share_out(batches, 12, 2)
+    assert shares == [([[0, 1, 3], [2], [9]], [0, 1, 2, 3, 5, 9, 11]),
+                      ([[6, 7], [4], [10]], [4, 6, 7, 8, 10])]
+    for workers in (1, 2, 3, 5, 16):
+        shares = share_out(batches, 12, workers)
+        assert sorted(j for _, jobs in shares for j in jobs) == list(range(12))  # every job once
+        for batch in batches:  # each batch cut into parts, in order, no part empty
+            parts = [part for share_parts, _ in shares for part in share_parts if part[0] in batch]
+            assert [j for part in parts for j in part] == batch and all(parts)
+        assert all(set(j for part in parts for j in part) <= set(jobs) for parts, jobs in shares)
+    assert share_out(batches, 12, 1) == [(batches, list(range(12)))]
 
 
 def test_jobs_run_in_forked_workers_and_come_back_in_order():

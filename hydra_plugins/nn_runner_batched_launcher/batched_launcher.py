@@ -7,8 +7,8 @@ files, callbacks (the sweep's MLflow parent run, runner/sweep.py) and JobReturn 
 launcher: a batched job's task function logs its precomputed result as the job's run, any other
 job (a group of one, mini-batches, a rejected config, a network that diverged) runs nn-run's
 task function as usual. The jobs run in `n_jobs` processes forked from the sweep's process
-(forked_jobs.py), which inherit the trained networks; with n_jobs=1, in this process, one after
-the other, as with the basic launcher.
+(forked_jobs.py); each trains its share of every batch, then runs its jobs in order. With
+n_jobs=1 they run in this process, one after the other, as with the basic launcher.
 """
 
 import logging
@@ -54,7 +54,7 @@ class BatchedLauncher(Launcher):
         self.composed = ComposedConfigs(hydra_context.config_loader)
 
     def launch(self, job_overrides, initial_job_idx):
-        from runner.sweep_batches import plan_batches, train_batch
+        from runner.sweep_batches import plan_batches, share_out, train_batch
         from runner.tracking import forget_inherited_connections
 
         setup_globals()
@@ -69,26 +69,36 @@ class BatchedLauncher(Launcher):
                 sweep_config.hydra.job.num = idx
             configs.append(sweep_config)
         task_configs = [_without_hydra(cfg) for cfg in configs]
-        trained = {}
-        for batch in plan_batches(task_configs, self.max_batch):
+        batches = plan_batches(task_configs, self.max_batch)
+        for batch in batches:
             log.info(f"Training {len(batch)} networks together: jobs "
                      f"#{', #'.join(str(initial_job_idx + p) for p in batch)}")
-            trained.update(zip(batch, train_batch([task_configs[p] for p in batch])))
-        calls = []
-        for position, (overrides, sweep_config) in enumerate(zip(job_overrides, configs)):
-            done = trained.pop(position, None)
-            log.info(f"\t#{initial_job_idx + position} : {' '.join(filter_overrides(overrides))}"
-                     f"{' (batched)' if done is not None else ''}")
-            task_function = self.task_function if done is None else _logging_task(done)
-            calls.append(partial(run_job, hydra_context=self.hydra_context, config=sweep_config,
-                                 task_function=task_function, job_dir_key="hydra.sweep.dir",
-                                 job_subdir_key="hydra.sweep.subdir"))
-        workers = workers_for(self.n_jobs, len(calls))
+        workers = workers_for(self.n_jobs, len(configs))
         if workers > 1:
-            log.info(f"Logging the jobs in {workers} processes")
-        runs = run_in_workers(calls, workers, after_fork=forget_inherited_connections)
+            log.info(f"Running the jobs in {workers} processes, each training its share of every batch")
+        shares = share_out(batches, len(configs), workers)
+
+        def run_share(share):
+            """Train this share's part of every batch, then run its jobs through Hydra's run_job, in order."""
+            parts, positions = share
+            trained = {}
+            for part in parts:
+                trained.update(zip(part, train_batch([task_configs[p] for p in part])))
+            runs = []
+            for position in positions:
+                done = trained.pop(position, None)
+                log.info(f"\t#{initial_job_idx + position} : {' '.join(filter_overrides(job_overrides[position]))}"
+                         f"{' (batched)' if done is not None else ''}")
+                runs.append(run_job(hydra_context=self.hydra_context, config=configs[position],
+                                    task_function=self.task_function if done is None else _logging_task(done),
+                                    job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+            return runs
+
+        done = run_in_workers([partial(run_share, share) for share in shares], workers,
+                              after_fork=forget_inherited_connections)
+        by_position = dict(zip((p for _, positions in shares for p in positions), (r for runs in done for r in runs)))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        return runs
+        return [by_position[p] for p in range(len(configs))]
 
 
 class ComposedConfigs:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import compose_config, runs_of
+from conftest import NN_RUN, compose_config, runs_of
 from runner import record
 from runner.batched import train_stacked
 from runner.datasets import load_dataset
@@ -255,15 +255,18 @@ def test_each_process_gets_a_part_of_every_batch_and_a_turn_of_the_lone_jobs():
 def test_jobs_run_in_forked_workers_and_come_back_in_order():
     from hydra_plugins.nn_runner_batched_launcher.forked_jobs import run_in_workers, workers_for
 
-    calls = [functools.partial(_square_and_pid, k) for k in range(7)]
-    results = run_in_workers(calls, workers=2, after_fork=_note_fork)
-    assert [square for square, _, _ in results] == [k * k for k in range(7)]
-    pids = {pid for _, pid, _ in results}
-    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    calls = [functools.partial(_square_and_pid, k) for k in range(3)]
+    results = run_in_workers(calls, after_fork=_note_fork)
+    assert [square for square, _, _ in results] == [0, 1, 4]
+    pids = [pid for _, pid, _ in results]
+    assert os.getpid() not in pids and len(set(pids)) == 3  # one process per call
     assert all(forked_here for _, _, forked_here in results)  # after_fork ran in every worker first
-    assert [r[:2] for r in run_in_workers(calls[:2], workers=1)] == [(0, os.getpid()), (1, os.getpid())]
+    assert run_in_workers(calls[2:]) == [(4, os.getpid(), False)]  # one call: in this process
+    with pytest.raises(ZeroDivisionError):  # a call's error is raised in the caller
+        run_in_workers([functools.partial(_square_and_pid, 1), functools.partial(divmod, 1, 0)])
     cpus = len(os.sched_getaffinity(0))
-    assert (workers_for(-1, 100), workers_for(-1, 1), workers_for(3, 2), workers_for(1, 50)) == (cpus, 1, 2, 1)
+    assert (workers_for(-1, 100), workers_for(-1, 1), workers_for(3, 2), workers_for(1, 50)) == (
+        min(cpus, 100), 1, 2, 1)
 
 
 _FORKED = []
@@ -277,8 +280,6 @@ def _square_and_pid(k):
     return k * k, os.getpid(), _FORKED == [os.getpid()]
 
 
-@pytest.mark.parametrize("setting, rule", [("n_jobs=0", "must be >= 1, or -1 for one per CPU"),
-                                           ("max_batch=0", "must be >= 1")])
 def test_a_bad_launcher_setting_stops_the_sweep_before_any_run(tmp_path, tracking_uri, experiment, client,
                                                                 setting, rule):
     done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=batched", f"hydra.launcher.{setting}",
@@ -287,3 +288,33 @@ def test_a_bad_launcher_setting_stops_the_sweep_before_any_run(tmp_path, trackin
     assert done.stderr.strip().splitlines()[-1] == (
         f"nn-run: the sweep cannot start: hydra.launcher.{setting} is not allowed: {rule}")
     assert runs_of(client, experiment) == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_every_workers_run_killed_and_leaves_no_process(tmp_path, tracking_uri, experiment, client):
+    import signal
+    import subprocess
+
+    # mini-batch jobs train alone, in two workers; a terminal's Ctrl-C reaches the whole process group
+    command = [*NN_RUN, "-m", "hydra/launcher=batched", "hydra.launcher.n_jobs=2", "seed=1,2,3", "train.batch_size=2",
+               "train.iterations=100000000", "train.log_every=20000", f"tracking.uri={tracking_uri}",
+               f"tracking.experiment={experiment}"]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    points = 0
+    for line in proc.stdout:
+        points += "step 20000:" in line
+        if points == 2:  # both workers are training
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130
+    assert "nn-run: interrupted" in rest and "Traceback" not in rest
+    with pytest.raises(ProcessLookupError):  # no worker left behind
+        os.killpg(proc.pid, 0)
+    parent, children = sweep_of(client, experiment)
+    assert parent.info.status == "KILLED"
+    assert sorted(c.info.status for c in children) == ["KILLED", "KILLED"]
+    for child in children:  # the points taken before Ctrl-C are kept
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, record.ERROR_METRIC)]
+        assert {0, 20000} <= set(steps)

@@ -94,8 +94,7 @@ class BatchedLauncher(Launcher):
                                     job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
             return runs
 
-        done = run_in_workers([partial(run_share, share) for share in shares], workers,
-                              after_fork=forget_inherited_connections)
+        done = run_in_workers([partial(run_share, share) for share in shares], after_fork=forget_inherited_connections)
         by_position = dict(zip((p for _, positions in shares for p in positions), (r for runs in done for r in runs)))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return [by_position[p] for p in range(len(configs))]

@@ -1,18 +1,16 @@
-"""Run a launcher's jobs in worker processes forked from the sweep's process.
+"""Run a launcher's shares of jobs in worker processes forked from the sweep's process.
 
 A forked worker starts in milliseconds with everything the sweep's process holds: the composed
-configs, the trained networks, the imported modules (a fresh process spends seconds importing
-MLflow and Hydra before its first job). Each worker runs whole jobs; results come back in job order.
+configs, the imported modules (a fresh process spends seconds importing MLflow and Hydra before
+its first job). Each worker runs one share; results come back in order.
 """
 
 import multiprocessing
 import os
+import sys
 
-_CALLS = []  # the jobs of the current call to run_in_workers; a forked worker inherits them
-
-
-def _call(index):
-    return _CALLS[index]()
+INTERRUPTED = 130  # a worker's exit code after Ctrl-C, as nn-run's
+GRACE_SECONDS = 30  # after Ctrl-C, how long the workers get to end their runs KILLED before they are stopped
 
 
 def workers_for(n_jobs, jobs):
@@ -21,25 +19,56 @@ def workers_for(n_jobs, jobs):
     return max(1, min(jobs, cpus if n_jobs == -1 else n_jobs))
 
 
-def run_in_workers(calls, workers, after_fork=None):
-    """[call() for call in calls], computed by `workers` forked processes (in this one when workers is 1).
+class WorkerFailed(RuntimeError):
+    """A worker process ended without handing back its result."""
 
-    `after_fork` runs first in each worker (to drop what must not be shared with the parent,
-    such as database connections). A call's result must pickle.
-    """
-    global _CALLS
-    if workers <= 1:
-        return [call() for call in calls]
-    _CALLS = calls
-    pool = multiprocessing.get_context("fork").Pool(workers, initializer=after_fork)
+
+def _work(call, send, after_fork):
     try:
-        results = pool.map(_call, range(len(calls)), chunksize=1)
-        pool.close()  # workers exit on their own, flushing their output
-        pool.join()
-        return results
-    except BaseException:  # Ctrl-C reaches the workers too; do not leave any behind
-        pool.terminate()
-        pool.join()
+        if after_fork is not None:
+            after_fork()
+        send.send((True, call()))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the job has ended its run KILLED
+        sys.exit(INTERRUPTED)
+    except BaseException as error:  # noqa: BLE001  handed to the sweep's process, which raises it
+        send.send((False, error))
+
+
+def run_in_workers(calls, after_fork=None):
+    """[call() for call in calls], each call in its own forked process (in this process when there is one call).
+
+    `after_fork` runs first in each worker (to drop what must not be shared with the parent, such
+    as database connections). Results and errors travel back pickled. On Ctrl-C the workers,
+    which receive it too, get GRACE_SECONDS to end their jobs before they are stopped.
+    """
+    if len(calls) == 1:
+        return [calls[0]()]
+    context = multiprocessing.get_context("fork")
+    workers = []
+    for call in calls:
+        receive, send = context.Pipe(duplex=False)
+        process = context.Process(target=_work, args=(call, send, after_fork))
+        process.start()
+        send.close()  # the worker holds the sending end: its exit ends the pipe
+        workers.append((process, receive))
+    try:
+        outcomes = []
+        for process, receive in workers:
+            try:
+                outcomes.append(receive.recv())
+            except EOFError:
+                process.join()
+                raise WorkerFailed(f"a worker process ended with exit code {process.exitcode} "
+                                   "before handing back its jobs") from None
+    except BaseException:
+        for process, _ in workers:
+            process.join(GRACE_SECONDS)
+            if process.is_alive():
+                process.terminate()
         raise
-    finally:
-        _CALLS = []
+    for process, _ in workers:
+        process.join()
+    for ok, value in outcomes:
+        if not ok:
+            raise value
+    return [value for _, value in outcomes]

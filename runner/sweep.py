@@ -32,6 +32,14 @@ log = logging.getLogger(__name__)
 SWEEP_FILE = "mlflow_sweep.json"  # in hydra.sweep.dir: how a sweep's jobs find their parent run
 
 
+_interrupted = []  # non-empty once nn-run was interrupted (Ctrl-C, SIGTERM): the parent then ends KILLED
+
+
+def note_interrupted():
+    """nn-run was stopped by Ctrl-C or SIGTERM: a sweep's parent run ends KILLED, even between two jobs."""
+    _interrupted.append(True)
+
+
 class SweepError(RuntimeError):
     """A job of a sweep cannot log: the sweep has no parent run to log under."""
 
@@ -194,8 +202,8 @@ class SweepTracking(Callback):
         errors = [e for e in errors if math.isfinite(e)]
         if errors:
             metrics[record.BEST_ERROR_METRIC] = min(errors)
-        if not completed and any(c.info.status == "KILLED" for c in children):
-            status = "KILLED"  # Ctrl-C: the jobs that were running are KILLED
+        if not completed and (_interrupted or any(c.info.status == "KILLED" for c in children)):
+            status = "KILLED"  # Ctrl-C or SIGTERM: the jobs that were running are KILLED
         elif completed and finished and len(finished) == len(children) and not rejected:
             status = "FINISHED"
         else:

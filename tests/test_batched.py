@@ -293,11 +293,14 @@ def test_a_bad_launcher_setting_stops_the_sweep_before_any_run(tmp_path, trackin
 
 
 @pytest.mark.slow
-def test_ctrl_c_ends_every_workers_run_killed_and_leaves_no_process(tmp_path, tracking_uri, experiment, client):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_an_interrupted_sweep_ends_every_workers_run_killed_and_leaves_no_process(
+        tmp_path, tracking_uri, experiment, client, stop):
     import signal
     import subprocess
 
-    # mini-batch jobs train alone, in two workers; a terminal's Ctrl-C reaches the whole process group
+    # mini-batch jobs train alone, in two workers. A terminal's Ctrl-C reaches the whole process
+    # group; `kill` (or a scheduler) sends SIGTERM to the sweep's process only.
     command = [*NN_RUN, "-m", "hydra/launcher=batched", "hydra.launcher.n_jobs=2", "seed=1,2,3", "train.batch_size=2",
                "train.iterations=100000000", "train.log_every=20000", f"tracking.uri={tracking_uri}",
                f"tracking.experiment={experiment}"]
@@ -308,7 +311,10 @@ def test_ctrl_c_ends_every_workers_run_killed_and_leaves_no_process(tmp_path, tr
         points += "step 20000:" in line
         if points == 2:  # both workers are training
             break
-    os.killpg(proc.pid, signal.SIGINT)
+    if stop == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
     rest = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130
     assert "nn-run: interrupted" in rest and "Traceback" not in rest
@@ -317,6 +323,6 @@ def test_ctrl_c_ends_every_workers_run_killed_and_leaves_no_process(tmp_path, tr
     parent, children = sweep_of(client, experiment)
     assert parent.info.status == "KILLED"
     assert sorted(c.info.status for c in children) == ["KILLED", "KILLED"]
-    for child in children:  # the points taken before Ctrl-C are kept
+    for child in children:  # the points taken before the interruption are kept
         steps = [m.step for m in client.get_metric_history(child.info.run_id, record.ERROR_METRIC)]
         assert {0, 20000} <= set(steps)

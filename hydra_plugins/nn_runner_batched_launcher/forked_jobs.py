@@ -8,9 +8,11 @@ its first job). Each worker runs one share; results come back in order.
 import multiprocessing
 import os
 import sys
+import time
 
 INTERRUPTED = 130  # a worker's exit code after Ctrl-C, as nn-run's
-GRACE_SECONDS = 30  # after Ctrl-C, how long the workers get to end their runs KILLED before they are stopped
+OWN_SIGNAL_SECONDS = 2  # after Ctrl-C (which reaches every worker), how long they get before they are sent SIGTERM
+GRACE_SECONDS = 30  # then how long they get to end their runs KILLED before they are killed
 
 
 def workers_for(n_jobs, jobs):
@@ -34,12 +36,30 @@ def _work(call, send, after_fork):
         send.send((False, error))
 
 
+def _stop(processes):
+    """Let the workers end their jobs after an interruption of the sweep's process, then make sure they are gone.
+
+    Ctrl-C in a terminal reaches every worker; a SIGTERM to the sweep's process (`kill`, a
+    scheduler) does not, so a worker still running gets one (nn-run ends a run KILLED on SIGTERM).
+    """
+    processes, deadline = list(processes), time.monotonic() + OWN_SIGNAL_SECONDS
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(GRACE_SECONDS)
+        if process.is_alive():
+            process.kill()
+
+
 def run_in_workers(calls, after_fork=None):
     """[call() for call in calls], each call in its own forked process (in this process when there is one call).
 
     `after_fork` runs first in each worker (to drop what must not be shared with the parent, such
-    as database connections). Results and errors travel back pickled. On Ctrl-C the workers,
-    which receive it too, get GRACE_SECONDS to end their jobs before they are stopped.
+    as database connections). Results and errors travel back pickled. When this process is
+    interrupted (Ctrl-C, SIGTERM), the workers end their jobs KILLED before it goes on (_stop).
     """
     if len(calls) == 1:
         return [calls[0]()]
@@ -61,10 +81,7 @@ def run_in_workers(calls, after_fork=None):
                 raise WorkerFailed(f"a worker process ended with exit code {process.exitcode} "
                                    "before handing back its jobs") from None
     except BaseException:
-        for process, _ in workers:
-            process.join(GRACE_SECONDS)
-            if process.is_alive():
-                process.terminate()
+        _stop(process for process, _ in workers)
         raise
     for process, _ in workers:
         process.join()

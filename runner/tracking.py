@@ -31,6 +31,14 @@ FLUSH_SECONDS = 10.0  # a long run shows its curve in the UI while it trains
 PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under its parent
 
 
+def fit_param(value):
+    """`value`, or its start and how long it was when MLflow would refuse it (longer than MAX_PARAM_VALUE)."""
+    if len(value) <= MAX_PARAM_VALUE:
+        return value
+    end = f"... [cut: {len(value)} characters]"
+    return value[:MAX_PARAM_VALUE - len(end)] + end
+
+
 def ensure_experiment(client, name):
     """The id of experiment `name`, created if missing; a concurrent creator is not an error."""
     found = client.get_experiment_by_name(name)
@@ -57,8 +65,11 @@ class TrackedRun:
         self._last_flush = time.monotonic()
 
     def log_params(self, params, defer=False):
-        """Log a {key: str} dict, MAX_PARAMS_PER_BATCH at a time; `defer` holds them for the next flush."""
-        items = [Param(k, v) for k, v in params.items()]
+        """Log a {key: str} dict, MAX_PARAMS_PER_BATCH at a time; `defer` holds them for the next flush.
+
+        A value longer than MLflow allows is cut, and says so at its end (see fit_param).
+        """
+        items = [Param(k, fit_param(v)) for k, v in params.items()]
         if defer:
             self._params += items
             return

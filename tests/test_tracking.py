@@ -74,3 +74,16 @@ def test_a_forked_process_logs_through_its_own_database_connections(tracking_uri
     assert sorted(runs) == ["after", "before", "child"] and runs["child"].info.run_id == child_run
     assert all(r.info.status == "FINISHED" for r in runs.values())
     assert [runs[n].data.metrics["error"] for n in ("before", "child", "after")] == [0.5, 0.25, 0.125]
+
+
+def test_a_param_longer_than_mlflow_allows_is_cut_and_says_so(tracking_uri, experiment, client):
+    from runner.tracking import MAX_PARAM_VALUE
+
+    long_value = ",".join(f"class_{k:05d}" for k in range(1000))  # 11,999 characters
+    with tracked_run(tracking_uri, experiment, "long") as run:
+        run.log_params({"data.class_names": long_value, "short": "x" * MAX_PARAM_VALUE})
+    params = client.get_run(run.run_id).data.params
+    assert params["short"] == "x" * MAX_PARAM_VALUE  # at the limit: kept whole
+    kept = params["data.class_names"]
+    assert len(kept) == MAX_PARAM_VALUE and kept.endswith(f"... [cut: {len(long_value)} characters]")
+    assert long_value.startswith(kept[:kept.index("... [cut")])

@@ -6,7 +6,9 @@ already-created SQLite store. The batched launcher runs the whole sweep; basic a
 (n_jobs=2, this machine's cores) would take minutes at 256 jobs, so they run samples of
 --sample and 2 x --sample jobs, and the time of N jobs is extrapolated from that line (the
 fixed cost of start-up counted once, the slope as the cost per job). Prints wall time per job
-and the ratios of jobs per second; medians over --repeats.
+and the ratios of jobs per second; medians over --repeats. Also times the training alone
+(runner.batched.train_stacked on N seed networks, in this process): the ratio joblib would lose
+by if start-up and logging cost nothing, the ceiling of the batched launcher's ratio.
 Usage: python benchmarks/batched_sweep.py [--sizes 64 256] [--sample 8] [--repeats 1] [--iterations 60000]
 """
 
@@ -15,19 +17,40 @@ import os
 import statistics
 import sys
 import tempfile
+import time
+
+import numpy as np
 
 from default_run import timed  # this folder is on the path when the script runs
+from runner.batched import train_stacked
+from runner.datasets import load_dataset
+from runner.network import init_weights, layer_sizes
 
 LAUNCHERS = {
     "basic": [],
     "joblib n_jobs=2": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
 }
 BATCHED = ["hydra/launcher=batched"]
+VARIANTS = {  # name: extra arguments of the batched sweep
+    "batched": BATCHED,
+    "batched, hydra.launcher.n_jobs=1": BATCHED + ["hydra.launcher.n_jobs=1"],
+    "batched, tracking.log_model=false": BATCHED + ["tracking.log_model=false"],
+}
 
 
 def sweep(jobs, iterations, extra):
     return [sys.executable, "-m", "runner", "-m", f"seed=range(1,{jobs + 1})", f"train.iterations={iterations}",
             *extra]
+
+
+def training_alone(n, iterations):
+    """Seconds train_stacked takes for n seed networks (seeds 1..n), the seed experiment's settings."""
+    data = load_dataset("seed")
+    sizes = layer_sizes(data.X.shape[1], [4], data.y.shape[1])
+    initials = [init_weights(sizes, np.random.RandomState(seed), "uniform") for seed in range(1, n + 1)]
+    start = time.perf_counter()
+    train_stacked(initials, data.X, data.y, lrs=[1.0] * n, iterations=iterations, log_every=10000)
+    return time.perf_counter() - start
 
 
 def main():
@@ -41,13 +64,14 @@ def main():
     small, large = args.sample, 2 * args.sample
     with tempfile.TemporaryDirectory() as folder:
         timed([sys.executable, "-m", "runner", "train.iterations=1"], folder)  # the store's tables, once
-        batched = {n: {"batched": [], "batched, tracking.log_model=false": []} for n in args.sizes}
+        batched = {n: {name: [] for name in VARIANTS} for n in args.sizes}
+        trained = {n: [] for n in args.sizes}
         samples = {name: {small: [], large: []} for name in LAUNCHERS}
         for _ in range(args.repeats):
             for n in args.sizes:
-                batched[n]["batched"].append(timed(sweep(n, args.iterations, BATCHED), folder))
-                batched[n]["batched, tracking.log_model=false"].append(
-                    timed(sweep(n, args.iterations, BATCHED + ["tracking.log_model=false"]), folder))
+                for name, extra in VARIANTS.items():
+                    batched[n][name].append(timed(sweep(n, args.iterations, extra), folder))
+                trained[n].append(training_alone(n, args.iterations))
             for name, extra in LAUNCHERS.items():
                 for jobs in (small, large):
                     samples[name][jobs].append(timed(sweep(jobs, args.iterations, extra), folder))
@@ -66,8 +90,9 @@ def main():
         print(f"{n} jobs:")
         for name, estimate in estimates.items():
             print(f"  {name:<36} {estimate:7.1f} s (estimate)  {1000 * estimate / n:6.0f} ms per job")
-        for name, values in batched[n].items():
-            wall = statistics.median(values)
+        rows = {**{name: statistics.median(values) for name, values in batched[n].items()},
+                "training alone (ceiling)": statistics.median(trained[n])}
+        for name, wall in rows.items():
             ratios = ", ".join(f"{estimates[other] / wall:.1f}x {other}" for other in estimates)
             print(f"  {name:<36} {wall:7.1f} s             {1000 * wall / n:6.0f} ms per job  "
                   f"jobs/s: {ratios}")

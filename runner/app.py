@@ -1,6 +1,7 @@
 """The `nn-run` command: a Hydra app over conf/config.yaml that runs one job per config."""
 
 import gc
+import signal
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from runner.config import ConfigError
 from runner.job import run_job
 from runner.progress import wanted
 from runner.record import HYDRA_OUTPUT_DIR_TAG
-from runner.sweep import job_context
+from runner.sweep import job_context, note_interrupted
 from runner.tracking_uri import ServerUnreachable
 from runner.training import DivergenceError
 
@@ -47,10 +48,16 @@ def run_task(cfg, **job_options):
     return result.final_error
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM (`kill`, a cluster scheduler's time limit) ends a run as Ctrl-C does
+
+
 def main():
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         hydra_main()
     except KeyboardInterrupt:
+        note_interrupted()
         print("nn-run: interrupted; the run is marked KILLED with the metrics logged so far", file=sys.stderr)
         sys.exit(130)
     # Leave mlflow's large object graph to the OS: the interpreter's final garbage collection

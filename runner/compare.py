@@ -3,7 +3,8 @@
 The table has one row per child: the swept keys' values, the final error, the iterations trained,
 the duration and the status. Finished runs come first, lowest final error first; then every run
 that did not finish or whose error is not a finite number. The parent run gets the same table as
-`comparison.csv` and every child's error curve, on a log scale, as `comparison.png`.
+`comparison.csv` and every child's error curve, on a log scale, as `comparison.png`. `--metric
+test_error` ranks by the error on the held-out split instead (comparison_test_error.csv/.png).
 """
 
 import argparse
@@ -29,8 +30,8 @@ class Row:
     run_id: str
     run_name: str
     values: dict  # swept key -> the value this run used, as text
-    final_error: float  # final_error, else the last error point; NaN when the run logged no error
-    iterations: int | None  # the last step with an error point: train.iterations once finished
+    final_error: float  # the ranking metric's final_ value, else its last point; NaN when the run logged none
+    iterations: int | None  # the last step with a point: train.iterations once finished
     duration_s: float | None
     status: str
     curve: list  # [(step, error)]
@@ -56,16 +57,16 @@ def rank(rows):
     return sorted(rows, key=lambda r: (not r.ranked_first, math.isnan(r.final_error), r.final_error))
 
 
-def sweep_rows(uri, parent):
-    """The ranked rows of every child of the parent run `parent`, and the swept keys."""
+def sweep_rows(uri, parent, metric=record.ERROR_METRIC):
+    """The rows of every child of the parent run `parent`, ranked by `metric`, and the swept keys."""
     from runner.tracking import child_runs, metric_history
 
     keys = json.loads(parent.data.tags[record.SWEPT_KEYS_TAG])
     rows = []
     for child in child_runs(uri, parent):
-        curve = metric_history(uri, child.info.run_id, record.ERROR_METRIC)
-        # a run that ended early has no final_error: its last point is as far as it got
-        final = child.data.metrics.get(record.final_metric(record.ERROR_METRIC), curve[-1][1] if curve else math.nan)
+        curve = metric_history(uri, child.info.run_id, metric)
+        # a run that ended early has no final_ value: its last point is as far as it got
+        final = child.data.metrics.get(record.final_metric(metric), curve[-1][1] if curve else math.nan)
         end, start = child.info.end_time, child.info.start_time
         rows.append(Row(child.info.run_id, child.info.run_name, {k: swept_value(child, k) for k in keys}, final,
                         curve[-1][0] if curve else None, (end - start) / 1000 if end and start else None,
@@ -103,26 +104,27 @@ def _cells(row, keys, rank_no):
     return [str(rank_no), *(row.values[k] for k in keys), error, iterations, duration, row.status, row.run_id]
 
 
-def format_table(rows, keys):
+def format_table(rows, keys, metric=record.ERROR_METRIC):
     """The ranking as aligned plain-text columns."""
-    lines = [["rank", *keys, "final_error", "iterations", "duration_s", "status", "run_id"]]
+    lines = [["rank", *keys, record.final_metric(metric), "iterations", "duration_s", "status", "run_id"]]
     lines += [_cells(row, keys, n) for n, row in enumerate(rows, 1)]
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
 
 
-def write_csv(path, rows, keys):
+def write_csv(path, rows, keys, metric=record.ERROR_METRIC):
     """comparison.csv: the table with full-precision errors and run names."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["rank", "run_id", "run_name", *keys, "final_error", "iterations", "duration_s", "status"])
+        writer.writerow(["rank", "run_id", "run_name", *keys, record.final_metric(metric), "iterations", "duration_s",
+                         "status"])
         for n, row in enumerate(rows, 1):
             writer.writerow([n, row.run_id, row.run_name, *(row.values[k] for k in keys), repr(row.final_error),
                              "" if row.iterations is None else row.iterations,
                              "" if row.duration_s is None else row.duration_s, row.status])
 
 
-def plot_curves(path, rows, keys, title):
+def plot_curves(path, rows, keys, title, metric=record.ERROR_METRIC):
     """comparison.png: every child's error against iteration, log scale, labelled by its swept values."""
     from runner.plots import log_scale_points, new_figure, plain_log_axis
 
@@ -138,7 +140,7 @@ def plot_curves(path, rows, keys, title):
     axes.set_yscale("log")
     plain_log_axis(axes.yaxis, shown)
     axes.set_xlabel("iteration")
-    axes.set_ylabel(f"{record.ERROR_METRIC}: mean |y - prediction|")
+    axes.set_ylabel(f"{metric}: mean |y - prediction|")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
     if rows:
@@ -146,23 +148,30 @@ def plot_curves(path, rows, keys, title):
     figure.savefig(path, bbox_inches="tight")  # the legend sits outside the axes
 
 
-def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout):
-    """Print the ranking of the sweep `parent`; log comparison.csv and comparison.png to it."""
+def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout, metric=record.ERROR_METRIC):
+    """Print the ranking of the sweep `parent` by final `metric`; log its table and plot to the parent.
+
+    Raises CompareError when no child logged `metric` (test_error needs a held-out split).
+    """
     from runner.tracking_uri import redact
     from runner.tracking import log_artifact, ui_command
 
-    rows, keys = sweep_rows(uri, parent)
+    rows, keys = sweep_rows(uri, parent, metric)
+    if rows and not any(row.curve for row in rows):
+        raise CompareError(f"--metric {metric}: no run of sweep {parent.info.run_id} logged {metric}"
+                           + (" (it needs a held-out split: dataset.test_fraction > 0)"
+                              if metric == record.TEST_ERROR_METRIC else ""))
     print(f"sweep {parent.info.run_name!r} (parent run {parent.info.run_id}, {parent.info.status}): "
-          f"{len(rows)} runs ranked by final {record.ERROR_METRIC}", file=out)
-    print(format_table(rows, keys), file=out)
+          f"{len(rows)} runs ranked by final {metric}", file=out)
+    print(format_table(rows, keys, metric), file=out)
     if log_to_parent:
+        table, plot = record.comparison_files(metric)
         with tempfile.TemporaryDirectory() as folder:
-            write_csv(Path(folder, record.COMPARISON_FILE), rows, keys)
-            plot_curves(Path(folder, record.COMPARISON_PLOT), rows, keys, parent.info.run_name)
-            log_artifact(uri, parent.info.run_id, str(Path(folder, record.COMPARISON_FILE)))
-            log_artifact(uri, parent.info.run_id, str(Path(folder, record.COMPARISON_PLOT)))
-        print(f"logged {record.COMPARISON_FILE} and {record.COMPARISON_PLOT} to parent run {parent.info.run_id}",
-              file=out)
+            write_csv(Path(folder, table), rows, keys, metric)
+            plot_curves(Path(folder, plot), rows, keys, parent.info.run_name, metric)
+            log_artifact(uri, parent.info.run_id, str(Path(folder, table)))
+            log_artifact(uri, parent.info.run_id, str(Path(folder, plot)))
+        print(f"logged {table} and {plot} to parent run {parent.info.run_id}", file=out)
     print(f"open the UI: {ui_command(redact(uri))}", file=out)
     return rows
 
@@ -181,19 +190,23 @@ def config_defaults():
 def main(argv=None):
     uri, experiment = config_defaults()
     parser = argparse.ArgumentParser(
-        prog="nn-compare", description="Rank the runs of an nn-run sweep (nn-run -m) by final training error, "
-        "and log the ranking (comparison.csv) and the error curves (comparison.png) to the sweep's parent run.")
+        prog="nn-compare", description="Rank the runs of an nn-run sweep (nn-run -m) by final training error "
+        "(or --metric test_error), and log the ranking (comparison.csv) and the error curves (comparison.png) to "
+        "the sweep's parent run.")
     parser.add_argument("parent_run_id", nargs="?", help="the sweep's parent run (default: the latest sweep of "
                         "--experiment)")
     parser.add_argument("--tracking-uri", default=uri, help=f"MLflow tracking URI (default: {uri})")
     parser.add_argument("--experiment", default=experiment, help=f"experiment whose latest sweep is compared "
                         f"when no run id is given (default: {experiment})")
+    parser.add_argument("--metric", default=record.ERROR_METRIC, choices=record.RANKING_METRICS,
+                        help="rank by this metric's final value, lowest first (default: error, on the training "
+                        "data; test_error: on the held-out split; its files are comparison_test_error.csv/.png)")
     parser.add_argument("--no-log", action="store_true", help="only print the table; log nothing to the parent run")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     try:
         parent = find_sweep(args.tracking_uri, args.experiment, args.parent_run_id)
+        compare_sweep(args.tracking_uri, parent, log_to_parent=not args.no_log, metric=args.metric)
     except CompareError as error:
         print(f"nn-compare: {error}", file=sys.stderr)
         sys.exit(2)
-    compare_sweep(args.tracking_uri, parent, log_to_parent=not args.no_log)

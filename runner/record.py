@@ -50,8 +50,9 @@ CHILDREN_FINISHED_METRIC = "children_finished"
 CHILDREN_FAILED_METRIC = "children_failed"  # FAILED, KILLED, or left RUNNING by a process that died
 JOBS_REJECTED_METRIC = "jobs_rejected"
 BEST_ERROR_METRIC = "best_error"  # lowest final error among the finished children
-COMPARISON_FILE = "comparison.csv"
+COMPARISON_FILE = "comparison.csv"  # a sweep ranked by final error; by another metric: comparison_METRIC.csv
 COMPARISON_PLOT = "comparison.png"
+RANKING_METRICS = (ERROR_METRIC, TEST_ERROR_METRIC)  # what nn-compare can rank a sweep by, lowest first
 
 
 def score_metrics(scores):
@@ -64,6 +65,13 @@ def score_metrics(scores):
 def final_metric(name):
     """The name under which a metric's value for the final weights is logged on its own."""
     return FINAL_PREFIX + name
+
+
+def comparison_files(metric):
+    """(table, plot) artifact names of a sweep's ranking by `metric`."""
+    if metric == ERROR_METRIC:
+        return COMPARISON_FILE, COMPARISON_PLOT
+    return f"comparison_{metric}.csv", f"comparison_{metric}.png"
 
 
 def weight_file(index):

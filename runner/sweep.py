@@ -32,6 +32,14 @@ log = logging.getLogger(__name__)
 SWEEP_FILE = "mlflow_sweep.json"  # in hydra.sweep.dir: how a sweep's jobs find their parent run
 
 
+_interrupted = []  # non-empty once nn-run was interrupted (Ctrl-C, SIGTERM): the parent then ends KILLED
+
+
+def note_interrupted():
+    """nn-run was stopped by Ctrl-C or SIGTERM: a sweep's parent run ends KILLED, even between two jobs."""
+    _interrupted.append(True)
+
+
 class SweepError(RuntimeError):
     """A job of a sweep cannot log: the sweep has no parent run to log under."""
 
@@ -96,6 +104,19 @@ def _read_context(hydra_cfg):
                          "registered under hydra.callbacks (conf/config.yaml)") from None
 
 
+def _check_launcher(launcher_cfg):
+    """Construct the sweep's launcher once: a setting it rejects stops the sweep before the parent run exists.
+
+    (Hydra constructs the launcher only after this callback has opened the parent run.)
+    """
+    from hydra.utils import instantiate
+
+    try:
+        instantiate(launcher_cfg)
+    except Exception as error:  # noqa: BLE001  Hydra wraps the launcher's own error
+        raise ConfigError(str(error.__cause__ or error)) from None
+
+
 class SweepTracking(Callback):
     """Hydra callback: a parent MLflow run around every multirun; see the module docstring."""
 
@@ -120,6 +141,7 @@ class SweepTracking(Callback):
         from runner.tracking_uri import check_server, redact
 
         check_server(config.tracking.uri)  # in seconds, before MLflow's import and its minutes of retries
+        _check_launcher(config.hydra.launcher)
         from runner.tracking import open_run
 
         swept = swept_values(config)
@@ -180,8 +202,8 @@ class SweepTracking(Callback):
         errors = [e for e in errors if math.isfinite(e)]
         if errors:
             metrics[record.BEST_ERROR_METRIC] = min(errors)
-        if not completed and any(c.info.status == "KILLED" for c in children):
-            status = "KILLED"  # Ctrl-C: the jobs that were running are KILLED
+        if not completed and (_interrupted or any(c.info.status == "KILLED" for c in children)):
+            status = "KILLED"  # Ctrl-C or SIGTERM: the jobs that were running are KILLED
         elif completed and finished and len(finished) == len(children) and not rejected:
             status = "FINISHED"
         else:

@@ -58,6 +58,25 @@ def plan_batches(configs, max_batch):
     return [batch for batch in batches if len(batch) > 1]
 
 
+def share_out(batches, count, workers):
+    """Split jobs 0..count-1 (their `batches` from plan_batches) among `workers` processes.
+
+    Each process gets a contiguous part of every batch, to train together, and a turn of the jobs
+    that train alone. Returns [(batch parts, job indices in order)], one per process that has a job.
+    """
+    shares = [([], []) for _ in range(workers)]
+    in_batches = set()
+    for batch in batches:
+        size = -(-len(batch) // workers)
+        for worker, start in enumerate(range(0, len(batch), size)):
+            shares[worker][0].append(batch[start:start + size])
+            shares[worker][1].extend(batch[start:start + size])
+        in_batches.update(batch)
+    for turn, index in enumerate(i for i in range(count) if i not in in_batches):
+        shares[turn % workers][1].append(index)
+    return [(parts, sorted(jobs)) for parts, jobs in shares if jobs]
+
+
 def train_batch(configs):
     """Train the jobs `configs` (one batch of plan_batches) together.
 

@@ -31,6 +31,14 @@ FLUSH_SECONDS = 10.0  # a long run shows its curve in the UI while it trains
 PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under its parent
 
 
+def fit_param(value):
+    """`value`, or its start and how long it was when MLflow would refuse it (longer than MAX_PARAM_VALUE)."""
+    if len(value) <= MAX_PARAM_VALUE:
+        return value
+    end = f"... [cut: {len(value)} characters]"
+    return value[:MAX_PARAM_VALUE - len(end)] + end
+
+
 def ensure_experiment(client, name):
     """The id of experiment `name`, created if missing; a concurrent creator is not an error."""
     found = client.get_experiment_by_name(name)
@@ -57,8 +65,11 @@ class TrackedRun:
         self._last_flush = time.monotonic()
 
     def log_params(self, params, defer=False):
-        """Log a {key: str} dict, MAX_PARAMS_PER_BATCH at a time; `defer` holds them for the next flush."""
-        items = [Param(k, v) for k, v in params.items()]
+        """Log a {key: str} dict, MAX_PARAMS_PER_BATCH at a time; `defer` holds them for the next flush.
+
+        A value longer than MLflow allows is cut, and says so at its end (see fit_param).
+        """
+        items = [Param(k, fit_param(v)) for k, v in params.items()]
         if defer:
             self._params += items
             return
@@ -139,6 +150,19 @@ class TrackedRun:
                   signature=infer_signature(input_example, output_example), input_example=input_example,
                   pip_requirements=pip_requirements)
         return f"runs:/{self.run_id}/{name}"
+
+
+def forget_inherited_connections():
+    """In a process forked from one that used MLflow: open new database connections instead of sharing the parent's.
+
+    MLflow keeps one SQLAlchemy engine per database URI for the life of the process; SQLAlchemy's
+    rule after a fork is Engine.dispose(close=False), which leaves the parent's connections to it.
+    (MLflow's HTTP sessions are already per process.)
+    """
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    for engine in list(SqlAlchemyStore._engine_map.values()):
+        engine.dispose(close=False)
 
 
 @contextmanager

@@ -3,6 +3,8 @@
 Imports no MLflow: a sweep asks the server before paying for the import, and before any run exists.
 """
 
+import os
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -28,21 +30,42 @@ def is_server(uri):
     return uri.startswith(("http://", "https://"))
 
 
+def tls_context():
+    """The certificate checks MLflow's client makes, from its environment variables, for an https:// probe.
+
+    MLFLOW_TRACKING_INSECURE_TLS=true: none; MLFLOW_TRACKING_SERVER_CERT_PATH: trust that CA bundle;
+    MLFLOW_TRACKING_CLIENT_CERT_PATH: present that client certificate (a PEM with its key).
+    """
+    context = ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None)
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if os.environ.get("MLFLOW_TRACKING_CLIENT_CERT_PATH"):
+        context.load_cert_chain(os.environ["MLFLOW_TRACKING_CLIENT_CERT_PATH"])
+    return context
+
+
 def check_server(uri, timeout=PROBE_TIMEOUT):
     """Raise ServerUnreachable unless the tracking server at `uri` answers GET /health with 200.
 
-    A local store (sqlite:, file paths) passes without a check.
+    A local store (sqlite:, file paths) passes without a check. HTTPS is checked as MLflow's
+    client would (tls_context).
     """
     if not is_server(uri):
         return
     where = redact(uri).rstrip("/")
+    context = tls_context() if where.startswith("https://") else None
     try:
-        with urllib.request.urlopen(f"{where}/health", timeout=timeout) as response:
+        with urllib.request.urlopen(f"{where}/health", timeout=timeout, context=context) as response:
             status = response.status
     except urllib.error.HTTPError as error:
         status = error.code
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise ServerUnreachable(f"tracking.uri={where!r}: the server's certificate is not trusted "
+                                    f"({reason.verify_message}); set MLFLOW_TRACKING_SERVER_CERT_PATH to its CA "
+                                    "bundle, or MLFLOW_TRACKING_INSECURE_TLS=true to skip the check") from None
         reason = getattr(reason, "strerror", None) or reason  # "Connection refused", not "[Errno 111] ..."
         raise ServerUnreachable(f"tracking.uri={where!r}: no MLflow server answers there ({reason}); "
                                 "start one with `make server` or choose another tracking.uri") from None

@@ -40,6 +40,9 @@ class DivergenceError(ArithmeticError):
         super().__init__(f"training diverged at step {step}: its update made the weights of layer"
                          f"{'s' if len(layers) > 1 else ''} {names} {kind}; try a smaller learning rate")
 
+    def __reduce__(self):  # a job's error travels back from a launcher's worker process pickled
+        return type(self), (self.step, self.layers, self.kind)
+
 
 @dataclass
 class TrainResult:

@@ -55,8 +55,11 @@ def runs_of(client, experiment):
     return [] if found is None else client.search_runs([found.experiment_id])
 
 
-def interrupt_after(cmd, cwd, marker):
-    """Start `cmd`, send Ctrl-C (SIGINT) once a line containing `marker` is printed; (exit code, rest of output)."""
+def interrupt_after(cmd, cwd, marker, stop=None):
+    """Start `cmd`, send it Ctrl-C (SIGINT; or the signal `stop`) once a line containing `marker` is printed.
+
+    Returns (exit code, rest of the output).
+    """
     import signal
     import subprocess
 
@@ -64,6 +67,6 @@ def interrupt_after(cmd, cwd, marker):
     for line in proc.stdout:
         if marker in line:
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT if stop is None else stop)
     rest = proc.communicate(timeout=120)[0]
     return proc.returncode, rest

@@ -5,6 +5,7 @@ A batched child run must be the run its config gives alone: the same weights (np
 metric values, predictions, params and weights hash.
 """
 
+import functools
 import json
 import math
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import compose_config, runs_of
+from conftest import NN_RUN, compose_config, runs_of
 from runner import record
 from runner.batched import train_stacked
 from runner.datasets import load_dataset
@@ -136,12 +137,14 @@ def assert_children_are_their_single_runs(client, tracking_uri, experiment, chil
         assert artifacts == {a.path for a in client.list_artifacts(alone.info.run_id)}
 
 
+@pytest.mark.parametrize("n_jobs", [1, 2])  # in the sweep's process; in two forked worker processes
 def test_batched_sweep_of_seeds_and_learning_rates_logs_each_child_as_its_single_run(
-        tmp_path, tracking_uri, experiment, client):
-    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=batched", "seed=1,2,3", "train.lr=0.5,1",
-                    *TINY)
+        tmp_path, tracking_uri, experiment, client, n_jobs):
+    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=batched", f"hydra.launcher.n_jobs={n_jobs}",
+                    "seed=1,2,3", "train.lr=0.5,1", *TINY)
     assert done.returncode == 0, done.stderr
     assert "Training 6 networks together: jobs #0, #1, #2, #3, #4, #5" in done.stdout  # one batch, no fallback
+    assert ("Running the jobs in 2 processes" in done.stdout) == (n_jobs == 2)
     assert done.stdout.count("(batched)") == 6
     parent, children = sweep_of(client, experiment)
     assert parent.info.status == "FINISHED" and parent.data.tags["launcher"] == "batched"
@@ -181,9 +184,11 @@ def test_mixed_shapes_split_into_batches_and_a_lone_job_runs_as_usual(tmp_path, 
 
 def test_a_diverging_network_fails_only_its_own_child_with_the_single_runs_error(
         tmp_path, tracking_uri, experiment, client):
-    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=batched", "model.activation=relu",
-                    "train.lr=0.5,1,2,1e300", *TINY)
+    # two worker processes: the failed job's error comes back to the sweep's process pickled
+    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=batched", "hydra.launcher.n_jobs=2",
+                    "model.activation=relu", "train.lr=0.5,1,2,1e300", *TINY)
     assert done.returncode != 0  # Hydra's sweeper re-raises the failed job's error, as with any launcher
+    assert "training diverged at step" in done.stderr
     assert "Training 4 networks together" in done.stdout and done.stdout.count("(batched)") == 3
     parent, children = sweep_of(client, experiment)
     by_lr = {float(c.data.params["train.lr"]): c for c in children}
@@ -228,3 +233,96 @@ def test_the_launcher_is_installed_as_a_hydra_plugin():
     names = {plugin.__name__ for plugin in Plugins.instance().discover(Launcher)}
     assert "BatchedLauncher" in names
     assert not os.path.exists(Path(__file__).resolve().parent.parent / "hydra_plugins" / "__init__.py")
+
+
+def test_each_process_gets_a_part_of_every_batch_and_a_turn_of_the_lone_jobs():
+    from runner.sweep_batches import share_out
+
+    batches = [[0, 1, 3, 6, 7], [2, 4], [9, 10]]
+    shares = share_out(batches, 12, 2)
+    assert shares == [([[0, 1, 3], [2], [9]], [0, 1, 2, 3, 5, 9, 11]),
+                      ([[6, 7], [4], [10]], [4, 6, 7, 8, 10])]
+    for workers in (1, 2, 3, 5, 16):
+        shares = share_out(batches, 12, workers)
+        assert sorted(j for _, jobs in shares for j in jobs) == list(range(12))  # every job once
+        for batch in batches:  # each batch cut into parts, in order, no part empty
+            parts = [part for share_parts, _ in shares for part in share_parts if part[0] in batch]
+            assert [j for part in parts for j in part] == batch and all(parts)
+        assert all(set(j for part in parts for j in part) <= set(jobs) for parts, jobs in shares)
+    assert share_out(batches, 12, 1) == [(batches, list(range(12)))]
+
+
+def test_jobs_run_in_forked_workers_and_come_back_in_order():
+    from hydra_plugins.nn_runner_batched_launcher.forked_jobs import run_in_workers, workers_for
+
+    calls = [functools.partial(_square_and_pid, k) for k in range(3)]
+    results = run_in_workers(calls, after_fork=_note_fork)
+    assert [square for square, _, _ in results] == [0, 1, 4]
+    pids = [pid for _, pid, _ in results]
+    assert os.getpid() not in pids and len(set(pids)) == 3  # one process per call
+    assert all(forked_here for _, _, forked_here in results)  # after_fork ran in every worker first
+    assert run_in_workers(calls[2:]) == [(4, os.getpid(), False)]  # one call: in this process
+    with pytest.raises(ZeroDivisionError):  # a call's error is raised in the caller
+        run_in_workers([functools.partial(_square_and_pid, 1), functools.partial(divmod, 1, 0)])
+    cpus = len(os.sched_getaffinity(0))
+    assert (workers_for(-1, 100), workers_for(-1, 1), workers_for(3, 2), workers_for(1, 50)) == (
+        min(cpus, 100), 1, 2, 1)
+
+
+_FORKED = []
+
+
+def _note_fork():
+    _FORKED.append(os.getpid())
+
+
+def _square_and_pid(k):
+    return k * k, os.getpid(), _FORKED == [os.getpid()]
+
+
+@pytest.mark.parametrize("setting, rule", [("n_jobs=0", "must be >= 1, or -1 for one per CPU"),
+                                           ("max_batch=0", "must be >= 1")])
+def test_a_bad_launcher_setting_stops_the_sweep_before_any_run(tmp_path, tracking_uri, experiment, client,
+                                                                setting, rule):
+    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=batched", f"hydra.launcher.{setting}",
+                    "seed=1,2", *TINY)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"nn-run: the sweep cannot start: hydra.launcher.{setting} is not allowed: {rule}")
+    assert runs_of(client, experiment) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_an_interrupted_sweep_ends_every_workers_run_killed_and_leaves_no_process(
+        tmp_path, tracking_uri, experiment, client, stop):
+    import signal
+    import subprocess
+
+    # mini-batch jobs train alone, in two workers. A terminal's Ctrl-C reaches the whole process
+    # group; `kill` (or a scheduler) sends SIGTERM to the sweep's process only.
+    command = [*NN_RUN, "-m", "hydra/launcher=batched", "hydra.launcher.n_jobs=2", "seed=1,2,3", "train.batch_size=2",
+               "train.iterations=100000000", "train.log_every=20000", f"tracking.uri={tracking_uri}",
+               f"tracking.experiment={experiment}"]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    points = 0
+    for line in proc.stdout:
+        points += "step 20000:" in line
+        if points == 2:  # both workers are training
+            break
+    if stop == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130
+    assert "nn-run: interrupted" in rest and "Traceback" not in rest
+    with pytest.raises(ProcessLookupError):  # no worker left behind
+        os.killpg(proc.pid, 0)
+    parent, children = sweep_of(client, experiment)
+    assert parent.info.status == "KILLED"
+    assert sorted(c.info.status for c in children) == ["KILLED", "KILLED"]
+    for child in children:  # the points taken before the interruption are kept
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, record.ERROR_METRIC)]
+        assert {0, 20000} <= set(steps)

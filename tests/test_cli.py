@@ -1,5 +1,6 @@
 """The real `nn-run` command in a subprocess: output, exit codes, what lands in MLflow."""
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -62,10 +63,12 @@ def test_help_names_the_app_and_its_groups():
     assert "schema" not in datasets  # the typed schemas of the options are not options themselves
 
 
-def test_ctrl_c_marks_the_run_killed_and_keeps_its_metrics(tmp_path, client, tracking_uri, experiment):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C; `kill`, a scheduler's time limit
+def test_ctrl_c_or_sigterm_marks_the_run_killed_and_keeps_its_metrics(tmp_path, client, tracking_uri, experiment,
+                                                                       stop):
     returncode, rest = interrupt_after([*NN_RUN, "train.iterations=100000000", "train.log_every=20000",
                                         f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}"],
-                                       tmp_path, "step 60000: error")
+                                       tmp_path, "step 60000: error", stop)
     assert returncode == 130
     assert rest.strip().endswith("nn-run: interrupted; the run is marked KILLED with the metrics logged so far")
     (run,) = runs_of(client, experiment)

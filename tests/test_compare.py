@@ -141,3 +141,38 @@ def test_nothing_to_compare_is_one_line_and_exit_2(tmp_path, tracking_uri, args,
     assert done.returncode == 2
     assert done.stderr.strip() == message
     assert not (tmp_path / "missing.db").exists()  # looking did not create a store
+
+
+def test_nn_compare_ranks_by_the_held_out_error_on_request(tmp_path, tracking_uri, experiment, client):
+    sweep = subprocess.run([*NN_RUN, "-m", "dataset=iris", "seed=1,2,3", "model.hidden=[3]", "train.lr=0.05",
+                            "train.iterations=30", "train.log_every=10", f"tracking.uri={tracking_uri}",
+                            f"tracking.experiment={experiment}", "hydra.callbacks.sweep_tracking.compare=false"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert sweep.returncode == 0, sweep.stderr
+    done = subprocess.run([NN_COMPARE, "--metric", "test_error", "--tracking-uri", tracking_uri, "--experiment",
+                           experiment], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "3 runs ranked by final test_error" in done.stdout
+    parent = find_sweep(tracking_uri, experiment)
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    test_errors = {c.info.run_id: c.data.metrics["final_test_error"] for c in children}
+    assert len(set(test_errors.values())) == 3
+    header, rows = table_rows(done.stdout)
+    assert header[header.index("seed") + 1] == "final_test_error"
+    assert [row[-1] for row in rows] == sorted(test_errors, key=test_errors.get)
+    table, plot = record.comparison_files("test_error")
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {table, plot}  # comparison.csv untouched
+    folder = client.download_artifacts(parent.info.run_id, table, str(tmp_path / "artifacts"))
+    with open(folder) as handle:
+        logged = list(csv.DictReader(handle))
+    assert [float(r["final_test_error"]) for r in logged] == sorted(test_errors.values())
+
+
+def test_ranking_by_test_error_without_a_held_out_split_is_one_line_and_exit_2(tmp_path, tracking_uri, experiment):
+    parent_id = make_sweep(tracking_uri, experiment, [(1, [0.5, 0.3], False)])
+    done = subprocess.run([NN_COMPARE, parent_id, "--metric", "test_error", "--tracking-uri", tracking_uri],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip() == (f"nn-compare: --metric test_error: no run of sweep {parent_id} logged test_error "
+                                   "(it needs a held-out split: dataset.test_fraction > 0)")

@@ -4,6 +4,7 @@ import http.server
 import os
 import subprocess
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +141,73 @@ def test_tracking_uri_redacts_and_recognises_servers():
     assert redact("http://u:p@host:5000/x") == "http://host:5000/x" and redact("sqlite:///a.db") == "sqlite:///a.db"
     assert is_server("https://mlflow.example") and not is_server("sqlite:///mlflow.db")
     assert redact("postgresql://u:p@db/x") == "postgresql://db/x"
+
+
+class Healthy(http.server.BaseHTTPRequestHandler):
+    """Answers GET /health as an MLflow server does."""
+
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, *args):
+        pass
+
+
+def self_signed_certificate(folder):
+    """A certificate and key for 127.0.0.1, signed by themselves; returns (cert path, key path)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = Path(folder, "cert.pem"), Path(folder, "key.pem")
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_an_https_server_is_probed_with_mlflows_certificate_settings(tmp_path, monkeypatch):
+    import ssl
+
+    from runner.tracking_uri import ServerUnreachable, check_server
+
+    cert, key = self_signed_certificate(tmp_path)
+    server = http.server.HTTPServer(("127.0.0.1", 0), Healthy)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_port}"
+    try:
+        for name in ("MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH",
+                     "MLFLOW_TRACKING_CLIENT_CERT_PATH"):
+            monkeypatch.delenv(name, raising=False)
+        with pytest.raises(ServerUnreachable) as refused:
+            check_server(url, timeout=5)  # a certificate nobody vouches for
+        assert str(refused.value) == (f"tracking.uri='{url}': the server's certificate is not trusted (self-signed "
+                                      "certificate); set MLFLOW_TRACKING_SERVER_CERT_PATH to its CA bundle, or "
+                                      "MLFLOW_TRACKING_INSECURE_TLS=true to skip the check")
+        monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(cert))
+        check_server(url, timeout=5)  # trusted as MLflow's client would trust it
+        monkeypatch.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH")
+        monkeypatch.setenv("MLFLOW_TRACKING_INSECURE_TLS", "true")
+        check_server(url, timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -161,6 +161,24 @@ def test_ctrl_c_kills_the_running_child_and_the_parent(tmp_path, tracking_uri, e
     assert parent.data.metrics[record.CHILDREN_FAILED_METRIC] == 1
 
 
+def test_sigterm_before_any_job_has_a_run_ends_the_parent_killed(tmp_path, tracking_uri, experiment, client):
+    # the signal lands as the first job starts: before or just after its run exists, the sweep was
+    # stopped, not failed (before, the parent ended FAILED when no child had been KILLED)
+    command = [*NN_RUN, "-m", "seed=1,2", "train.iterations=100000000", "train.log_every=20000",
+               f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}"]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if "Launching 2 jobs locally" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130 and "nn-run: interrupted" in rest
+    parent, children = sweep_of(client, experiment)
+    assert parent.info.status == "KILLED"
+    assert [c.info.status for c in children] in ([], ["KILLED"])
+    assert parent.data.metrics[record.CHILDREN_FINISHED_METRIC] == 0
+
+
 @pytest.mark.slow
 def test_optuna_search_minimises_the_final_error_with_a_child_per_trial(tmp_path, tracking_uri, experiment, client):
     done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=4",

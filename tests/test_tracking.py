@@ -42,3 +42,48 @@ def test_params_beyond_one_batch_are_all_logged(tracking_uri, experiment, client
         run.log_params(params)
     assert client.get_run(run.run_id).data.params == params
     assert len(runs_of(client, experiment)) == 1
+
+
+def _engine_pools():
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    return {uri: id(engine.pool) for uri, engine in SqlAlchemyStore._engine_map.items()}
+
+
+def _log_in_child(uri, experiment):
+    with tracked_run(uri, experiment, "child") as run:
+        run.log_metric("error", 0, 0.25)
+    return _engine_pools(), run.run_id
+
+
+def test_a_forked_process_logs_through_its_own_database_connections(tracking_uri, experiment, client):
+    import multiprocessing
+
+    from runner.tracking import forget_inherited_connections
+
+    with tracked_run(tracking_uri, experiment, "before") as before:  # the parent holds pooled connections
+        before.log_metric("error", 0, 0.5)
+    parent_pools = _engine_pools()
+    with multiprocessing.get_context("fork").Pool(1, initializer=forget_inherited_connections) as pool:
+        child_pools, child_run = pool.apply(_log_in_child, (tracking_uri, experiment))
+    assert child_pools.keys() == parent_pools.keys() and parent_pools  # the same engines, each with a new pool
+    assert all(child_pools[uri] != parent_pools[uri] for uri in parent_pools)
+    with tracked_run(tracking_uri, experiment, "after") as after:  # the parent's connections still work
+        after.log_metric("error", 0, 0.125)
+    runs = {r.info.run_name: r for r in runs_of(client, experiment)}
+    assert sorted(runs) == ["after", "before", "child"] and runs["child"].info.run_id == child_run
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+    assert [runs[n].data.metrics["error"] for n in ("before", "child", "after")] == [0.5, 0.25, 0.125]
+
+
+def test_a_param_longer_than_mlflow_allows_is_cut_and_says_so(tracking_uri, experiment, client):
+    from runner.tracking import MAX_PARAM_VALUE
+
+    long_value = ",".join(f"class_{k:05d}" for k in range(1000))  # 11,999 characters
+    with tracked_run(tracking_uri, experiment, "long") as run:
+        run.log_params({"data.class_names": long_value, "short": "x" * MAX_PARAM_VALUE})
+    params = client.get_run(run.run_id).data.params
+    assert params["short"] == "x" * MAX_PARAM_VALUE  # at the limit: kept whole
+    kept = params["data.class_names"]
+    assert len(kept) == MAX_PARAM_VALUE and kept.endswith(f"... [cut: {len(long_value)} characters]")
+    assert long_value.startswith(kept[:kept.index("... [cut")])

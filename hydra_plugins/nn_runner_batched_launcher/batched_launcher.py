@@ -7,11 +7,14 @@ Then every job, in order, goes through Hydra's own `run_job`, so its output fold
 files, callbacks (the sweep's MLflow parent run, runner/sweep.py) and JobReturn are those of any
 launcher: a batched job's task function logs its precomputed result as the job's run, any other
 job (a group of one, mini-batches, a rejected config, a network that diverged) runs nn-run's
-task function as usual. Jobs run in this process, one after the other, as with the basic launcher.
+task function as usual. The jobs run in `n_jobs` processes forked from the sweep's process
+(forked_jobs.py); each trains its share of every batch, then runs its jobs in order. With
+n_jobs=1 they run in this process, one after the other, as with the basic launcher.
 """
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
@@ -20,6 +23,7 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import OmegaConf, open_dict
 
 from hydra_plugins.nn_runner_batched_launcher.derived_configs import DerivedConfigs
+from hydra_plugins.nn_runner_batched_launcher.forked_jobs import run_in_workers, workers_for
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,7 @@ class BatchedLauncherConf:
 
     _target_: str = "hydra_plugins.nn_runner_batched_launcher.batched_launcher.BatchedLauncher"
     max_batch: int = 1024  # most networks trained in one computation; a larger group is cut into batches
+    n_jobs: int = -1  # processes that run the jobs (log the trained networks, train the others); -1: one per CPU
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="batched", node=BatchedLauncherConf,
@@ -37,11 +42,13 @@ ConfigStore.instance().store(group="hydra/launcher", name="batched", node=Batche
 
 
 class BatchedLauncher(Launcher):
-    def __init__(self, max_batch=1024):
+    def __init__(self, max_batch=1024, n_jobs=-1):
         super().__init__()
         if max_batch < 1:
             raise ValueError(f"hydra.launcher.max_batch={max_batch} is not allowed: must be >= 1")
-        self.max_batch = max_batch
+        if n_jobs < 1 and n_jobs != -1:
+            raise ValueError(f"hydra.launcher.n_jobs={n_jobs} is not allowed: must be >= 1, or -1 for one per CPU")
+        self.max_batch, self.n_jobs = max_batch, n_jobs
         self.config = self.task_function = self.hydra_context = None
 
     def setup(self, *, hydra_context, task_function, config):
@@ -49,7 +56,8 @@ class BatchedLauncher(Launcher):
         self.composed = ComposedConfigs(hydra_context.config_loader)
 
     def launch(self, job_overrides, initial_job_idx):
-        from runner.sweep_batches import plan_batches, train_batch
+        from runner.sweep_batches import plan_batches, share_out, train_batch
+        from runner.tracking import forget_inherited_connections
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -63,25 +71,35 @@ class BatchedLauncher(Launcher):
                 sweep_config.hydra.job.num = idx
             configs.append(sweep_config)
         task_configs = [_without_hydra(cfg) for cfg in configs]
-        batch_of, trained = {}, {}
-        for batch in plan_batches(task_configs, self.max_batch):
-            for position in batch:
-                batch_of[position] = batch
-        runs = []
-        for position, (overrides, sweep_config) in enumerate(zip(job_overrides, configs)):
-            batch = batch_of.get(position)
-            if batch is not None and position not in trained:  # the batch's first job: train them all now
-                log.info(f"Training {len(batch)} networks together: jobs "
-                         f"#{', #'.join(str(initial_job_idx + p) for p in batch)}")
-                trained.update(zip(batch, train_batch([task_configs[p] for p in batch])))
-            done = trained.pop(position, None)
-            log.info(f"\t#{initial_job_idx + position} : {' '.join(filter_overrides(overrides))}"
-                     f"{' (batched)' if done is not None else ''}")
-            runs.append(run_job(hydra_context=self.hydra_context, config=sweep_config,
-                                task_function=self.task_function if done is None else _logging_task(done),
-                                job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        return runs
+        batches = plan_batches(task_configs, self.max_batch)
+        for batch in batches:
+            log.info(f"Training {len(batch)} networks together: jobs "
+                     f"#{', #'.join(str(initial_job_idx + p) for p in batch)}")
+        workers = workers_for(self.n_jobs, len(configs))
+        if workers > 1:
+            log.info(f"Running the jobs in {workers} processes, each training its share of every batch")
+        shares = share_out(batches, len(configs), workers)
+
+        def run_share(share):
+            """Train this share's part of every batch, then run its jobs through Hydra's run_job, in order."""
+            parts, positions = share
+            trained = {}
+            for part in parts:
+                trained.update(zip(part, train_batch([task_configs[p] for p in part])))
+            runs = []
+            for position in positions:
+                done = trained.pop(position, None)
+                log.info(f"\t#{initial_job_idx + position} : {' '.join(filter_overrides(job_overrides[position]))}"
+                         f"{' (batched)' if done is not None else ''}")
+                runs.append(run_job(hydra_context=self.hydra_context, config=configs[position],
+                                    task_function=self.task_function if done is None else _logging_task(done),
+                                    job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+            return runs
+
+        done = run_in_workers([partial(run_share, share) for share in shares], after_fork=forget_inherited_connections)
+        by_position = dict(zip((p for _, positions in shares for p in positions), (r for runs in done for r in runs)))
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return [by_position[p] for p in range(len(configs))]
 
 
 class ComposedConfigs:

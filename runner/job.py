@@ -38,6 +38,7 @@ class Trained:
     result: object  # a runner.training.TrainResult of exactly this job's config
     data: object  # the job's runner.datasets.Dataset, already checked against its config by prepare_job
     facts: object  # runner.provenance.collect(), computed once for the whole batch
+    shared: dict = field(default_factory=dict)  # one dict per batch: what its jobs' logging does once (the model)
 
 
 def redact_overrides(overrides):
@@ -123,9 +124,11 @@ def run_tags(overrides, data, facts, extra_tags=None):
     return tags
 
 
-def record_result(run, cfg, data, overrides, result, facts):
+def record_result(run, cfg, data, overrides, result, facts, shared=None):
     """Log a finished training `result` to the open `run`: final scores, files, model, weights hash.
 
+    `shared` (a dict shared by the jobs of one batch, whose models differ only in their weights)
+    lets the model be saved once for them all (tracking.ModelCopies).
     Returns (final metrics {name: value}, weights sha256).
     """
     from runner.model_export import log_network_model
@@ -145,8 +148,14 @@ def record_result(run, cfg, data, overrides, result, facts):
                 handle.write(facts.git_diff)
         run.log_artifacts(folder)
         if cfg.tracking.log_model:
+            copies = None
+            if shared is not None:
+                from runner.tracking import ModelCopies
+
+                copies = shared.setdefault("model", ModelCopies())
             log_network_model(run, folder, len(result.weights), data.X, result.predictions,
-                              OmegaConf.to_container(cfg.model, resolve=True), step=cfg.train.iterations)
+                              OmegaConf.to_container(cfg.model, resolve=True), step=cfg.train.iterations,
+                              copies=copies)
     run.set_tags({record.WEIGHTS_HASH_TAG: digest}, defer=True)  # written with the final metrics as the run ends
     return final_metrics, digest
 
@@ -184,7 +193,8 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
             result = trained.result
             for step, scores in zip(result.steps, result.history):
                 on_log(step, scores)
-        final_metrics, digest = record_result(run, cfg, data, overrides, result, facts)
+        final_metrics, digest = record_result(run, cfg, data, overrides, result, facts,
+                                              shared=None if trained is None else trained.shared)
 
     log.info("predictions (inputs | target | prediction)%s:",
              f", first {SHOWN_PREDICTIONS} of {len(data.X)} rows" if len(data.X) > SHOWN_PREDICTIONS else "")

@@ -20,15 +20,16 @@ def pip_requirements():
     return [f"mlflow=={package_version('mlflow')}", f"numpy=={package_version('numpy')}"]
 
 
-def log_network_model(run, weights_folder, n_weights, X, predictions, model_section, step):
+def log_network_model(run, weights_folder, n_weights, X, predictions, model_section, step, copies=None):
     """Log the weight files written by record.write_weights in weights_folder as the run's MLflow model.
 
     `model_section` is the `model` part of the run's config (the model reads its activations);
     `predictions` give the signature its output shape; the model is linked to the metrics at `step`.
+    `copies` (a tracking.ModelCopies) logs a copy of a model saved once for a batch of such runs.
     """
     artifacts = {record.model_weight_artifact(k): os.path.join(weights_folder, record.weight_file(k))
                  for k in range(n_weights)}
     return run.log_code_model(record.MODEL_NAME, CODE_FILE, artifacts=artifacts, code_paths=[str(PACKAGE_DIR)],
                               model_config={"model": model_section}, input_example=X[:EXAMPLE_ROWS],
                               output_example=predictions[:EXAMPLE_ROWS], pip_requirements=pip_requirements(),
-                              step=step)
+                              step=step, copies=copies)

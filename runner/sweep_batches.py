@@ -94,5 +94,5 @@ def train_batch(configs):
         iterations=first.train.iterations, log_every=first.train.log_every, hidden_activation=first.model.activation,
         output_activation=first.model.output, X_test=data.X_test, y_test=data.y_test,
         classify=data.classes is not None)
-    facts = provenance.collect()
-    return [None if n in diverged else Trained(result, data, facts) for n, result in enumerate(results)]
+    facts, shared = provenance.collect(), {}
+    return [None if n in diverged else Trained(result, data, facts, shared) for n, result in enumerate(results)]

@@ -62,6 +62,8 @@ class TrackedRun:
         self.experiment_id = run.info.experiment_id
         self._metrics = []
         self._params, self._tags = [], []  # deferred: written with the next flush
+        self._written_points = []  # every metric point written so far
+        self._written_params = {}  # every param written so far
         self._last_flush = time.monotonic()
 
     def log_params(self, params, defer=False):
@@ -70,6 +72,7 @@ class TrackedRun:
         A value longer than MLflow allows is cut, and says so at its end (see fit_param).
         """
         items = [Param(k, fit_param(v)) for k, v in params.items()]
+        self._written_params.update((item.key, item.value) for item in items)
         if defer:
             self._params += items
             return
@@ -90,6 +93,7 @@ class TrackedRun:
             room = MAX_ENTRIES_PER_BATCH - len(params) - len(tags)
             metrics, self._metrics = self._metrics[:room], self._metrics[room:]
             self.client.log_batch(self.run_id, metrics=metrics, params=params, tags=tags, synchronous=True)
+            self._written_points += metrics
         self._last_flush = time.monotonic()
 
     def set_tags(self, tags, defer=False):
@@ -132,16 +136,23 @@ class TrackedRun:
         self.client.log_artifacts(self.run_id, local_dir)
 
     def log_code_model(self, name, code_file, *, artifacts, code_paths, model_config, input_example,
-                       output_example, pip_requirements, step):
+                       output_example, pip_requirements, step, copies=None):
         """Log a pyfunc model in MLflow's "models from code" form as runs:/RUN_ID/NAME; returns that URI.
 
         `code_file` calls mlflow.models.set_model; `artifacts` maps names to local files the model
         loads; the signature is inferred from the example input and output. The metric points at
-        `step` are linked to the model (they are flushed first).
+        `step` are linked to the model (they are flushed first). With `copies` (a ModelCopies
+        shared by runs whose models differ only in their artifact files), the model is saved and
+        checked once and this run logs a copy of it with its own files.
         """
         from mlflow.models import Model, infer_signature
 
         self.flush()
+        if copies is not None:
+            copies.log(self, name, code_file, artifacts=artifacts, code_paths=code_paths, model_config=model_config,
+                       input_example=input_example, output_example=output_example,
+                       pip_requirements=pip_requirements, step=step)
+            return f"runs:/{self.run_id}/{name}"
         # Model.log finds the store and the experiment of the model through MLflow's global state
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_experiment(experiment_id=self.experiment_id)
@@ -150,6 +161,96 @@ class TrackedRun:
                   signature=infer_signature(input_example, output_example), input_example=input_example,
                   pip_requirements=pip_requirements)
         return f"runs:/{self.run_id}/{name}"
+
+
+class ModelCopies:
+    """One pyfunc model logged to many runs: saved and checked once, then logged with each run's own files.
+
+    For the runs of a batched sweep, whose models differ only in their artifact files (the
+    weights). MLflow's Model.log saves the model, copies its code, resolves its context tags and
+    loads it to check the serving input on every call (~60-80 ms a run); here that is done once
+    (MLflow's own save_model and serving-input check), and each run gets what Model.log records
+    for it: a LoggedModel with the run's params and the context tags, the run's output at `step`
+    with that step's metric points linked, the saved files plus its own weights and MLmodel (ids,
+    time, artifact sources), READY at the end (FAILED if logging fails). tests/test_model_copies.py
+    checks the record against Model.log's.
+    """
+
+    def __init__(self):
+        self._folder = None  # a temporary folder: the saved model's files that every copy shares
+        self._mlmodel = self._context_tags = None
+
+    def _save(self, code_file, artifacts, code_paths, model_config, input_example, output_example,
+              pip_requirements):
+        import logging
+        import tempfile
+
+        import mlflow.pyfunc
+        from mlflow.models import Model, infer_signature
+        from mlflow.models.utils import _validate_serving_input  # the check Model.log makes
+        from mlflow.tracking.context import registry
+
+        self._folder = tempfile.TemporaryDirectory(prefix="nn-runner-model-")
+        path = self._folder.name
+        mlflow.pyfunc.save_model(path, python_model=str(code_file), artifacts=artifacts, code_paths=code_paths,
+                                 model_config=model_config, mlflow_model=Model(),
+                                 signature=infer_signature(input_example, output_example),
+                                 input_example=input_example, pip_requirements=pip_requirements)
+        for pycache in Path(path).rglob("__pycache__"):  # as Model.log: loading the model may leave some
+            shutil.rmtree(pycache, ignore_errors=True)
+        self._mlmodel = Model.load(path)
+        serving_input = self._mlmodel.get_serving_input(path)
+        if serving_input:
+            try:
+                _validate_serving_input(path, serving_input)
+            except Exception as error:  # noqa: BLE001  Model.log only warns too
+                logging.getLogger(__name__).warning("the model's serving input example fails: %s", error)
+        for source in self._mlmodel.flavors["python_function"]["artifacts"].values():
+            os.remove(os.path.join(path, source["path"]))  # each run brings its own weights
+        os.remove(os.path.join(path, "MLmodel"))  # and its own MLmodel
+        self._context_tags = registry.resolve_tags()
+
+    def log(self, run, name, code_file, *, artifacts, code_paths, model_config, input_example, output_example,
+            pip_requirements, step):
+        """Log the model, with `artifacts` (name -> local file) as its files, to the open TrackedRun `run`."""
+        import datetime
+        import tempfile
+
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model
+        from mlflow.models.utils import _flatten_nested_params
+
+        if self._folder is None:
+            self._save(code_file, artifacts, code_paths, model_config, input_example, output_example,
+                       pip_requirements)
+        client = run.client
+        model = client.create_logged_model(run.experiment_id, name=name, source_run_id=run.run_id,
+                                           tags=self._context_tags, params=dict(run._written_params))
+        try:
+            client.log_outputs(run.run_id, [LoggedModelOutput(model.model_id, step=step)])
+            linked = [Metric(m.key, m.value, m.timestamp, m.step, run_id=run.run_id, model_id=model.model_id)
+                      for m in run._written_points if m.step == step]
+            client.log_batch(run.run_id, metrics=linked, synchronous=True)
+            with tempfile.TemporaryDirectory() as folder:
+                mlmodel = Model.from_dict(self._mlmodel.to_dict())
+                sources = mlmodel.flavors["python_function"]["artifacts"]
+                for key, local in artifacts.items():
+                    target = os.path.join(folder, sources[key]["path"])
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    shutil.copyfile(local, target)
+                    sources[key]["uri"] = local
+                mlmodel.artifact_path, mlmodel.run_id = model.artifact_location, run.run_id
+                mlmodel.model_uuid = mlmodel.model_id = model.model_id
+                mlmodel.utc_time_created = str(datetime.datetime.utcnow())
+                mlmodel.save(os.path.join(folder, "MLmodel"))
+                client.log_model_artifacts(model.model_id, self._folder.name)
+                client.log_model_artifacts(model.model_id, folder)
+        except BaseException:
+            client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+            raise
+        client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        # as Model.log logs a model config: flattened with "/", each value as str() makes it
+        run.log_params({key: str(value) for key, value in _flatten_nested_params(model_config, sep="/").items()})
 
 
 def forget_inherited_connections():

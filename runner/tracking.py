@@ -79,6 +79,15 @@ class TrackedRun:
         for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[start:start + MAX_PARAMS_PER_BATCH], synchronous=True)
 
+    @property
+    def params(self):
+        """{key: value} of every param logged to this run so far (deferred ones included)."""
+        return dict(self._written_params)
+
+    def points_at(self, step):
+        """The metric points written to this run at `step` (mlflow Metric entities)."""
+        return [point for point in self._written_points if point.step == step]
+
     def log_metric(self, key, step, value):
         """Buffer one metric point; written at the latest FLUSH_SECONDS later or by flush()."""
         self._metrics.append(Metric(key, value, int(time.time() * 1000), step))
@@ -225,11 +234,11 @@ class ModelCopies:
                        pip_requirements)
         client = run.client
         model = client.create_logged_model(run.experiment_id, name=name, source_run_id=run.run_id,
-                                           tags=self._context_tags, params=dict(run._written_params))
+                                           tags=self._context_tags, params=run.params)
         try:
             client.log_outputs(run.run_id, [LoggedModelOutput(model.model_id, step=step)])
             linked = [Metric(m.key, m.value, m.timestamp, m.step, run_id=run.run_id, model_id=model.model_id)
-                      for m in run._written_points if m.step == step]
+                      for m in run.points_at(step)]
             client.log_batch(run.run_id, metrics=linked, synchronous=True)
             with tempfile.TemporaryDirectory() as folder:
                 mlmodel = Model.from_dict(self._mlmodel.to_dict())

@@ -22,7 +22,7 @@ from runner.job import run_job
 from runner.network import init_weights, layer_sizes
 from runner.sweep_batches import plan_batches
 from runner.training import DivergenceError, train
-from test_sweeps import TINY, nn_run_m, sweep_of
+from test_sweeps import ENDLESS, TINY, nn_run_m, sweep_of
 
 
 def same_training(batched, alone):
@@ -302,8 +302,7 @@ def test_an_interrupted_sweep_ends_every_workers_run_killed_and_leaves_no_proces
     # mini-batch jobs train alone, in two workers. A terminal's Ctrl-C reaches the whole process
     # group; `kill` (or a scheduler) sends SIGTERM to the sweep's process only.
     command = [*NN_RUN, "-m", "hydra/launcher=batched", "hydra.launcher.n_jobs=2", "seed=1,2,3", "train.batch_size=2",
-               "train.iterations=100000000", "train.log_every=20000", f"tracking.uri={tracking_uri}",
-               f"tracking.experiment={experiment}"]
+               *ENDLESS, f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}"]
     proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     points = 0

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import NN_RUN, compose_config, runs_of
+from conftest import NN_RUN, compose_config, interrupt_after, runs_of
 from runner import record
 from runner.datasets import load_dataset
 from runner.network import init_weights, layer_sizes
@@ -22,6 +22,7 @@ from runner.sweep import SWEEP_FILE
 from runner.training import train
 
 TINY = ["train.iterations=20", "train.log_every=10"]  # three error points per run: steps 0, 10, 20
+ENDLESS = ["train.iterations=100000000", "train.log_every=20000"]  # runs until interrupted
 
 
 def nn_run_m(cwd, uri, experiment, *args, timeout=300):
@@ -144,15 +145,9 @@ def test_job_that_fails_in_training_is_failed_and_the_others_finish(tmp_path, tr
 
 
 def test_ctrl_c_kills_the_running_child_and_the_parent(tmp_path, tracking_uri, experiment, client):
-    command = [*NN_RUN, "-m", "seed=1,2", "train.iterations=100000000", "train.log_every=20000",
-               f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}"]
-    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        if "step 20000: error" in line:
-            break
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    returncode, _ = interrupt_after([*NN_RUN, "-m", "seed=1,2", *ENDLESS, f"tracking.uri={tracking_uri}",
+                                     f"tracking.experiment={experiment}"], tmp_path, "step 20000: error")
+    assert returncode == 130
     parent, children = sweep_of(client, experiment)
     (child,) = children  # the second job never started
     assert child.info.status == "KILLED" and child.data.params["seed"] == "1"
@@ -164,15 +159,10 @@ def test_ctrl_c_kills_the_running_child_and_the_parent(tmp_path, tracking_uri, e
 def test_sigterm_before_any_job_has_a_run_ends_the_parent_killed(tmp_path, tracking_uri, experiment, client):
     # the signal lands as the first job starts: before or just after its run exists, the sweep was
     # stopped, not failed (before, the parent ended FAILED when no child had been KILLED)
-    command = [*NN_RUN, "-m", "seed=1,2", "train.iterations=100000000", "train.log_every=20000",
-               f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}"]
-    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        if "Launching 2 jobs locally" in line:
-            break
-    proc.send_signal(signal.SIGTERM)
-    rest = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 130 and "nn-run: interrupted" in rest
+    returncode, rest = interrupt_after([*NN_RUN, "-m", "seed=1,2", *ENDLESS, f"tracking.uri={tracking_uri}",
+                                        f"tracking.experiment={experiment}"], tmp_path, "Launching 2 jobs locally",
+                                       signal.SIGTERM)
+    assert returncode == 130 and "nn-run: interrupted" in rest
     parent, children = sweep_of(client, experiment)
     assert parent.info.status == "KILLED"
     assert [c.info.status for c in children] in ([], ["KILLED"])

@@ -41,6 +41,13 @@ class Trained:
     shared: dict = field(default_factory=dict)  # one dict per batch: what its jobs' logging does once (the model)
 
 
+def release_batch(shared):
+    """Free what the jobs of one batch kept for their logging (`Trained.shared`: the model saved once)."""
+    model = shared.pop("model", None)
+    if model is not None:
+        model.close()
+
+
 def redact_overrides(overrides):
     """Command-line overrides with the user:password part of any URI value removed."""
     return [f"{key}{sep}{redact(value)}" for key, sep, value in (o.partition("=") for o in overrides)]

@@ -219,6 +219,12 @@ class ModelCopies:
         os.remove(os.path.join(path, "MLmodel"))  # and its own MLmodel
         self._context_tags = registry.resolve_tags()
 
+    def close(self):
+        """Remove the saved model's folder."""
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
+
     def log(self, run, name, code_file, *, artifacts, code_paths, model_config, input_example, output_example,
             pip_requirements, step):
         """Log the model, with `artifacts` (name -> local file) as its files, to the open TrackedRun `run`."""

@@ -140,9 +140,12 @@ def assert_children_are_their_single_runs(client, tracking_uri, experiment, chil
 @pytest.mark.parametrize("n_jobs", [1, 2])  # in the sweep's process; in two forked worker processes
 def test_batched_sweep_of_seeds_and_learning_rates_logs_each_child_as_its_single_run(
         tmp_path, tracking_uri, experiment, client, n_jobs):
+    temp = tmp_path / "temp"  # the sweep's temporary files: none may be left behind, by any worker
+    temp.mkdir()
     done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=batched", f"hydra.launcher.n_jobs={n_jobs}",
-                    "seed=1,2,3", "train.lr=0.5,1", *TINY)
+                    "seed=1,2,3", "train.lr=0.5,1", *TINY, env={"TMPDIR": str(temp)})
     assert done.returncode == 0, done.stderr
+    assert list(temp.iterdir()) == []
     assert "Training 6 networks together: jobs #0, #1, #2, #3, #4, #5" in done.stdout  # one batch, no fallback
     assert ("Running the jobs in 2 processes" in done.stdout) == (n_jobs == 2)
     assert done.stdout.count("(batched)") == 6

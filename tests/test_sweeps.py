@@ -6,6 +6,7 @@ every child finished, and carries the counts.
 
 import json
 import math
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -25,10 +26,11 @@ TINY = ["train.iterations=20", "train.log_every=10"]  # three error points per r
 ENDLESS = ["train.iterations=100000000", "train.log_every=20000"]  # runs until interrupted
 
 
-def nn_run_m(cwd, uri, experiment, *args, timeout=300):
-    """`nn-run -m ARGS` in a subprocess, logging to `uri`/`experiment`."""
+def nn_run_m(cwd, uri, experiment, *args, timeout=300, env=None):
+    """`nn-run -m ARGS` in a subprocess, logging to `uri`/`experiment`; `env` adds environment variables."""
     command = [*NN_RUN, "-m", *args, f"tracking.uri={uri}", f"tracking.experiment={experiment}"]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def sweep_of(client, experiment):

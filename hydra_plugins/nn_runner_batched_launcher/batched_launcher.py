@@ -56,6 +56,7 @@ class BatchedLauncher(Launcher):
         self.composed = ComposedConfigs(hydra_context.config_loader)
 
     def launch(self, job_overrides, initial_job_idx):
+        from runner.job import release_batch
         from runner.sweep_batches import plan_batches, share_out, train_batch
         from runner.tracking import forget_inherited_connections
 
@@ -83,17 +84,24 @@ class BatchedLauncher(Launcher):
         def run_share(share):
             """Train this share's part of every batch, then run its jobs through Hydra's run_job, in order."""
             parts, positions = share
-            trained = {}
+            trained, shared = {}, []
             for part in parts:
-                trained.update(zip(part, train_batch([task_configs[p] for p in part])))
+                results = train_batch([task_configs[p] for p in part])
+                trained.update(zip(part, results))
+                shared += [next(t.shared for t in results if t is not None)] if any(results) else []
             runs = []
-            for position in positions:
-                done = trained.pop(position, None)
-                log.info(f"\t#{initial_job_idx + position} : {' '.join(filter_overrides(job_overrides[position]))}"
-                         f"{' (batched)' if done is not None else ''}")
-                runs.append(run_job(hydra_context=self.hydra_context, config=configs[position],
-                                    task_function=self.task_function if done is None else _logging_task(done),
-                                    job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+            try:
+                for position in positions:
+                    done = trained.pop(position, None)
+                    log.info(f"\t#{initial_job_idx + position} : "
+                             f"{' '.join(filter_overrides(job_overrides[position]))}"
+                             f"{' (batched)' if done is not None else ''}")
+                    runs.append(run_job(hydra_context=self.hydra_context, config=configs[position],
+                                        task_function=self.task_function if done is None else _logging_task(done),
+                                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+            finally:
+                for batch in shared:
+                    release_batch(batch)
             return runs
 
         done = run_in_workers([partial(run_share, share) for share in shares], after_fork=forget_inherited_connections)

@@ -109,3 +109,15 @@ def test_a_failed_copy_leaves_its_model_failed_not_pending(tracking_uri, experim
     (output,) = client.get_run(run.run_id).outputs.model_outputs
     assert client.get_logged_model(output.model_id).status.name == "FAILED"
     assert client.get_run(run.run_id).info.status == "FAILED"
+
+
+def test_releasing_a_batch_removes_the_saved_model(tracking_uri, experiment):
+    from runner.job import release_batch
+
+    shared = {"model": ModelCopies()}
+    log_network(tracking_uri, experiment, weights_of(1), copies=shared["model"])
+    saved = Path(shared["model"]._folder.name)
+    assert (saved / "python_env.yaml").exists()
+    release_batch(shared)
+    assert not saved.exists() and shared == {}
+    release_batch(shared)  # nothing left to release: no error

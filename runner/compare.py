@@ -124,19 +124,34 @@ def write_csv(path, rows, keys, metric=record.ERROR_METRIC):
                              "" if row.duration_s is None else row.duration_s, row.status])
 
 
+NAMED_CURVES = 10  # a bigger sweep's plot names its best runs and draws the others in grey
+
+
 def plot_curves(path, rows, keys, title, metric=record.ERROR_METRIC):
-    """comparison.png: every child's error against iteration, log scale, labelled by its swept values."""
+    """comparison.png: every child's error against iteration, log scale; returns the legend's labels.
+
+    `rows` are ranked. Up to NAMED_CURVES runs each get a colour and a legend entry with their
+    swept values; beyond that the best NAMED_CURVES do, with their rank, and the others are thin
+    grey lines under one entry (a legend of hundreds of runs is unreadable and slow to draw).
+    """
     from runner.plots import log_scale_points, new_figure, plain_log_axis
 
     figure, axes = new_figure(9, 5.5)
-    shown = []
-    for row in rows:
+    named = rows if len(rows) <= NAMED_CURVES else rows[:NAMED_CURVES]
+    shown, labels = [], []
+    for rank_no, row in enumerate(rows, 1):
         steps, errors = log_scale_points(*zip(*row.curve)) if row.curve else ([], [])
+        shown += errors
+        if rank_no > len(named):
+            label = f"the other {len(rows) - len(named)} runs" if rank_no == len(named) + 1 else None
+            axes.plot(steps, errors, color="0.7", linewidth=0.6, zorder=1, label=label)
+            continue
         label = ", ".join(f"{k}={row.values[k]}" for k in keys) or row.run_name
+        if len(named) < len(rows):
+            label = f"{rank_no}. {label}"
         if row.status != "FINISHED":
             label += f" ({row.status})"
-        axes.plot(steps, errors, marker=".", label=label)
-        shown += errors
+        axes.plot(steps, errors, marker=".", label=label, zorder=2)
     axes.set_yscale("log")
     plain_log_axis(axes.yaxis, shown)
     axes.set_xlabel("iteration")
@@ -144,8 +159,10 @@ def plot_curves(path, rows, keys, title, metric=record.ERROR_METRIC):
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
     if rows:
-        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), ncol=1 + len(rows) // 25)
+        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # in rank order, grey last
+        labels = [text.get_text() for text in axes.get_legend().get_texts()]
     figure.savefig(path, bbox_inches="tight")  # the legend sits outside the axes
+    return labels
 
 
 def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout, metric=record.ERROR_METRIC):

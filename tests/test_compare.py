@@ -176,3 +176,18 @@ def test_ranking_by_test_error_without_a_held_out_split_is_one_line_and_exit_2(t
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip() == (f"nn-compare: --metric test_error: no run of sweep {parent_id} logged test_error "
                                    "(it needs a held-out split: dataset.test_fraction > 0)")
+
+
+def test_a_big_sweeps_plot_names_its_best_runs_and_greys_the_others(tracking_uri, experiment, client, tmp_path):
+    from runner.compare import NAMED_CURVES, plot_curves, sweep_rows
+
+    count = NAMED_CURVES + 3
+    parent_id = make_sweep(tracking_uri, experiment, [(lr, [0.5, 0.1 + lr / 100], False)
+                                                      for lr in range(count, 0, -1)])  # logged worst first
+    rows, keys = sweep_rows(tracking_uri, client.get_run(parent_id))
+    labels = plot_curves(tmp_path / "big.png", rows, keys, "big")
+    assert labels == [f"{k}. train.lr={k}" for k in range(1, NAMED_CURVES + 1)] + ["the other 3 runs"]
+    assert plot_curves(tmp_path / "small.png", rows[:3], keys, "small") == [
+        "train.lr=1", "train.lr=2", "train.lr=3"]  # a small sweep: every run named, no ranks
+    for name in ("big.png", "small.png"):
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

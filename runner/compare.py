@@ -57,13 +57,16 @@ def rank(rows):
     return sorted(rows, key=lambda r: (not r.ranked_first, math.isnan(r.final_error), r.final_error))
 
 
-def sweep_rows(uri, parent, metric=record.ERROR_METRIC):
-    """The rows of every child of the parent run `parent`, ranked by `metric`, and the swept keys."""
+def sweep_rows(uri, parent, metric=record.ERROR_METRIC, children=None):
+    """The rows of every child of the parent run `parent`, ranked by `metric`, and the swept keys.
+
+    `children` are the parent's child runs when the caller has them already.
+    """
     from runner.tracking import child_runs, metric_history
 
     keys = json.loads(parent.data.tags[record.SWEPT_KEYS_TAG])
     rows = []
-    for child in child_runs(uri, parent):
+    for child in child_runs(uri, parent) if children is None else children:
         curve = metric_history(uri, child.info.run_id, metric)
         # a run that ended early has no final_ value: its last point is as far as it got
         final = child.data.metrics.get(record.final_metric(metric), curve[-1][1] if curve else math.nan)
@@ -165,15 +168,16 @@ def plot_curves(path, rows, keys, title, metric=record.ERROR_METRIC):
     return labels
 
 
-def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout, metric=record.ERROR_METRIC):
+def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout, metric=record.ERROR_METRIC, children=None):
     """Print the ranking of the sweep `parent` by final `metric`; log its table and plot to the parent.
 
-    Raises CompareError when no child logged `metric` (test_error needs a held-out split).
+    `children`: the parent's child runs, if the caller has them. Raises CompareError when no child
+    logged `metric` (test_error needs a held-out split).
     """
     from runner.tracking_uri import redact
     from runner.tracking import log_artifact, ui_command
 
-    rows, keys = sweep_rows(uri, parent, metric)
+    rows, keys = sweep_rows(uri, parent, metric, children)
     if rows and not any(row.curve for row in rows):
         raise CompareError(f"--metric {metric}: no run of sweep {parent.info.run_id} logged {metric}"
                            + (" (it needs a held-out split: dataset.test_fraction > 0)"

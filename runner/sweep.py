@@ -215,6 +215,6 @@ class SweepTracking(Callback):
             from runner.compare import compare_sweep
 
             try:
-                compare_sweep(uri, get_run(uri, run_id))
+                compare_sweep(uri, get_run(uri, run_id), children=children)
             except Exception as error:  # the sweep is recorded; `nn-compare` can try again
                 log.warning("could not compare the sweep: %s: %s", type(error).__name__, error)

@@ -88,7 +88,9 @@ class BatchedLauncher(Launcher):
             for part in parts:
                 results = train_batch([task_configs[p] for p in part])
                 trained.update(zip(part, results))
-                shared += [next(t.shared for t in results if t is not None)] if any(results) else []
+                logged = [result for result in results if result is not None]
+                if logged:
+                    shared.append(logged[0].shared)  # one dict for the whole part
             runs = []
             try:
                 for position in positions:

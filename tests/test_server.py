@@ -47,14 +47,17 @@ def tracking_server(request, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_joblib_sweep_lands_every_run_on_the_server(tracking_server, tmp_path, experiment):
+@pytest.mark.parametrize("launcher", ["joblib", "batched"])  # worker processes of their own; forked workers
+def test_a_parallel_sweep_lands_every_run_on_the_server(tracking_server, tmp_path, experiment, launcher):
     import mlflow
 
     url, artifacts = tracking_server
-    done = nn_run(tmp_path, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "tracking=server",
+    done = nn_run(tmp_path, "-m", f"hydra/launcher={launcher}", "hydra.launcher.n_jobs=2", "tracking=server",
                   f"tracking.uri={url}", f"tracking.experiment={experiment}", "train.lr=0.5,1.0",
                   "model.hidden=[3],[4]", "train.iterations=300", "train.log_every=100")
     assert done.returncode == 0, done.stderr[-3000:]
+    if launcher == "batched":  # two batches of two (one per hidden size), their models saved once each
+        assert done.stdout.count("Training 2 networks together") == 2 and done.stdout.count("(batched)") == 4
 
     client = mlflow.MlflowClient(url)
     everything = runs_of(client, experiment)

@@ -62,7 +62,7 @@ class TrackedRun:
         self.experiment_id = run.info.experiment_id
         self._metrics = []
         self._params, self._tags = [], []  # deferred: written with the next flush
-        self._written_points = []  # every metric point written so far
+        self._top_step, self._top_points = None, []  # the highest step written so far and its points
         self._written_params = {}  # every param written so far
         self._last_flush = time.monotonic()
 
@@ -84,9 +84,9 @@ class TrackedRun:
         """{key: value} of every param logged to this run so far (deferred ones included)."""
         return dict(self._written_params)
 
-    def points_at(self, step):
-        """The metric points written to this run at `step` (mlflow Metric entities)."""
-        return [point for point in self._written_points if point.step == step]
+    def points_at_top_step(self):
+        """(step, the metric points written at it): the highest step written so far, where a model is logged."""
+        return self._top_step, list(self._top_points)
 
     def log_metric(self, key, step, value):
         """Buffer one metric point; written at the latest FLUSH_SECONDS later or by flush()."""
@@ -102,7 +102,11 @@ class TrackedRun:
             room = MAX_ENTRIES_PER_BATCH - len(params) - len(tags)
             metrics, self._metrics = self._metrics[:room], self._metrics[room:]
             self.client.log_batch(self.run_id, metrics=metrics, params=params, tags=tags, synchronous=True)
-            self._written_points += metrics
+            for point in metrics:  # only the top step's points are kept: a long run logs millions
+                if self._top_step is None or point.step > self._top_step:
+                    self._top_step, self._top_points = point.step, []
+                if point.step == self._top_step:
+                    self._top_points.append(point)
         self._last_flush = time.monotonic()
 
     def set_tags(self, tags, defer=False):
@@ -243,8 +247,9 @@ class ModelCopies:
                                            tags=self._context_tags, params=run.params)
         try:
             client.log_outputs(run.run_id, [LoggedModelOutput(model.model_id, step=step)])
+            top_step, points = run.points_at_top_step()  # a model is logged at the run's last step
             linked = [Metric(m.key, m.value, m.timestamp, m.step, run_id=run.run_id, model_id=model.model_id)
-                      for m in run.points_at(step)]
+                      for m in points if top_step == step]
             client.log_batch(run.run_id, metrics=linked, synchronous=True)
             with tempfile.TemporaryDirectory() as folder:
                 mlmodel = Model.from_dict(self._mlmodel.to_dict())

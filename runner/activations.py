@@ -8,8 +8,8 @@ multiplication is not associative and the default run must keep the seed's bits.
 
 An output activation comes with the loss it is trained on; its `backward_ops` turn the error
 y - output into delta = -dLoss/dz:
-- sigmoid, squared error L = 0.5 * sum((y - p)**2): dL/dp = -(y - p), so delta = (y - p) * p * (1 - p)
-  (the seed's `l2_error * l2 * (1 - l2)`);
+- sigmoid, squared error L = 0.5 * sum((y - p)**2): dL/dp = -(y - p), so delta = (y - p) * (p * (1 - p)),
+  the slope first, as the seed's `l2_error * nonlin(l2, deriv=True)` computes it;
 - softmax, cross-entropy L = -sum(y * log p) over one-hot (or any row-sum-1) targets:
   dL/dz_j = sum_i (-y_i / p_i) * p_i * (delta_ij - p_j) = p_j * sum_i y_i - y_j = p_j - y_j,
   so delta = y - p, the error itself, and softmax's own Jacobian is never formed.
@@ -25,7 +25,7 @@ ZERO = np.array(0.0)
 
 
 class Sigmoid:
-    """1 / (1 + exp(-z)); derivative out * (1 - out), applied as (grad * out) * (1 - out)."""
+    """1 / (1 + exp(-z)); derivative out * (1 - out), applied as grad * (out * (1 - out)) like the seed's nonlin."""
 
     name = "sigmoid"
 
@@ -35,12 +35,13 @@ class Sigmoid:
 
     @staticmethod
     def slope_ops(out, slope):
-        return [(np.subtract, (ONE, out, slope))]
+        """The seed's `nonlin(out, deriv=True)`: out * (1 - out)."""
+        return [(np.subtract, (ONE, out, slope)), (np.multiply, (out, slope, slope))]
 
     @staticmethod
     def backward_ops(grad, out, slope):
-        """The seed's `error * l * (1 - l)`: multiply by out first, then by 1 - out."""
-        return [(np.multiply, (grad, out, grad)), (np.multiply, (grad, slope, grad))]
+        """The seed's `error * nonlin(out, deriv=True)`: the error times the slope computed first."""
+        return [(np.multiply, (grad, slope, grad))]
 
 
 class Tanh:

@@ -84,7 +84,7 @@ def train_stacked(initials, X, y, *, lrs, iterations, log_every, hidden_activati
     """Train K networks (`initials`: K lists of weight matrices of one shape) full batch on the same data.
 
     Returns (results, diverged): a runner.training.TrainResult per network, bitwise what
-    runner.training.train gives for that network alone (same weights, predictions, scores at
+    runner.training.train gives for that network alone (same weights, last output, scores at
     the same steps), and the sorted indices of networks whose weights became NaN or inf (their
     results are meaningless: retrain them alone for the DivergenceError).
     """
@@ -122,10 +122,10 @@ def train_stacked(initials, X, y, *, lrs, iterations, log_every, hidden_activati
             for func, args in iteration:
                 func(*args)
         i = stop
-    predictions = net.layers[-1].copy()  # the final iteration's forward pass: what the seed prints
+    last_outputs = net.layers[-1].copy()  # the final iteration's forward pass: what the seed prints
     record(iterations)
     for n, result in enumerate(results):
-        result.predictions = predictions[n]
+        result.last_output = last_outputs[n]
         result.weights = [w.copy() for w in result.weights]
     diverged = [n for n in range(count) if not all(np.isfinite(w).all() for w in results[n].weights)]
     return results, diverged

@@ -141,12 +141,13 @@ def record_result(run, cfg, data, overrides, result, facts, shared=None):
     from runner.model_export import log_network_model
 
     final_metrics = {record.final_metric(name): value for name, value in record.score_metrics(result.final).items()}
+    predictions = predict(result.weights, data.X, cfg.model.activation, cfg.model.output)
     for name, value in final_metrics.items():
         run.log_metric(name, cfg.train.iterations, value)
     digest = record.weights_sha256(result.weights)
     with tempfile.TemporaryDirectory() as folder:
         record.write_weights(folder, result.weights)
-        record.write_predictions(folder, data.X, data.y, result.predictions)
+        record.write_predictions(folder, data.X, data.y, predictions, last_output=result.last_output)
         write_test_predictions_and_plots(folder, cfg, data, result)
         OmegaConf.save(cfg, f"{folder}/{record.CONFIG_FILE}")
         OmegaConf.save(OmegaConf.create(list(overrides)), f"{folder}/{record.OVERRIDES_FILE}")
@@ -160,11 +161,25 @@ def record_result(run, cfg, data, overrides, result, facts, shared=None):
                 from runner.tracking import ModelCopies
 
                 copies = shared.setdefault("model", ModelCopies())
-            log_network_model(run, folder, len(result.weights), data.X, result.predictions,
+            log_network_model(run, folder, len(result.weights), data.X, predictions,
                               OmegaConf.to_container(cfg.model, resolve=True), step=cfg.train.iterations,
                               copies=copies)
     run.set_tags({record.WEIGHTS_HASH_TAG: digest}, defer=True)  # written with the final metrics as the run ends
     return final_metrics, digest
+
+
+def print_outputs(cfg, data, result):
+    """Log the rows the seed prints: its last iteration's output (full batch), else the final weights' outputs."""
+    if result.last_output is not None:
+        outputs, what = result.last_output, ("output of the last training iteration, before its update, as the "
+                                             "seed program prints it; predictions.csv also has the final weights'")
+    else:
+        outputs, what = predict(result.weights, data.X, cfg.model.activation, cfg.model.output), "final weights' outputs"
+    shown = f", first {SHOWN_PREDICTIONS} of {len(data.X)} rows" if len(data.X) > SHOWN_PREDICTIONS else ""
+    log.info("%s (inputs | target | output)%s:", what, shown)
+    for x, target, output in zip(data.X[:SHOWN_PREDICTIONS], data.y, outputs):
+        log.info("  %s | %s | %s", " ".join(f"{v:g}" for v in x), " ".join(f"{v:g}" for v in target),
+                 " ".join(repr(float(v)) for v in output))
 
 
 def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, progress=False, extra_tags=None,
@@ -203,11 +218,7 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
         final_metrics, digest = record_result(run, cfg, data, overrides, result, facts,
                                               shared=None if trained is None else trained.shared)
 
-    log.info("predictions (inputs | target | prediction)%s:",
-             f", first {SHOWN_PREDICTIONS} of {len(data.X)} rows" if len(data.X) > SHOWN_PREDICTIONS else "")
-    for x, target, prediction in zip(data.X[:SHOWN_PREDICTIONS], data.y, result.predictions):
-        log.info("  %s | %s | %s", " ".join(f"{v:g}" for v in x), " ".join(f"{v:g}" for v in target),
-                 " ".join(repr(float(v)) for v in prediction))
+    print_outputs(cfg, data, result)
     uri = redact(cfg.tracking.uri)
     log.info("MLflow run %s in experiment %r at %s", run.run_id, cfg.tracking.experiment, uri)
     log.info("open the UI: %s", ui_command(uri))

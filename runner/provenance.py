@@ -24,6 +24,10 @@ EXTRA_PACKAGES = ("omegaconf", "threadpoolctl")
 # (OPENBLAS_CORETYPE) and threads, NumPy's SIMD dispatch (NPY_DISABLE_CPU_FEATURES), other BLAS builds
 RESULT_ENV_PREFIXES = ("OPENBLAS_", "NPY_", "OMP_", "MKL_")
 ENV_TAG_PREFIX = "env."
+# The variables that pin a run's numerics to one OpenBLAS kernel and one set of NumPy SIMD loops (README:
+# Reruns, "the same bits on a cluster of mixed CPUs"); the tag says whether and how a run was pinned
+PIN_VARIABLES = ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES")
+PINNED_TAG = "numerics_pinned"
 # Keys of the threadpoolctl record kept per library; the file's folder says nothing a rerun needs
 THREADPOOL_KEYS = ("internal_api", "version", "architecture", "threading_layer", "num_threads")
 
@@ -118,6 +122,16 @@ def result_env(environ=os.environ):
     return {f"{ENV_TAG_PREFIX}{k}": v for k, v in sorted(environ.items()) if k.startswith(RESULT_ENV_PREFIXES)}
 
 
+def pinned(environ=os.environ):
+    """'OPENBLAS_CORETYPE=Haswell NPY_DISABLE_CPU_FEATURES=...' as set, or 'no'."""
+    return " ".join(f"{k}={environ[k]}" for k in PIN_VARIABLES if environ.get(k)) or "no"
+
+
+def numeric_tags():
+    """What decides which machine code does this process's math: SIMD loops, BLAS library and kernel, env.*."""
+    return {**numpy_simd(), **threadpool_tags(), **result_env(), PINNED_TAG: pinned()}
+
+
 def collect(folder=None):
     """Everything a rerun needs to know about the code in `folder` (default: the runner's) and this machine."""
     commit, diff = git_state(folder)
@@ -136,9 +150,7 @@ def collect(folder=None):
         tags["mlflow.source.git.commit"] = commit  # shown by the MLflow UI
     for package in project_packages():
         tags[f"{package.replace('-', '_')}_version"] = package_version(package)
-    tags.update(numpy_simd())
-    tags.update(threadpool_tags())
-    tags.update(result_env())
+    tags.update(numeric_tags())
     return Provenance(tags, diff or None)
 
 
@@ -154,4 +166,4 @@ def is_provenance_tag(key):
 
 
 PROVENANCE_KEYS = {"git_commit", "git_dirty", "git_diff_sha256", "python_version", "python_executable",
-                   "platform", "cpu_model", "cpu_count"}
+                   "platform", "cpu_model", "cpu_count", PINNED_TAG}

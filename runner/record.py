@@ -14,7 +14,8 @@ TEST_ACCURACY_METRIC = "test_accuracy"  # the same on the test split
 FINAL_PREFIX = "final_"  # final_error, final_test_error, ...: the scores of the final weights, logged once
 WEIGHTS_HASH_TAG = "weights_sha256"
 WEIGHTS_DIR = "weights"
-PREDICTIONS_FILE = "predictions.csv"
+PREDICTIONS_FILE = "predictions.csv"  # the final weights' outputs on the training data: what the model returns
+LAST_OUTPUT_COLUMN = "last_iteration_output"  # predictions.csv: the last iteration's output, what the seed prints
 TEST_PREDICTIONS_FILE = "test_predictions.csv"  # the final weights' outputs on the test split, when there is one
 CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = "overrides.yaml"
@@ -114,16 +115,25 @@ def read_weights(folder):
     return weights
 
 
-def write_predictions(folder, X, y, predictions, name=PREDICTIONS_FILE):
-    """predictions.csv (or `name`): one row per sample with inputs x0.., targets and predictions, full precision."""
+def write_predictions(folder, X, y, predictions, name=PREDICTIONS_FILE, last_output=None):
+    """predictions.csv (or `name`): one row per sample with inputs x0.., targets and predictions, full precision.
+
+    `predictions` are the final weights' outputs (what the logged model returns). `last_output`,
+    when given, adds the LAST_OUTPUT_COLUMN columns: the last training iteration's output, taken
+    before its update, which is what the seed program prints.
+    """
     n_in, n_out = X.shape[1], y.shape[1]
     suffix = (lambda j: "") if n_out == 1 else (lambda j: f"_{j}")
     header = [f"x{i}" for i in range(n_in)] + [f"target{suffix(j)}" for j in range(n_out)]
     header += [f"prediction{suffix(j)}" for j in range(n_out)]
+    columns = [X, y, predictions]
+    if last_output is not None:
+        header += [f"{LAST_OUTPUT_COLUMN}{suffix(j)}" for j in range(n_out)]
+        columns.append(last_output)
     with open(os.path.join(folder, name), "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
-        for row in zip(X, y, predictions):
+        for row in zip(*columns):
             writer.writerow([repr(float(v)) for part in row for v in part])
 
 

@@ -3,6 +3,11 @@
     nn-rerun RUN_ID                        reproduce an MLflow run and compare the two records
     nn-rerun RUN_ID --override KEY=VALUE   a new run from that run's config, changed (no comparison)
     nn-rerun outputs/DATE/TIME             the same from a Hydra output folder (.hydra/config.yaml)
+    nn-rerun RUN_ID --no-rebuild           train in this process as it is, even where its numerics differ
+
+A reproduction whose source recorded another BLAS kernel, other NumPy SIMD loops or other
+OPENBLAS_*/NPY_*/OMP_*/MKL_* values than this process has trains in a child process whose
+environment rebuilds them (runner/numeric_env.py), after one line saying what it set.
 
 Exit 0: reproduced (or a derived/uncompared run was made); 1: not reproduced, or training diverged
 (one line on stderr, the new run FAILED); 2: bad input, with one line on stderr and no new run.
@@ -13,6 +18,7 @@ import gc
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -237,13 +243,45 @@ def report(differences, facts):
     return EXIT_NOT_REPRODUCED if differences else 0
 
 
-def rerun(text, uri, overrides):
-    """Run nn-rerun on a source (run id or output folder); returns the exit code."""
+def rebuild_numerics(source, argv):
+    """When the source recorded other numerics than this process has, rerun in a child process that has
+    them (`argv` plus --no-rebuild) and return its exit code; None when nothing needs rebuilding."""
+    from runner import numeric_env, provenance
+
+    recorded = numeric_env.numeric_facts(source.run.data.tags)
+    if not recorded or recorded == numeric_env.numeric_facts(provenance.numeric_tags()):
+        return None
+    plan = numeric_env.rebuild(source.run.data.tags)
+    print(f"rebuilding the numerics of run {source.label} in a child process: "
+          f"{', '.join(plan.changes) or 'no variable to change'}", flush=True)
+    if plan.missing:
+        print(f"cannot rebuild on this machine: it lacks {' and '.join(plan.missing)}; comparing anyway", flush=True)
+    environ = {**plan.environ, "PYTHONPATH": os.pathsep.join(
+        [numeric_env.PACKAGE_PARENT, *filter(None, [plan.environ.get("PYTHONPATH")])])}  # this very runner
+    child = subprocess.Popen([sys.executable, "-m", "runner.rerun", *argv, "--no-rebuild"], env=environ,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        for line in child.stdout:  # relayed, so whoever reads this process's stdout reads the child's too
+            print(line, end="", flush=True)
+    finally:
+        code = child.wait()  # Ctrl-C reaches the child too; it ends its run KILLED before this returns
+    return code
+
+
+def rerun(text, uri, overrides, argv=None):
+    """Run nn-rerun on a source (run id or output folder); returns the exit code.
+
+    `argv` (this command's arguments) is given when the numerics may be rebuilt in a child process.
+    """
     from runner.job import run_job
     from runner.tracking_uri import redact
 
     with tempfile.TemporaryDirectory() as folder:
         source = load_source(text, uri, os.path.join(folder, "source"))
+        if argv is not None and source.run is not None and not overrides:
+            code = rebuild_numerics(source, argv)
+            if code is not None:
+                return code
         config = {**source.config, "tracking": {**(source.config.get("tracking") or {}),
                                                 "uri": source.uri, "experiment": source.experiment}}
         cfg = compose_from(config, overrides, f"run {source.label}" if source.run else source.label)
@@ -272,6 +310,10 @@ def parse_args(argv):
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="Hydra-style override of the source's config (repeatable); makes a new "
                         "run linked by the derived_from tag instead of a reproduction")
+    parser.add_argument("--no-rebuild", action="store_true",
+                        help="train in this process even when the source recorded another BLAS kernel, other "
+                        "NumPy SIMD loops or other OPENBLAS_*/NPY_*/OMP_*/MKL_* values (default: rebuild "
+                        "them in a child process)")
     return parser.parse_args(argv)
 
 
@@ -281,10 +323,11 @@ def nn_rerun(argv=None):
     from runner.tracking_uri import ServerUnreachable
     from runner.training import DivergenceError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
-        return rerun(args.source, args.tracking_uri, args.override)
+        return rerun(args.source, args.tracking_uri, args.override, argv=None if args.no_rebuild else argv)
     except (RerunError, NotInStore, ConfigError, ServerUnreachable) as error:
         print(f"nn-rerun: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -25,7 +25,6 @@ import numpy as np
 
 from runner.activations import get_activation, get_output, run_ops
 from runner.metrics import Scores, correct_count, mean_abs  # noqa: F401  (mean_abs is part of this module's API)
-from runner.network import predict
 
 CHECK_ROWS = 1024  # rows of training work between divergence checks; a check costs ~3 us (README: Divergence)
 EVAL_ROWS = 4096  # rows per chunk when measuring error/accuracy on a whole data set outside the training buffers
@@ -48,13 +47,14 @@ class DivergenceError(ArithmeticError):
 class TrainResult:
     """Final weights, the output of the last training iteration, and the logged scores.
 
-    `predictions` is what the seed program prints: in full-batch training, the network's output
+    `last_output` is what the seed program prints: in full-batch training, the network's output
     on the training data in the final iteration's forward pass, taken before that iteration's
-    update; with mini-batches (where no iteration sees every row) the output of the final weights.
+    update (so one update older than `weights`). With mini-batches no iteration sees every row,
+    and it is None. Predictions of the trained network come from `weights` (network.predict).
     """
 
     weights: list
-    predictions: np.ndarray = None
+    last_output: np.ndarray = None
     steps: list = field(default_factory=list)
     history: list = field(default_factory=list)  # a metrics.Scores per step
 
@@ -195,7 +195,7 @@ class FullBatch:
     def finish(self, step):
         run_ops(self.net.update_ops)
 
-    def predictions(self):
+    def last_output(self):
         """The output of the latest iteration's forward pass: what the seed prints."""
         return self.net.prediction.copy()
 
@@ -213,7 +213,6 @@ class MiniBatches:
                  classify):
         rows = len(y)
         self.X, self.y, self.rng = X, y, rng
-        self.activations = hidden_activation, output_activation
         self.weights = weights
         self.order = np.arange(rows)
         self.batches = [self.order[start:start + batch_size] for start in range(0, rows, batch_size)]
@@ -249,9 +248,9 @@ class MiniBatches:
     def finish(self, step):
         self.run(step, step + 1)
 
-    def predictions(self):
-        """No iteration sees every row: the output of the current weights on the training data."""
-        return predict(self.weights, self.X, *self.activations)
+    def last_output(self):
+        """No iteration sees every row: there is no whole-table output to report."""
+        return None
 
     def save(self):
         self.saved = self.epoch_state
@@ -361,6 +360,6 @@ def train(weights, X, y, *, iterations, log_every, lr=1.0, hidden_activation="si
             on_progress(i)
     check(iterations)
     if iterations:
-        result.predictions = steps.predictions()
+        result.last_output = steps.last_output()
     record(iterations)
     return result

@@ -66,7 +66,7 @@ def backprop_update(weights, X, y, hidden="sigmoid", output="sigmoid", lr=1.0):
     layers = forward(weights, X, hidden, output)
     delta = y - layers[-1]  # -dLoss/dz for softmax with cross-entropy
     if output == "sigmoid":  # squared error: times the sigmoid's slope
-        delta = delta * layers[-1] * (1 - layers[-1])
+        delta = delta * (layers[-1] * (1 - layers[-1]))
     grads = [None] * len(weights)
     for k in range(len(weights) - 1, -1, -1):
         grads[k] = layers[k].T @ delta

@@ -3,6 +3,7 @@
 import json
 import os
 
+import mlflow.pyfunc
 import numpy as np
 import pytest
 import yaml
@@ -49,9 +50,17 @@ def test_default_run_records_the_seed_program(tracking_uri, experiment, client, 
     assert np.array_equal(weights[0], syn0) and np.array_equal(weights[1], syn1)
     assert run.data.tags[record.WEIGHTS_HASH_TAG] == record.weights_sha256([syn0, syn1]) == result.weights_sha256
 
-    rows = np.loadtxt(os.path.join(folder, record.PREDICTIONS_FILE), delimiter=",", skiprows=1)
+    path = os.path.join(folder, record.PREDICTIONS_FILE)
+    assert open(path).readline().strip() == "x0,x1,x2,target,prediction,last_iteration_output"
+    rows = np.loadtxt(path, delimiter=",", skiprows=1)
     assert np.array_equal(rows[:, :3], X) and np.array_equal(rows[:, 3:4], Y)
-    assert np.array_equal(rows[:, 4:5], seed_l2)  # printed with repr: every bit survives the CSV
+    # predictions: the final weights' outputs, what the logged model returns (printed with repr: every bit)
+    assert np.array_equal(rows[:, 4:5], _predict(syn0, syn1))
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/{record.MODEL_NAME}")
+    assert np.array_equal(model.predict(X.astype(float)), rows[:, 4:5])
+    assert not np.array_equal(rows[:, 4:5], seed_l2)  # one update apart
+    assert np.array_equal(rows[:, 5:6], seed_l2)  # what the seed prints: its last iteration's output
 
     logged = yaml.safe_load(open(os.path.join(folder, record.CONFIG_FILE)))
     assert logged["train"] == {"iterations": 60000, "lr": 1.0, "log_every": 10000, "batch_size": 0}

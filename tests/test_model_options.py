@@ -60,12 +60,12 @@ def test_softmax_forward_matches_the_oracle_and_survives_large_inputs(activation
     X, y = classification_data(rows=8)
     weights = init_weights(layer_sizes(3, [6], 3), np.random.RandomState(1))
     result = train(weights, X, y, iterations=1, log_every=1, hidden_activation=activation, output_activation="softmax")
-    assert np.allclose(result.predictions, forward(weights, X, activation, "softmax")[-1], rtol=1e-12)
-    assert np.allclose(result.predictions.sum(axis=1), 1.0, rtol=1e-14)
+    assert np.allclose(result.last_output, forward(weights, X, activation, "softmax")[-1], rtol=1e-12)
+    assert np.allclose(result.last_output.sum(axis=1), 1.0, rtol=1e-14)
     # z in the thousands overflows a textbook exp (inf / inf = nan); the row maximum is subtracted first
     big = [w * 400 for w in weights]
     out = train(big, X, y, iterations=1, log_every=1, hidden_activation="tanh", output_activation="softmax",
-                lr=1e-9).predictions
+                lr=1e-9).last_output
     assert np.abs(big[1]).max() > 100
     assert np.isfinite(out).all() and np.allclose(out.sum(axis=1), 1.0)
 

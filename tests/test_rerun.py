@@ -225,57 +225,6 @@ def test_a_folder_that_is_not_a_hydra_output_dir_is_a_clear_error(tmp_path, caps
     assert "no folder outputs/2026-01-01/00-00-00" in capsys.readouterr().err
 
 
-def test_a_different_blas_kernel_is_not_reproduced_and_named(tmp_path, tracking_uri, experiment, client):
-    """The real thing: the same config under another OpenBLAS kernel (OPENBLAS_CORETYPE)."""
-    kernels = differing_kernels()
-    if kernels is None:
-        pytest.skip("no two OpenBLAS kernels on this machine give different bits for the default run")
-    first, second = kernels
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}
-    done = cli(NN_RUN, tmp_path, "train.iterations=3000", "train.log_every=1000", f"tracking.uri={tracking_uri}",
-               f"tracking.experiment={experiment}", env={**environ, "OPENBLAS_CORETYPE": first})
-    assert done.returncode == 0, done.stderr
-    (source,) = runs_of(client, experiment)
-    done = cli(NN_RERUN, tmp_path, source.info.run_id, "--tracking-uri", tracking_uri,
-               env={**environ, "OPENBLAS_CORETYPE": second})
-    assert done.returncode == EXIT_NOT_REPRODUCED, done.stderr
-    out = done.stdout.splitlines()
-    assert out[-1] == "not reproduced"
-    assert any(line.startswith("differs: metric error: ") and "largest absolute difference" in line for line in out)
-    assert any(line.startswith("differs: weights/layer_") for line in out)
-    assert f"  env.OPENBLAS_CORETYPE: {first} -> {second}" in out
-
-
-KERNEL_PROBE = """
-import numpy as np
-from runner.network import init_weights
-from runner.record import weights_sha256
-from runner.training import train
-from seed_program import X, Y
-print(weights_sha256(train(init_weights([3, 4, 1], np.random.RandomState(1)), X, Y, iterations=3000,
-                           log_every=1000).weights))
-"""
-
-
-def differing_kernels():
-    """Two OPENBLAS_CORETYPE values that this machine runs and that give different weights, or None."""
-    if os.uname().machine != "x86_64":
-        return None
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}
-    environ["PYTHONPATH"] = os.path.dirname(__file__)
-    digests = {}
-    for kernel in ("Haswell", "SkylakeX", "Sandybridge", "Prescott"):
-        done = subprocess.run([sys.executable, "-c", KERNEL_PROBE], env={**environ, "OPENBLAS_CORETYPE": kernel},
-                              capture_output=True, text=True, timeout=120)
-        if done.returncode == 0:  # a kernel this CPU cannot run fails here, not in the test
-            digests[kernel] = done.stdout.strip()
-    for a in digests:
-        for b in digests:
-            if digests[a] != digests[b]:
-                return a, b
-    return None
-
-
 def test_dataset_file_check_against_the_recorded_sha256(tmp_path, monkeypatch):
     from runner.rerun import DatasetChanged, check_dataset_file
 

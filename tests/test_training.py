@@ -34,7 +34,7 @@ def test_default_training_reproduces_seed_program_bit_for_bit():
     # the extra point is the error of the final weights
     assert result.errors[-1] == float(np.mean(np.abs(Y - predict(result.weights, X))))
     # the predictions are what the seed prints: its last forward pass, one update before the end
-    assert np.array_equal(result.predictions, seed_l2)
+    assert np.array_equal(result.last_output, seed_l2)
 
 
 def test_training_does_not_modify_the_initial_weights():

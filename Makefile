@@ -60,3 +60,19 @@ server-stop:
 
 clean:
 	rm -rf $(VENV) outputs multirun mlruns mlflow.db
+
+# `make slurm`: a throwaway single-node Slurm cluster on this machine, the one the tests use
+# (tests/slurm_cluster.py; needs Debian's slurmctld slurmd slurm-client munge and root). Its
+# slurm.conf, state, logs and PID files are under .slurm/; it prints the `export SLURM_CONF=...`
+# line for your shell. `make slurm-stop` cancels its jobs and stops its daemons by PID (and munged,
+# if `make slurm` started it). See docs/slurm.md.
+SLURM_DIR := .slurm
+SLURM_PYTHON = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+
+.PHONY: slurm slurm-stop
+
+slurm: setup
+	@$(SLURM_PYTHON) tests/slurm_cluster.py start $(SLURM_DIR)
+
+slurm-stop:
+	@$(SLURM_PYTHON) tests/slurm_cluster.py stop $(SLURM_DIR)

@@ -1,0 +1,476 @@
+"""A real, throwaway single-node Slurm cluster on this machine, for tests and for `make slurm`.
+
+Debian's packages (`slurmctld slurmd slurm-client munge`, Slurm 22.05; `.ci/run` installs them)
+run one controller and one node as root. Everything of the cluster lives in one folder: its
+`slurm.conf` (free ports, talking over 127.0.0.1), state, spool, logs and PID files. munged is the
+machine's own (its socket and key are the packages' defaults): it is started as the `munge` user
+when it is not running, and then stopped again by this code, by its PID, but only if it was started
+here. The daemons are stopped by the PIDs in their PID files (SIGTERM, a bounded wait, SIGKILL),
+after the cluster's jobs are cancelled.
+
+    with slurm_cluster() as cluster:                      # or the fixture `slurm` below
+        subprocess.run(["sbatch", ...], env=cluster.env)  # env carries SLURM_CONF
+
+From a shell (what `make slurm` / `make slurm-stop` run):
+
+    python tests/slurm_cluster.py start .slurm    # prints the `export SLURM_CONF=...` line
+    python tests/slurm_cluster.py stop .slurm
+
+Only the standard library is used, so this runs with any Python 3.11.
+"""
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGES = "slurmctld slurmd slurm-client munge"
+DAEMONS = {"slurmctld": "/usr/sbin/slurmctld", "slurmd": "/usr/sbin/slurmd", "munged": "/usr/sbin/munged"}
+CLIENTS = ("sinfo", "squeue", "scontrol", "scancel", "sbatch", "srun", "munge", "unmunge")
+MUNGE_DIRS = ("/run/munge", "/var/log/munge", "/var/lib/munge")
+MUNGE_PID_FILE = Path("/run/munge/munged.pid")
+PARTITION = "debug"
+START_SECONDS = 60  # measured here: the node is idle 0.06-1.1 s after start
+STOP_SECONDS = 15
+CANCEL_SECONDS = 30
+STATE_FILE = "started.json"  # what `start` started, for `stop`
+
+
+def slurm_missing():
+    """Why a cluster cannot be started here, or None when it can."""
+    missing = [path for path in DAEMONS.values() if not os.access(path, os.X_OK)]
+    missing += [name for name in CLIENTS if shutil.which(name) is None]
+    if missing:
+        return (f"Slurm is not installed ({', '.join(missing)} not found); "
+                f".ci/run installs Debian's {PACKAGES} (apt, as root)")
+    if os.geteuid() != 0:
+        return "the local Slurm cluster runs its daemons as root (SlurmUser=root); not root here"
+    try:
+        pwd.getpwnam("munge")
+    except KeyError:
+        return "there is no 'munge' user to run munged as (Debian's munge package creates it)"
+    return None
+
+
+def free_ports(count):
+    """`count` different TCP ports on 127.0.0.1 that nothing listens on right now."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def log_tail(path, lines=25):
+    path = Path(path)
+    if not path.exists():
+        return f"({path}: no such file)"
+    return f"--- {path} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie has exited; only its parent's wait is missing
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def pid_is(pid, program):
+    """Whether process `pid` is named `program` (guards against a reused PID; /usr/sbin/slurmd links to
+    slurmd-wlm, so the process name is compared, not the executable's)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == program
+    except OSError:
+        return False
+
+
+def read_pid(path):
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def stop_pid(pid, program, seconds=STOP_SECONDS):
+    """SIGTERM `pid` if it still runs `program`, wait for it to go, SIGKILL it if it lingers.
+
+    Returns a word on what happened: 'stopped', 'killed' or 'not running'.
+    """
+    if pid is None or not pid_alive(pid) or not pid_is(pid, program):
+        return "not running"
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return "stopped"
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    while pid_alive(pid):
+        time.sleep(0.05)
+    return "killed"
+
+
+def step_daemons(folder):
+    """PIDs of the slurmstepd processes of the cluster in `folder` (their working directory or an open file
+    is in it: slurmd's log); slurmd starts one per job step, and they outlive slurmd."""
+    folder = str(Path(folder).resolve())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or not pid_is(int(entry.name), "slurmstepd") or not pid_alive(int(entry.name)):
+            continue
+        try:
+            links = [os.readlink(entry / "cwd")]
+            links += [os.readlink(fd) for fd in (entry / "fd").iterdir()]
+        except OSError:
+            continue
+        if any(link == folder or link.startswith(folder + "/") for link in links):
+            found.append(int(entry.name))
+    return found
+
+
+def descendants(pid):
+    """PIDs of every live descendant of `pid`."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def node_line():
+    """The NodeName line `slurmd -C` prints for this machine, with NodeAddr=127.0.0.1."""
+    done = subprocess.run([DAEMONS["slurmd"], "-C"], capture_output=True, text=True, timeout=30, check=True)
+    line = next(l for l in done.stdout.splitlines() if l.startswith("NodeName="))
+    # RealMemory as reported (the most it may be); slurmd refuses a node that claims more
+    return line.strip() + " NodeAddr=127.0.0.1 State=UNKNOWN"
+
+
+def write_conf(folder, name="nnrunner"):
+    """Write slurm.conf (and its folders) into `folder`; returns (conf path, node name)."""
+    folder = Path(folder).resolve()
+    for sub in ("state", "spool", "log"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    node = node_line()
+    node_name = node.split()[0].split("=", 1)[1]
+    ctld_port, slurmd_port = free_ports(2)
+    conf = folder / "slurm.conf"
+    conf.write_text(f"""\
+# A throwaway single-node Slurm cluster written by tests/slurm_cluster.py; every path is in this folder.
+ClusterName={name}
+SlurmctldHost={socket.gethostname().split('.')[0]}(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+AuthType=auth/munge
+CredType=cred/munge
+SlurmUser=root
+SlurmdUser=root
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+ReturnToService=2
+MailProg=/bin/true
+StateSaveLocation={folder}/state
+SlurmdSpoolDir={folder}/spool
+SlurmctldPidFile={folder}/slurmctld.pid
+SlurmdPidFile={folder}/slurmd.pid
+SlurmctldLogFile={folder}/log/slurmctld.log
+SlurmdLogFile={folder}/log/slurmd.log
+{node}
+PartitionName={PARTITION} Nodes={node_name} Default=YES MaxTime=INFINITE State=UP
+""")
+    return conf, node_name
+
+
+def munge_works():
+    """Whether a munged answers on the default socket (`munge -n | unmunge` succeeds)."""
+    try:
+        cred = subprocess.run(["munge", "-n"], capture_output=True, timeout=10)
+        if cred.returncode != 0:
+            return False
+        return subprocess.run(["unmunge"], input=cred.stdout, capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def start_munged():
+    """Start the machine's munged as `munge` unless one answers; returns its PID if started here, else None."""
+    if munge_works():
+        return None
+    user = pwd.getpwnam("munge")
+    for path in MUNGE_DIRS:
+        os.makedirs(path, exist_ok=True)
+        os.chown(path, user.pw_uid, user.pw_gid)
+    done = subprocess.run(["runuser", "-u", "munge", "--", DAEMONS["munged"], "--force"],
+                          capture_output=True, text=True, timeout=30)
+    deadline = time.monotonic() + 10
+    while not munge_works():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"munged did not start (exit {done.returncode}): {done.stderr.strip()}\n"
+                               f"{log_tail('/var/log/munge/munged.log')}")
+        time.sleep(0.1)
+    pid = read_pid(MUNGE_PID_FILE)
+    if pid is None or not pid_is(pid, "munged"):
+        raise RuntimeError(f"munged answers but {MUNGE_PID_FILE} names no munged process")
+    return pid
+
+
+@dataclass
+class SlurmCluster:
+    """A running single-node cluster: its folder, slurm.conf, node, and an `env` for Slurm's clients."""
+
+    folder: Path
+    conf: Path
+    node: str
+    env: dict = field(repr=False)  # os.environ plus SLURM_CONF: pass it to sbatch, squeue, nn-run ...
+    partition: str = PARTITION
+
+    def run(self, *args, check=True, timeout=30):
+        """Run a Slurm client command against this cluster; returns the CompletedProcess (text)."""
+        done = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} exited with {done.returncode}: {done.stderr.strip()}")
+        return done
+
+    def node_state(self):
+        """The node's state as sinfo prints it ('idle', 'mixed', 'alloc', 'down*', ...); '' when unknown."""
+        done = self.run("sinfo", "-h", "-n", self.node, "-o", "%T", check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    def squeue(self, job_id=None):
+        """Jobs the controller knows, finished ones included: [{'id', 'state', 'reason'}] (one job's, or all)."""
+        args = ["squeue", "-h", "-t", "all", "-o", "%i|%T|%r"]
+        if job_id is not None:
+            args += ["-j", str(job_id)]
+        done = self.run(*args, check=False)
+        if done.returncode != 0:
+            if "Invalid job id" in done.stderr:
+                return []
+            raise RuntimeError(f"squeue exited with {done.returncode}: {done.stderr.strip()}")
+        return [dict(zip(("id", "state", "reason"), line.split("|", 2))) for line in done.stdout.splitlines()]
+
+    def job(self, job_id):
+        """`scontrol show job -o JOB` as a dict (JobState, Reason, StartTime, Restarts, ...)."""
+        out = self.run("scontrol", "show", "job", "-o", str(job_id)).stdout
+        return dict(item.split("=", 1) for item in out.split() if "=" in item)
+
+    def requeue_now(self, job_id):
+        """Make a requeued (PENDING, Reason=BeginTime) job eligible at once, as an admin would."""
+        self.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+
+    def cancel(self, job_id, signal_name=None):
+        """scancel JOB; with signal_name (e.g. 'USR2') only send that signal to its steps."""
+        self.run("scancel", *([f"--signal={signal_name}"] if signal_name else []), str(job_id))
+
+    def cancel_all(self, seconds=CANCEL_SECONDS):
+        """Cancel every job of the cluster and wait (bounded) until none is pending, running or completing."""
+        active = ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
+                  "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED")
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            jobs = [j for j in self.squeue() if j["state"] in active]
+            if not jobs:
+                return
+            self.run("scancel", *{j["id"].split("_")[0] for j in jobs}, check=False)
+            time.sleep(0.5)
+
+    def logs(self):
+        return "\n".join(log_tail(self.folder / "log" / name) for name in ("slurmctld.log", "slurmd.log"))
+
+
+def client_env(conf):
+    return {**os.environ, "SLURM_CONF": str(conf)}
+
+
+def start(folder):
+    """Write the config into `folder`, start munged (if needed), slurmctld and slurmd; wait for an idle node.
+
+    Returns (SlurmCluster, PID of munged if started here else None). On failure everything started
+    here is stopped again and the error carries the logs' tails.
+    """
+    reason = slurm_missing()
+    if reason:
+        raise RuntimeError(reason)
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    conf, node = write_conf(folder)
+    cluster = SlurmCluster(folder, conf, node, client_env(conf))
+    munged = start_munged()
+    save_state(folder, munged)
+    try:
+        for daemon in ("slurmctld", "slurmd"):
+            done = subprocess.run([DAEMONS[daemon], "-f", str(conf)], capture_output=True, text=True,
+                                  timeout=60, env=cluster.env)
+            if done.returncode != 0:
+                raise RuntimeError(f"{daemon} -f {conf} exited with {done.returncode}: {done.stderr.strip()}\n"
+                                   f"{cluster.logs()}")
+        started = time.monotonic()
+        while (state := cluster.node_state()) != "idle":
+            waited = time.monotonic() - started
+            for daemon in ("slurmctld", "slurmd"):
+                pid = read_pid(folder / f"{daemon}.pid")
+                if (pid is None or not pid_alive(pid)) and waited > 5:  # a PID file may lag the fork a little
+                    raise RuntimeError(f"{daemon} is not running\n{cluster.logs()}")
+            if waited > START_SECONDS:
+                raise RuntimeError(f"node {node} of {conf} is not idle after {START_SECONDS} s "
+                                   f"(sinfo says {state!r})\n{cluster.logs()}")
+            time.sleep(0.2)
+    except BaseException:
+        stop(folder)
+        raise
+    return cluster, munged
+
+
+def save_state(folder, munged):
+    (Path(folder) / STATE_FILE).write_text(json.dumps({"munged_pid": munged}) + "\n")
+
+
+def stop(folder):
+    """Cancel the cluster's jobs, stop slurmd, slurmctld and (if started by `start`) munged, by PID.
+
+    Returns {program: what happened}.
+    """
+    folder = Path(folder).resolve()
+    conf = folder / "slurm.conf"
+    report = {}
+    ctld = read_pid(folder / "slurmctld.pid")
+    if conf.exists() and ctld is not None and pid_alive(ctld) and pid_is(ctld, "slurmctld"):
+        node = next((l.split()[0].split("=", 1)[1] for l in conf.read_text().splitlines()
+                     if l.startswith("NodeName=")), "")
+        try:
+            SlurmCluster(folder, conf, node, client_env(conf)).cancel_all()
+        except (RuntimeError, OSError, subprocess.TimeoutExpired):
+            pass  # the daemons are stopped below whatever the jobs do
+        # cancelled job steps end within ~2 s here (their tasks get SIGTERM, SIGKILL after KillWait=30 s)
+        deadline = time.monotonic() + CANCEL_SECONDS + 10
+        while step_daemons(folder) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    for daemon in ("slurmd", "slurmctld"):
+        report[daemon] = stop_pid(read_pid(folder / f"{daemon}.pid"), daemon)
+    lingering = step_daemons(folder)
+    for pid in lingering:  # only when a step outlived its cancellation: its tasks first, then the step
+        for task in descendants(pid):
+            try:
+                os.kill(task, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        stop_pid(pid, "slurmstepd", seconds=5)
+    if lingering:
+        report["slurmstepd"] = f"{len(lingering)} killed"
+    try:
+        munged = json.loads((folder / STATE_FILE).read_text()).get("munged_pid")
+    except (OSError, ValueError):
+        munged = None
+    report["munged"] = stop_pid(munged, "munged") if munged else "not started here"
+    (folder / STATE_FILE).unlink(missing_ok=True)
+    return report
+
+
+@contextmanager
+def slurm_cluster(folder=None):
+    """A running cluster for the `with` block, in `folder` (default: a new temp folder, removed after)."""
+    own = folder is None
+    folder = Path(tempfile.mkdtemp(prefix="nn-runner-slurm-")) if own else Path(folder)
+    try:
+        cluster, _ = start(folder)
+        try:
+            yield cluster
+        finally:
+            stop(folder)
+    finally:
+        if own:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+try:
+    import pytest
+except ImportError:  # `python tests/slurm_cluster.py start` needs no pytest
+    pytest = None
+
+if pytest is not None:
+
+    @pytest.fixture(scope="module")
+    def slurm():
+        """A running single-node Slurm cluster for a test module; skipped where Slurm is not installed."""
+        reason = slurm_missing()
+        if reason:
+            pytest.skip(reason)
+        with slurm_cluster() as cluster:
+            yield cluster
+
+
+def main(argv):
+    usage = "usage: python tests/slurm_cluster.py start|stop|status FOLDER"
+    if len(argv) != 2 or argv[0] not in ("start", "stop", "status"):
+        print(usage, file=sys.stderr)
+        return 2
+    command, folder = argv[0], Path(argv[1]).resolve()
+    conf = folder / "slurm.conf"
+    ctld = read_pid(folder / "slurmctld.pid")
+    running = ctld is not None and pid_alive(ctld) and pid_is(ctld, "slurmctld")
+    if command == "start":
+        if running:
+            print(f"Slurm already running (slurmctld PID {ctld}); use it with:\nexport SLURM_CONF={conf}")
+            return 0
+        began = time.monotonic()
+        try:
+            cluster, munged = start(folder)
+        except RuntimeError as error:
+            print(f"slurm_cluster: {error}", file=sys.stderr)
+            return 1
+        print(f"Slurm cluster up in {time.monotonic() - began:.1f} s: node {cluster.node} idle in partition "
+              f"{cluster.partition} (slurmctld PID {read_pid(folder / 'slurmctld.pid')}, slurmd PID "
+              f"{read_pid(folder / 'slurmd.pid')}, munged {'PID %d' % munged if munged else 'already running'}); "
+              f"logs in {folder / 'log'}. Use it with:\nexport SLURM_CONF={conf}")
+        return 0
+    if command == "status":
+        if not running:
+            print(f"no Slurm cluster running from {folder}")
+            return 1
+        cluster = SlurmCluster(folder, conf, "", client_env(conf))
+        print(cluster.run("sinfo").stdout + cluster.run("squeue").stdout, end="")
+        return 0
+    if not (folder / "slurmctld.pid").exists() and not (folder / STATE_FILE).exists():
+        print(f"no {folder}/slurmctld.pid: no Slurm cluster started there")
+        return 0
+    report = stop(folder)
+    print("Slurm cluster stopped: " + ", ".join(f"{name} {what}" for name, what in report.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -59,7 +59,7 @@ server-stop:
 	rm -f $(SERVER_PID)
 
 clean:
-	rm -rf $(VENV) outputs multirun mlruns mlflow.db
+	rm -rf $(VENV) outputs multirun mlruns mlflow.db mlflow.db.lock
 
 # `make slurm`: a throwaway single-node Slurm cluster on this machine, the one the tests use
 # (tests/slurm_cluster.py; needs Debian's slurmctld slurmd slurm-client munge and root). Its

@@ -1,22 +1,27 @@
 """The `nn-run` command: a Hydra app over conf/config.yaml that runs one job per config."""
 
 import gc
+import os
 import signal
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from omegaconf.errors import OmegaConfBaseException
 
 from runner.config import ConfigError
 from runner.job import run_job
 from runner.progress import wanted
 from runner.record import HYDRA_OUTPUT_DIR_TAG
-from runner.sweep import job_context, note_interrupted
+from runner.sweep import end_after_error, job_context, note_interrupted
+from runner.store_lock import StoreError
 from runner.tracking_uri import ServerUnreachable
 from runner.training import DivergenceError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+FULL_ERROR = "HYDRA_FULL_ERROR"  # set: Hydra lets an error through instead of printing its traceback
 
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
@@ -40,7 +45,7 @@ def run_task(cfg, **job_options):
         result = run_job(cfg, HydraConfig.get().overrides.task, job.override_dirname or cfg.dataset.name,
                          progress=progress, **in_sweep,
                          extra_tags={HYDRA_OUTPUT_DIR_TAG: HydraConfig.get().runtime.output_dir}, **job_options)
-    except (ConfigError, ServerUnreachable, DivergenceError) as error:  # a diverged run is already FAILED
+    except (ConfigError, ServerUnreachable, StoreError, DivergenceError) as error:  # a diverged run is already FAILED
         if sweep is not None:
             raise
         print(f"nn-run: {error}", file=sys.stderr)
@@ -54,12 +59,38 @@ def _interrupt(signum, frame):
 
 def main():
     signal.signal(signal.SIGTERM, _interrupt)
+    # Hydra would print a traceback for any error that reaches it; nn-run reports errors itself (below)
+    hydra_reports = bool(os.environ.get(FULL_ERROR))  # the user asked for Hydra's full traceback
+    os.environ[FULL_ERROR] = "1"
     try:
         hydra_main()
     except KeyboardInterrupt:
         note_interrupted()
         print("nn-run: interrupted; the run is marked KILLED with the metrics logged so far", file=sys.stderr)
         sys.exit(130)
+    except CompactHydraException as error:  # a config that does not compose: Hydra's own one or two lines
+        if hydra_reports:
+            raise
+        print(error, file=sys.stderr)
+        if isinstance(error.__cause__, OmegaConfBaseException):
+            print(error.__cause__, file=sys.stderr)
+        sys.exit(1)
+    except Exception as error:
+        lost = end_after_error(error)
+        if lost is None or hydra_reports:  # not a sweep that a job or a launcher stopped: a bug, shown whole
+            raise
+        for line in lost:
+            print(f"nn-run: {line}", file=sys.stderr)
+        print(f"nn-run: the sweep stopped: {_first_line(error)}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        if not hydra_reports:
+            os.environ.pop(FULL_ERROR, None)
     # Leave mlflow's large object graph to the OS: the interpreter's final garbage collection
     # over it costs about half a second at exit, and everything was flushed and closed above.
     gc.freeze()
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"

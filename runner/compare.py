@@ -17,7 +17,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import record
+from runner import record, run_owner
+from runner.store_lock import StoreError
+
 
 class CompareError(Exception):
     """No sweep to compare: the message says what was looked for, and where."""
@@ -50,6 +52,23 @@ def swept_value(run, key):
         if name.lstrip("+~") == key:
             return value
     return "-"
+
+
+def running_notes(runs):
+    """A line for each RUNNING run: whether its process still runs on this host, is gone, or cannot be seen."""
+    notes = []
+    for run in runs:
+        if run.info.status != "RUNNING":
+            continue
+        gone, owner = run_owner.owner_gone(run.data.tags), run_owner.describe_owner(run.data.tags)
+        if gone:
+            state = f"its process ({owner}) is gone: it will never end by itself (a sweep's end marks such runs FAILED)"
+        elif gone is False:
+            state = f"its process ({owner}) is running"
+        else:
+            state = f"its process ({owner}) is not on this host: whether it still runs cannot be seen from here"
+        notes.append(f"run {run.info.run_id} ({run.info.run_name}) is RUNNING: {state}")
+    return notes
 
 
 def rank(rows):
@@ -175,8 +194,9 @@ def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout, metric=record
     logged `metric` (test_error needs a held-out split).
     """
     from runner.tracking_uri import redact
-    from runner.tracking import log_artifact, ui_command
+    from runner.tracking import child_runs, log_artifact, ui_command
 
+    children = child_runs(uri, parent) if children is None else children
     rows, keys = sweep_rows(uri, parent, metric, children)
     if rows and not any(row.curve for row in rows):
         raise CompareError(f"--metric {metric}: no run of sweep {parent.info.run_id} logged {metric}"
@@ -185,6 +205,8 @@ def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout, metric=record
     print(f"sweep {parent.info.run_name!r} (parent run {parent.info.run_id}, {parent.info.status}): "
           f"{len(rows)} runs ranked by final {metric}", file=out)
     print(format_table(rows, keys, metric), file=out)
+    for note in running_notes([parent, *children]):
+        print(note, file=out)
     if log_to_parent:
         table, plot = record.comparison_files(metric)
         with tempfile.TemporaryDirectory() as folder:
@@ -228,6 +250,6 @@ def main(argv=None):
     try:
         parent = find_sweep(args.tracking_uri, args.experiment, args.parent_run_id)
         compare_sweep(args.tracking_uri, parent, log_to_parent=not args.no_log, metric=args.metric)
-    except CompareError as error:
+    except (CompareError, StoreError) as error:
         print(f"nn-compare: {error}", file=sys.stderr)
         sys.exit(2)

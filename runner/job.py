@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from omegaconf import OmegaConf
 
-from runner import provenance, record
+from runner import provenance, record, run_owner
 from runner.config import ConfigError, check, check_fits_data
 from runner.datasets import load_dataset
 from runner.errors import DataError
@@ -124,8 +124,10 @@ def train_job(cfg, data, on_log, progress=False):
 
 
 def run_tags(overrides, data, facts, extra_tags=None):
-    """The tags a run is created with: provenance `facts` (provenance.collect()), overrides, `extra_tags`."""
-    tags = {**facts.tags, record.OVERRIDES_TAG: json.dumps(redact_overrides(overrides)), **(extra_tags or {})}
+    """The tags a run is created with: provenance `facts` (provenance.collect()), this process as its owner
+    (run_owner), overrides, `extra_tags`."""
+    tags = {**facts.tags, **run_owner.owner_tags(), record.OVERRIDES_TAG: json.dumps(redact_overrides(overrides)),
+            **(extra_tags or {})}
     if data.file_sha256:  # set when the run is created, so even a failed run says which file it read
         tags[record.DATASET_SHA256_TAG] = data.file_sha256
     return tags

@@ -320,6 +320,7 @@ def parse_args(argv):
 def nn_rerun(argv=None):
     """nn-rerun with these arguments; returns the exit code."""
     from runner.stored_run import NotInStore
+    from runner.store_lock import StoreError
     from runner.tracking_uri import ServerUnreachable
     from runner.training import DivergenceError
 
@@ -328,7 +329,7 @@ def nn_rerun(argv=None):
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
         return rerun(args.source, args.tracking_uri, args.override, argv=None if args.no_rebuild else argv)
-    except (RerunError, NotInStore, ConfigError, ServerUnreachable) as error:
+    except (RerunError, NotInStore, ConfigError, ServerUnreachable, StoreError) as error:
         print(f"nn-rerun: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except DivergenceError as error:  # as nn-run: the new run is already marked FAILED with this reason

@@ -42,12 +42,12 @@ def get_run(uri, run_id):
 
 
 def experiment_name(uri, run):
-    return mlflow.MlflowClient(tracking_uri=uri).get_experiment(run.info.experiment_id).name
+    return tracking.client_for(uri).get_experiment(run.info.experiment_id).name
 
 
 def download_artifacts(uri, run_id, folder):
     """Every artifact of the run, under `folder`; returns the local root. NotInStore when it has none."""
-    client = mlflow.MlflowClient(tracking_uri=uri)
+    client = tracking.client_for(uri)
     try:
         if not client.list_artifacts(run_id):  # downloading nothing would only log a line of its own
             raise NotInStore(f"run {run_id} has no artifacts: they are gone, or it was not logged by nn-run")

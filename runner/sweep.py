@@ -7,14 +7,22 @@ process or machine the launcher gives it, reads that file to log as a child of t
 same experiment. When the sweep is over (or its process exits after a failure), the parent is
 ended FINISHED if every job's run finished, KILLED after Ctrl-C, else FAILED, with the counts as
 metrics.
+
+The end accounts for every job, whatever the launcher: a child still RUNNING whose process is
+gone (SIGKILL, the OOM killer; runner/run_owner.py) ends FAILED with an `error` tag that says so,
+and jobs of the basic sweeper that never ran are counted and named on the parent.
 """
 
 import atexit
 import json
 import logging
 import math
+import re
+import signal
 import sys
+import time
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,15 +32,18 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from runner import record
+from runner import record, run_owner
 from runner.config import ConfigError
+from runner.job import redact_overrides
 
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = "mlflow_sweep.json"  # in hydra.sweep.dir: how a sweep's jobs find their parent run
+SETTLE_SECONDS = 15.0  # at the end, how long a RUNNING child's live process on this host gets to end its run
 
 
 _interrupted = []  # non-empty once nn-run was interrupted (Ctrl-C, SIGTERM): the parent then ends KILLED
+_open_sweeps = []  # the SweepTracking callbacks of this process whose parent run is open
 
 
 def note_interrupted():
@@ -76,6 +87,51 @@ def sweep_name(config, keys):
     name = f"sweep over {', '.join(keys)}" if keys else "sweep"
     experiment = OmegaConf.select(config, "hydra.runtime.choices.experiment")
     return f"{experiment}: {name}" if experiment else name
+
+
+def planned_jobs(config):
+    """Each job's overrides, in job order, as Hydra's basic sweeper launches them; None for another sweeper
+    (Optuna's trials are not known in advance) or when the sweep cannot be parsed here.
+
+    The basic sweeper's rule: `hydra.sweeper.params`, then the command line, one entry per key (a
+    later one replaces an earlier one in its place), and the cartesian product of their values.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if OmegaConf.select(config, "hydra.runtime.choices.hydra/sweeper") != "basic":
+        return None
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    texts = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    try:
+        parsed = OverridesParser.create().parse_overrides(texts)
+        choices = {}
+        for override in parsed:
+            key = override.get_key_element()
+            if override.is_sweep_override():
+                if not override.is_discrete_sweep():
+                    return None
+                choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            else:
+                choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+    except Exception:  # noqa: BLE001  e.g. glob() over config groups needs Hydra's config loader
+        return None
+    jobs = [[]]
+    for values in choices.values():
+        jobs = [job + [value] for job in jobs for value in values]
+    return jobs
+
+
+def launcher_report(error):
+    """What a launcher said about a worker that died, in a few words ('exit codes SIGKILL(-9)'), or None."""
+    if error is None:
+        return None
+    found = re.search(r"exit codes? of the workers? (?:are|is) \{([^}]*)\}|exit code (-?\d+)", str(error))
+    if found is None:
+        return None
+    if found.group(1):
+        return f"exit codes {found.group(1)}"  # joblib's own words: {SIGKILL(-9)}
+    code = int(found.group(2))
+    return f"exit code {code} ({signal.Signals(-code).name})" if -code in signal.valid_signals() else f"exit code {code}"
 
 
 def _sweep_file(hydra_cfg):
@@ -136,7 +192,6 @@ class SweepTracking(Callback):
             sys.exit(2)
 
     def _open_parent(self, config):
-        from runner.job import redact_overrides
         from runner.provenance import provenance_tags
         from runner.tracking_uri import check_server, redact
 
@@ -151,6 +206,7 @@ class SweepTracking(Callback):
         sweep_id = uuid.uuid4().hex
         tags = {
             **provenance_tags(),
+            **run_owner.owner_tags(),
             record.SWEEP_ID_TAG: sweep_id,
             record.SWEPT_KEYS_TAG: json.dumps(list(swept)),
             record.OVERRIDES_TAG: json.dumps(redact_overrides(config.hydra.overrides.task)),
@@ -161,6 +217,9 @@ class SweepTracking(Callback):
         uri = config.tracking.uri
         experiment_id, run_id = open_run(uri, config.tracking.experiment, sweep_name(config, list(swept)), tags)
         self._parent = (uri, run_id)
+        self._planned = planned_jobs(config)
+        self._unnamed = set(OmegaConf.select(config, "hydra.job.config.override_dirname.exclude_keys") or [])
+        _open_sweeps.append(self)
         # when a job failed, Hydra's sweepers raise after the batch and on_multirun_end never comes
         atexit.register(self._end_parent, completed=False)
         log.info("sweep parent run %s in experiment %r at %s", run_id, config.tracking.experiment, redact(uri))
@@ -181,40 +240,110 @@ class SweepTracking(Callback):
     def on_multirun_end(self, config, **kwargs):
         self._end_parent(completed=True)
 
-    def _end_parent(self, completed):
-        """End the parent run once: FINISHED if the sweep completed and every job's run finished."""
+    def _end_parent(self, completed, error=None):
+        """End the parent run once: FINISHED if the sweep completed and every job's run finished.
+
+        First every job is accounted for (settle_children, jobs_not_run). `error` is what stopped
+        the sweep, if anything did (a launcher whose worker died says how). Returns one line per
+        job lost or never run.
+        """
         if self._parent is None:
-            return
+            return []
         uri, run_id = self._parent
         self._parent = None
-        from runner.tracking import child_runs, close_run, get_run
+        _open_sweeps.remove(self)
+        from runner.tracking import child_runs, close_run, get_run, set_run_tags
 
         parent = get_run(uri, run_id)
-        children = child_runs(uri, parent)
-        finished = [c for c in children if c.info.status == "FINISHED"]
+        children, lost = settle_children(uri, child_runs(uri, parent), completed, launcher_report(error))
         rejected = [k for k in parent.data.tags if k.startswith(record.REJECTED_TAG_PREFIX)]
+        not_run = jobs_not_run(self._planned, children, rejected, self._unnamed)
+        if not_run:
+            set_run_tags(uri, run_id, {f"{record.NOT_RUN_TAG_PREFIX}{num}": name for num, name in not_run})
+        finished = [c for c in children if c.info.status == "FINISHED"]
         metrics = {
             record.CHILDREN_FINISHED_METRIC: len(finished),
             record.CHILDREN_FAILED_METRIC: len(children) - len(finished),
             record.JOBS_REJECTED_METRIC: len(rejected),
+            record.JOBS_NOT_RUN_METRIC: len(not_run),
         }
         errors = [c.data.metrics.get(record.final_metric(record.ERROR_METRIC), math.nan) for c in finished]
         errors = [e for e in errors if math.isfinite(e)]
         if errors:
             metrics[record.BEST_ERROR_METRIC] = min(errors)
-        if not completed and (_interrupted or any(c.info.status == "KILLED" for c in children)):
+        if not completed and (_interrupted or (not lost and any(c.info.status == "KILLED" for c in children))):
             status = "KILLED"  # Ctrl-C or SIGTERM: the jobs that were running are KILLED
-        elif completed and finished and len(finished) == len(children) and not rejected:
+        elif completed and finished and len(finished) == len(children) and not rejected and not not_run:
             status = "FINISHED"
         else:
             status = "FAILED"
         close_run(uri, run_id, status, metrics)
-        log.info("sweep parent run %s %s: %d children finished, %d failed, %d jobs rejected", run_id, status,
-                 len(finished), len(children) - len(finished), len(rejected))
+        log.info("sweep parent run %s %s: %d children finished, %d failed, %d jobs rejected, %d not run", run_id,
+                 status, len(finished), len(children) - len(finished), len(rejected), len(not_run))
+        lines = [f"job {run.info.run_name}: lost: {reason}" for run, reason in lost]
+        lines += [f"job #{num} ({name}): never ran" for num, name in not_run]
         if self.compare:
             from runner.compare import compare_sweep
 
             try:
                 compare_sweep(uri, get_run(uri, run_id), children=children)
-            except Exception as error:  # the sweep is recorded; `nn-compare` can try again
-                log.warning("could not compare the sweep: %s: %s", type(error).__name__, error)
+            except Exception as failure:  # the sweep is recorded; `nn-compare` can try again
+                log.warning("could not compare the sweep: %s: %s", type(failure).__name__, failure)
+        return lines
+
+
+def end_after_error(error):
+    """The sweep of this process stopped on `error` (a job's, or a launcher's whose worker died): end its
+    parent run accounting for every job. Returns one line per job lost or never run; None outside a sweep."""
+    if not _open_sweeps:
+        return None
+    return [line for sweep in list(_open_sweeps) for line in sweep._end_parent(completed=False, error=error)]
+
+
+def settle_children(uri, children, completed, launcher_said=None):
+    """The children with every RUNNING one settled, and [(run, reason)] for those whose process died.
+
+    A RUNNING child whose process still lives on this host gets SETTLE_SECONDS to end its run
+    (after Ctrl-C it marks it KILLED itself). One whose process is gone, or, once every job has
+    returned (`completed`), one that no process here can still end, is ended FAILED with an
+    `error` tag saying its process ended without closing the run.
+    """
+    from runner.tracking import fail_run, get_run
+
+    deadline = time.monotonic() + SETTLE_SECONDS
+    settled, lost = [], []
+    for child in children:
+        while child.info.status == "RUNNING" and run_owner.owner_gone(child.data.tags) is False \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+            child = get_run(uri, child.info.run_id)
+        gone = run_owner.owner_gone(child.data.tags)
+        if child.info.status == "RUNNING" and (gone or (completed and gone is None)):
+            reason = f"its process ({run_owner.describe_owner(child.data.tags)}) ended without closing the run"
+            if launcher_said:
+                reason += f"; the launcher reported {launcher_said}"
+            fail_run(uri, child.info.run_id, reason)
+            lost.append((child, reason))
+            child = get_run(uri, child.info.run_id)
+        settled.append(child)
+    return settled, lost
+
+
+def jobs_not_run(planned, children, rejected_tags, unnamed=()):
+    """[(job number, its name)] of the `planned` jobs (planned_jobs) that neither have a child run nor were
+    rejected; [] when the plan is not known. The name is the job's overrides, as Hydra's override_dirname
+    joins them, without the `unnamed` keys."""
+    if planned is None:
+        return []
+    ran = Counter(tuple(sorted(json.loads(c.data.tags.get(record.OVERRIDES_TAG, "[]")))) for c in children)
+    rejected = {int(tag[len(record.REJECTED_TAG_PREFIX):]) for tag in rejected_tags}
+    missing = []
+    for num, overrides in enumerate(planned):
+        key = tuple(sorted(redact_overrides(overrides)))
+        if num in rejected:
+            continue
+        if ran[key]:
+            ran[key] -= 1
+        else:
+            missing.append((num, ",".join(sorted(o for o in key if o.split("=", 1)[0] not in unnamed))))
+    return missing

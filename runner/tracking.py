@@ -16,7 +16,8 @@ import mlflow  # noqa: E402  (after the telemetry default)
 from mlflow.entities import Metric, Param, RunStatus, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
-from runner.tracking_uri import is_server  # noqa: E402
+from runner.store_lock import StoreError, sqlite_path, store_lock  # noqa: E402
+from runner.tracking_uri import is_server, redact  # noqa: E402
 
 # MLflow's documented limits for one log_batch call and for a param
 MAX_PARAMS_PER_BATCH = 100
@@ -29,6 +30,7 @@ MAX_TAG_VALUE = 5000
 MAX_DATASET_DIGEST = 36
 FLUSH_SECONDS = 10.0  # a long run shows its curve in the UI while it trains
 PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under its parent
+ERROR_TAG = "error"  # why a run ended FAILED
 
 
 def fit_param(value):
@@ -37,6 +39,33 @@ def fit_param(value):
         return value
     end = f"... [cut: {len(value)} characters]"
     return value[:MAX_PARAM_VALUE - len(end)] + end
+
+
+def client_for(uri):
+    """An MlflowClient on `uri`. Constructing the first one in a process opens the store, which creates or
+    migrates a new SQLite store's tables: that happens under the store's lock (runner/store_lock.py).
+
+    Raises StoreError with one line when MLflow cannot open a SQLite store (one left half-migrated
+    by processes that created it at the same moment, before this lock existed).
+    """
+    with store_lock(uri):
+        try:
+            return mlflow.MlflowClient(tracking_uri=uri)
+        except Exception as error:  # noqa: BLE001  SQLAlchemy's, Alembic's or MLflow's, by what broke
+            if sqlite_path(uri) is None:
+                raise
+            raise StoreError(broken_store_message(uri, error)) from None
+
+
+def broken_store_message(uri, error):
+    """One line on a SQLite store MLflow cannot open, and what to do."""
+    path = sqlite_path(uri)
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if any(word in str(error) for word in ("alembic", "migration", "already exists")):
+        return (f"tracking.uri={redact(uri)}: the store's tables are half-created or half-migrated, and MLflow "
+                f"cannot open it ({reason}); move it aside (`mv {path} {path}.broken`) and run again, which "
+                "makes a new store")
+    return f"tracking.uri={redact(uri)}: MLflow cannot open the store ({reason})"
 
 
 def ensure_experiment(client, name):
@@ -294,11 +323,13 @@ def tracked_run(uri, experiment, run_name, tags=None, parent_run_id=None, experi
     process, which created the experiment); otherwise experiment `experiment` is found or created.
     Metric points buffered so far are written in every case.
     """
-    client = mlflow.MlflowClient(tracking_uri=uri)
+    client = client_for(uri)
     tags = dict(tags or {})
     if parent_run_id:
         tags[PARENT_RUN_TAG] = parent_run_id
-    experiment_id = experiment_id or ensure_experiment(client, experiment)
+    if not experiment_id:
+        with store_lock(uri):  # two first runs would each create the experiment
+            experiment_id = ensure_experiment(client, experiment)
     run = TrackedRun(client, client.create_run(experiment_id, run_name=run_name, tags=tags), uri)
     try:
         yield run
@@ -308,7 +339,7 @@ def tracked_run(uri, experiment, run_name, tags=None, parent_run_id=None, experi
         raise
     except BaseException as error:
         run.flush()
-        run.set_tags({"error": f"{type(error).__name__}: {error}"})
+        run.set_tags({ERROR_TAG: f"{type(error).__name__}: {error}"})
         client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FAILED))
         raise
     run.flush()
@@ -321,32 +352,40 @@ def open_run(uri, experiment, run_name, tags):
     For a run that outlives a `with` block (a sweep's parent): returns (experiment_id, run_id);
     end it with close_run.
     """
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment_id = ensure_experiment(client, experiment)
+    client = client_for(uri)
+    with store_lock(uri):
+        experiment_id = ensure_experiment(client, experiment)
     return experiment_id, client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
 
 
 def close_run(uri, run_id, status, metrics):
     """Log {name: value} metrics (at step 0) to a run opened by open_run and end it with `status` ("FAILED")."""
-    client = mlflow.MlflowClient(tracking_uri=uri)
+    client = client_for(uri)
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], synchronous=True)
     client.set_terminated(run_id, status)
 
 
+def fail_run(uri, run_id, error):
+    """End a run that its process left RUNNING: FAILED, with `error` as its error tag."""
+    client = client_for(uri)
+    client.set_tag(run_id, ERROR_TAG, error[:MAX_TAG_VALUE])
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+
+
 def set_run_tags(uri, run_id, tags):
     """Set tags on any run, open or ended."""
-    mlflow.MlflowClient(tracking_uri=uri).log_batch(
+    client_for(uri).log_batch(
         run_id, tags=[RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()], synchronous=True)
 
 
 def get_run(uri, run_id):
-    return mlflow.MlflowClient(tracking_uri=uri).get_run(run_id)
+    return client_for(uri).get_run(run_id)
 
 
 def child_runs(uri, parent):
     """Every run whose parent is the run `parent` (an mlflow Run), oldest first."""
-    client = mlflow.MlflowClient(tracking_uri=uri)
+    client = client_for(uri)
     runs, token = [], None
     while True:
         page = client.search_runs([parent.info.experiment_id],
@@ -361,7 +400,7 @@ def child_runs(uri, parent):
 def latest_run_with_tag(uri, experiment, tag, value=None):
     """The most recently started run of experiment `experiment` (a name) that carries `tag` (with this
     `value`, if given), or None."""
-    client = mlflow.MlflowClient(tracking_uri=uri)
+    client = client_for(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None or (value is not None and "'" in value):  # a quote cannot be written in the filter
         return None
@@ -373,13 +412,13 @@ def latest_run_with_tag(uri, experiment, tag, value=None):
 
 def metric_history(uri, run_id, key):
     """[(step, value)] of metric `key`, by step."""
-    history = mlflow.MlflowClient(tracking_uri=uri).get_metric_history(run_id, key)
+    history = client_for(uri).get_metric_history(run_id, key)
     return sorted((m.step, m.value) for m in history)
 
 
 def log_artifact(uri, run_id, path):
     """Upload one local file to the run's artifact root."""
-    mlflow.MlflowClient(tracking_uri=uri).log_artifact(run_id, path)
+    client_for(uri).log_artifact(run_id, path)
 
 
 def mlflow_executable():

@@ -91,9 +91,9 @@ def process_group(cmd, log, health_url, env=None, cwd=None):
 
 
 @contextmanager
-def mlflow_server(backend_store_uri, folder):
-    """A real `mlflow server` on a free loopback port; yields (url, artifacts folder)."""
-    port, artifacts = free_port(), Path(folder) / "artifacts"
+def mlflow_server(backend_store_uri, folder, port=None):
+    """A real `mlflow server` on loopback, on `port` or a free one; yields (url, artifacts folder)."""
+    port, artifacts = port or free_port(), Path(folder) / "artifacts"
     cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
            "--backend-store-uri", backend_store_uri, "--artifacts-destination", str(artifacts)]
     # the server's job runner (GenAI jobs) is not needed for tracking and costs seven processes

@@ -48,10 +48,17 @@ def png_pixels(path):
 
 
 def read_prediction_rows(path, n_outputs):
-    """predictions.csv-style file: (inputs, targets, predictions) as float arrays."""
+    """predictions.csv-style file: (inputs, targets, predictions) as float arrays, columns found by their names."""
     with open(path, newline="") as handle:
-        rows = np.array([[float(v) for v in row] for row in list(csv.reader(handle))[1:]])
-    return rows[:, :-2 * n_outputs], rows[:, -2 * n_outputs:-n_outputs], rows[:, -n_outputs:]
+        header, *lines = list(csv.reader(handle))
+    rows = np.array([[float(v) for v in row] for row in lines])
+
+    def columns(prefix):
+        return rows[:, [j for j, name in enumerate(header) if name.startswith(prefix)]]
+
+    predictions = columns("prediction")
+    assert predictions.shape[1] == n_outputs
+    return columns("x"), columns("target"), predictions
 
 
 def plain_class(row):

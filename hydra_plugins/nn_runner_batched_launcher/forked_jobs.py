@@ -6,6 +6,7 @@ its first job). Each worker runs one share; results come back in order.
 """
 
 import multiprocessing
+import multiprocessing.connection
 import os
 import sys
 import time
@@ -72,14 +73,18 @@ def run_in_workers(calls, after_fork=None):
         send.close()  # the worker holds the sending end: its exit ends the pipe
         workers.append((process, receive))
     try:
-        outcomes = []
-        for process, receive in workers:
-            try:
-                outcomes.append(receive.recv())
-            except EOFError:
-                process.join()
-                raise WorkerFailed(f"a worker process ended with exit code {process.exitcode} "
-                                   "before handing back its jobs") from None
+        outcomes, waiting = {}, {receive: n for n, (_, receive) in enumerate(workers)}
+        while waiting:  # whichever worker answers or dies first: a dead one must not wait for the others
+            for receive in multiprocessing.connection.wait(list(waiting)):
+                n = waiting.pop(receive)
+                try:
+                    outcomes[n] = receive.recv()
+                except EOFError:
+                    process = workers[n][0]
+                    process.join()
+                    raise WorkerFailed(f"a worker process ended with exit code {process.exitcode} "
+                                       "before handing back its jobs") from None
+        outcomes = [outcomes[n] for n in range(len(workers))]
     except BaseException:
         _stop(process for process, _ in workers)
         raise

@@ -1,0 +1,85 @@
+"""Jobs whose process dies (SIGKILL, as the OOM killer or a Slurm memory limit does) in a real sweep:
+every job is accounted for, no run is left RUNNING, and the sweep says which jobs were lost."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import NN_RUN, runs_of
+from runner import record, run_owner
+from runner.compare import running_notes
+from test_sweeps import ENDLESS, sweep_of
+
+
+def running_children(client, experiment):
+    return [r for r in runs_of(client, experiment)
+            if "mlflow.parentRunId" in r.data.tags and r.info.status == "RUNNING"]
+
+
+def kill_a_worker_mid_job(cwd, client, experiment, *launcher):
+    """Start a 4-job sweep of endless jobs on 2 workers; SIGKILL the process of one running child once both
+    train. Returns (exit code, output, the killed run's id)."""
+    command = [*NN_RUN, "-m", *launcher, "hydra.launcher.n_jobs=2", "seed=1,2,3,4", "train.batch_size=2",
+               *ENDLESS, "tracking.log_model=false", f"tracking.uri={client.tracking_uri}",
+               f"tracking.experiment={experiment}"]
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline, victim = time.monotonic() + 300, None
+    while time.monotonic() < deadline and victim is None:
+        running = running_children(client, experiment)
+        if len(running) == 2:
+            victim = running[0]
+        time.sleep(0.3)
+    assert victim is not None, "two jobs never ran at once"
+    assert run_owner.owner_gone(victim.data.tags) is False  # its recorded owner is alive, on this host
+    assert any("is RUNNING: its process (pid" in note and "is running" in note for note in running_notes([victim]))
+    os.kill(int(victim.data.tags[run_owner.PID_TAG]), signal.SIGKILL)
+    out = proc.communicate(timeout=300)[0]
+    return proc.returncode, out, victim.info.run_id
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [["hydra/launcher=joblib"], ["hydra/launcher=batched"]], ids=["joblib", "batched"])
+def test_a_killed_worker_leaves_no_run_running_and_every_job_is_named(tmp_path, tracking_uri, experiment, client,
+                                                                      launcher):
+    code, out, killed_id = kill_a_worker_mid_job(tmp_path, client, experiment, *launcher)
+    assert code == 1, out
+    assert "Traceback" not in out
+    parent, children = sweep_of(client, experiment)
+    assert "RUNNING" not in {c.info.status for c in children}
+    killed = client.get_run(killed_id)
+    assert killed.info.status == "FAILED"
+    reason = killed.data.tags["error"]
+    assert reason.startswith(f"its process (pid {killed.data.tags['pid']} on {killed.data.tags['host']}) "
+                             "ended without closing the run; the launcher reported exit code")
+    assert "SIGKILL" in reason
+    assert f"nn-run: job {killed.info.run_name}: lost: {reason}" in out
+
+    ran = {int(c.data.params["seed"]) for c in children}
+    never = [seed for seed in (1, 2, 3, 4) if seed not in ran]
+    assert never  # a worker died with jobs still queued
+    for seed in never:
+        job = seed - 1
+        name = parent.data.tags[f"{record.NOT_RUN_TAG_PREFIX}{job}"]
+        assert f"seed={seed}" in name and "tracking.uri" not in name
+        assert f"nn-run: job #{job} ({name}): never ran" in out
+    assert parent.info.status == "FAILED"
+    assert parent.data.metrics[record.JOBS_NOT_RUN_METRIC] == len(never)
+    assert parent.data.metrics[record.CHILDREN_FINISHED_METRIC] == 0
+    assert parent.data.metrics[record.CHILDREN_FAILED_METRIC] == len(children)
+
+
+def test_nn_compare_tells_a_run_whose_process_is_gone(tracking_uri, experiment, client):
+    gone = subprocess.Popen(["sleep", "0"])
+    gone.wait()
+    experiment_id = client.create_experiment(experiment)
+    run = client.create_run(experiment_id, run_name="orphan", tags={**run_owner.owner_tags(), "pid": str(gone.pid)})
+    (note,) = running_notes([client.get_run(run.info.run_id)])
+    assert note == (f"run {run.info.run_id} (orphan) is RUNNING: its process (pid {gone.pid} on "
+                    f"{run_owner.owner_tags()['host']}) is gone: it will never end by itself (a sweep's end "
+                    "marks such runs FAILED)")
+    elsewhere = client.create_run(experiment_id, run_name="remote", tags={"host": "another-node", "pid": "1"})
+    (note,) = running_notes([client.get_run(elsewhere.info.run_id)])
+    assert note.endswith("is not on this host: whether it still runs cannot be seen from here")

@@ -89,7 +89,8 @@ def test_grid_sweep_is_one_parent_with_a_child_per_job(tmp_path, tracking_uri, e
 
     errors = [final_error(client, c) for c in children]
     assert parent.data.metrics == {record.CHILDREN_FINISHED_METRIC: 4, record.CHILDREN_FAILED_METRIC: 0,
-                                   record.JOBS_REJECTED_METRIC: 0, record.BEST_ERROR_METRIC: min(errors)}
+                                   record.JOBS_REJECTED_METRIC: 0, record.JOBS_NOT_RUN_METRIC: 0,
+                                   record.BEST_ERROR_METRIC: min(errors)}
     # the ranking is printed and logged to the parent when the sweep ends
     assert "4 runs ranked by final error" in done.stdout
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {record.COMPARISON_FILE,

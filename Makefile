@@ -43,7 +43,7 @@ server: setup
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid $(BIN)/mlflow server --host 127.0.0.1 --port $(SERVER_PORT) \
 	  --backend-store-uri $(SERVER_STORE) --artifacts-destination $(SERVER_DIR)/artifacts \
 	  >> $(SERVER_LOG) 2>&1 < /dev/null & echo $$! > $(SERVER_PID); \
-	if $(BIN)/python -c "import sys; from runner.tracking_uri import wait_for_server; \
+	if $(BIN)/python -c "import sys; from runner.tracking.uri import wait_for_server; \
 	  sys.exit(not wait_for_server('$(SERVER_URL)', 120))"; then \
 	  echo "MLflow server: $(SERVER_URL) (PID $$(cat $(SERVER_PID)), log $(SERVER_LOG)); stop it with make server-stop"; \
 	else echo "MLflow server did not answer within 120 s; see $(SERVER_LOG)"; $(MAKE) --no-print-directory server-stop; exit 1; fi

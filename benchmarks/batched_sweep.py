@@ -7,7 +7,7 @@ already-created SQLite store. The batched launcher runs the whole sweep; basic a
 --sample and 2 x --sample jobs, and the time of N jobs is extrapolated from that line (the
 fixed cost of start-up counted once, the slope as the cost per job). Prints wall time per job
 and the ratios of jobs per second; medians over --repeats. Also times the training alone
-(runner.batched.train_stacked on N seed networks, in this process): the ratio joblib would lose
+(runner.nn.stacked.train_stacked on N seed networks, in this process): the ratio joblib would lose
 by if start-up and logging cost nothing, the ceiling of the batched launcher's ratio.
 Usage: python benchmarks/batched_sweep.py [--sizes 64 256] [--sample 8] [--repeats 1] [--iterations 60000]
 """
@@ -20,11 +20,11 @@ import tempfile
 import time
 
 import numpy as np
-
 from default_run import timed  # this folder is on the path when the script runs
-from runner.batched import train_stacked
-from runner.datasets import load_dataset
-from runner.network import init_weights, layer_sizes
+
+from runner.data.datasets import load_dataset
+from runner.nn.network import init_weights, layer_sizes
+from runner.nn.stacked import train_stacked
 
 LAUNCHERS = {
     "basic": [],

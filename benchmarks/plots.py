@@ -41,10 +41,10 @@ def in_process(repeats):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from hydra import compose, initialize_config_dir
 
-    from runner.app import CONFIG_DIR
+    from runner.config import CONFIG_DIR
     from runner.job import load_data
-    from runner.network import init_weights, layer_sizes
-    from runner.training import shuffle_rng, train
+    from runner.nn.network import init_weights, layer_sizes
+    from runner.nn.training import shuffle_rng, train
 
     start = time.perf_counter()
     import matplotlib.figure  # noqa: F401

@@ -17,7 +17,7 @@ from default_run import timed  # this folder is on sys.path when the script runs
 
 COLLECT = """
 import time, numpy, mlflow
-from runner import provenance
+from runner.tracking import provenance
 start = time.perf_counter()
 provenance.collect()
 print(time.perf_counter() - start)

@@ -1,4 +1,4 @@
-"""Training at scale: runner.training.train against the plain seed loop, same process, interleaved.
+"""Training at scale: runner.nn.training.train against the plain seed loop, same process, interleaved.
 
 For each (rows, hidden) size: an XOR table of `rows` random rows (two bits plus a bias column), a
 3-hidden-1 sigmoid network, full batch. Prints seconds per iteration (median over repeats; each
@@ -20,8 +20,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from seed_program import seed_loop  # noqa: E402  (the plain transcription the tests use)
 
-from runner.network import init_weights  # noqa: E402
-from runner.training import train  # noqa: E402
+from runner.nn.network import init_weights  # noqa: E402
+from runner.nn.training import train  # noqa: E402
 
 ITERATIONS = {4: 20000, 1000: 200, 100000: 4}  # by rows: enough to time, few at the big size
 

@@ -24,7 +24,7 @@ from hydra.types import HydraContext, RunMode
 from omegaconf import open_dict
 
 from hydra_plugins.nn_runner_batched_launcher.derived_configs import DerivedConfigs
-from runner.app import CONFIG_DIR
+from runner.config import CONFIG_DIR
 
 
 def ms(seconds):

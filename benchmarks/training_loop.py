@@ -1,4 +1,4 @@
-"""Training-loop speed: runner.training.train against the plain seed loop, same process, interleaved.
+"""Training-loop speed: runner.nn.training.train against the plain seed loop, same process, interleaved.
 
 Prints per-iteration medians and the ratio, and checks that both give identical weights. Also
 times the runner with its divergence check forced onto every iteration (training.CHECK_ROWS = 1)
@@ -18,9 +18,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from seed_program import X, Y, seed_program  # noqa: E402  (the plain transcription the tests use)
 
-from runner import training  # noqa: E402
-from runner.network import init_weights  # noqa: E402
-from runner.training import train  # noqa: E402
+from runner.nn import training  # noqa: E402
+from runner.nn.network import init_weights  # noqa: E402
+from runner.nn.training import train  # noqa: E402
 
 
 def run_runner(iterations, check_rows=training.CHECK_ROWS, on_progress=None):

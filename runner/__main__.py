@@ -1,5 +1,5 @@
 """`python -m runner` is `nn-run`."""
 
-from runner.app import main
+from runner.cli.run import main
 
 main()

@@ -1,4 +1,4 @@
-"""The config schema (typed dataclasses registered with Hydra) and the value checks.
+"""Where nn-run's configs live, the run's schema (each group's typed keys beside its code) and the value checks.
 
 Hydra rejects unknown keys and wrong types while composing; `check` rejects values that are
 well typed but out of range, before any MLflow run starts.
@@ -6,84 +6,29 @@ well typed but out of range, before any MLflow run starts.
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 
-from runner.activations import ACTIVATIONS, OUTPUTS
-from runner.datasets import DATASETS
-from runner.network import INITS
+from runner.data.datasets import DATASETS
+from runner.data.schema import OPTION_SCHEMAS, DatasetConfig
+from runner.nn.activations import ACTIVATIONS, OUTPUTS
+from runner.nn.network import INITS
+from runner.nn.schema import ModelConfig, TrainConfig
+from runner.tracking.schema import TrackingConfig
 
-
-@dataclass
-class DatasetConfig:
-    """Keys of every data set; a conf/dataset/NAME.yaml may extend them with its schema below."""
-
-    name: str = "seed"
-    test_fraction: float = 0.0
-    split_seed: int = 0
-    scale: str = "none"
-    bias: bool = True
-
-
-@dataclass
-class ParityConfig(DatasetConfig):
-    n_bits: int = 3
-
-
-@dataclass
-class GeneratedConfig(DatasetConfig):
-    n_samples: int = 200
-    noise: float = 0.1
-    seed: int = 0
-
-
-@dataclass
-class CirclesConfig(GeneratedConfig):
-    factor: float = 0.5
-
-
-@dataclass
-class BlobsConfig(GeneratedConfig):
-    centers: int = 3
-    n_features: int = 2
-
-
-@dataclass
-class CsvConfig(DatasetConfig):
-    path: Optional[str] = None
-    target: Any = None  # a column name, or a list of them
-    delimiter: str = ","
-    header: bool = True
-
-
-@dataclass
-class ModelConfig:
-    hidden: list[int] = field(default_factory=lambda: [4])
-    activation: str = "sigmoid"
-    output: str = "sigmoid"
-    init: str = "uniform"
-
-
-@dataclass
-class TrainConfig:
-    iterations: int = 60000
-    lr: float = 1.0
-    log_every: int = 10000
-    batch_size: int = 0
-
-
-@dataclass
-class TrackingConfig:
-    uri: str = "sqlite:///mlflow.db"
-    experiment: str = "nn-runner"
-    log_model: bool = True
-    log_plots: bool = False
+PACKAGE_DIR = Path(__file__).resolve().parent
+# nn-run's Hydra configs: conf/ inside the installed package (a wheel), else conf/ beside the package (a checkout)
+CONFIG_DIR = str(PACKAGE_DIR / "conf" if (PACKAGE_DIR / "conf").is_dir() else PACKAGE_DIR.parent / "conf")
+PRIMARY_CONFIG = "config"  # conf/config.yaml
 
 
 @dataclass
 class RunConfig:
-    seed: int = 1
+    """One run: the weights' seed and a config group per part of the program (each schema beside its code)."""
+
+    seed: int = MISSING
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -91,11 +36,18 @@ class RunConfig:
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
-# Schemas a dataset option names in its defaults list (conf/dataset/csv.yaml: `- /csv_schema@_here_`);
 # stored outside the dataset group so they are not offered as data sets
-for _name, _node in {"parity_schema": ParityConfig, "generated_schema": GeneratedConfig,
-                     "circles_schema": CirclesConfig, "blobs_schema": BlobsConfig, "csv_schema": CsvConfig}.items():
+for _name, _node in OPTION_SCHEMAS.items():
     ConfigStore.instance().store(name=_name, node=_node)
+
+
+def tracking_defaults():
+    """(tracking.uri, tracking.experiment) as nn-run composes them with no overrides."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name=PRIMARY_CONFIG)
+    return cfg.tracking.uri, cfg.tracking.experiment
 
 
 class ConfigError(ValueError):

@@ -4,20 +4,22 @@ import json
 import logging
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
 
-from runner import provenance, record, run_owner
 from runner.config import ConfigError, check, check_fits_data
-from runner.datasets import load_dataset
-from runner.errors import DataError
-from runner.network import init_weights, layer_sizes, predict
+from runner.data.datasets import load_dataset
+from runner.data.errors import DataError
+from runner.nn.network import init_weights, layer_sizes, predict
+from runner.nn.training import shuffle_rng, train
 from runner.progress import progress_bar
-from runner.tracking_uri import check_server, redact
-from runner.training import shuffle_rng, train
+from runner.tracking import provenance, record, run_owner
+from runner.tracking.uri import check_server, redact
 
 log = logging.getLogger(__name__)
+MODEL_CODE_FILE = Path(__file__).with_name("pyfunc_model.py")  # the logged model's code (MLflow runs it to load)
 SHOWN_PREDICTIONS = 20  # rows of predictions printed at the end; predictions.csv has them all
 
 
@@ -33,11 +35,11 @@ class JobResult:
 
 @dataclass
 class Trained:
-    """A job trained elsewhere (a batched sweep: runner/sweep_batches.py), for run_job to log instead of training."""
+    """A job trained elsewhere (a batched sweep: runner/sweep/batches.py), for run_job to log instead of training."""
 
-    result: object  # a runner.training.TrainResult of exactly this job's config
-    data: object  # the job's runner.datasets.Dataset, already checked against its config by prepare_job
-    facts: object  # runner.provenance.collect(), computed once for the whole batch
+    result: object  # a runner.nn.training.TrainResult of exactly this job's config
+    data: object  # the job's runner.data.datasets.Dataset, already checked against its config by prepare_job
+    facts: object  # runner.tracking.provenance.collect(), computed once for the whole batch
     shared: dict = field(default_factory=dict)  # one dict per batch: what its jobs' logging does once (the model)
 
 
@@ -93,7 +95,9 @@ def write_test_predictions_and_plots(folder, cfg, data, result):
         outputs = predict(result.weights, data.X_test, cfg.model.activation, cfg.model.output)
         record.write_predictions(folder, data.X_test, data.y_test, outputs, record.TEST_PREDICTIONS_FILE)
     if cfg.tracking.log_plots:
-        from runner.plots import write_run_plots  # imports matplotlib (~0.3 s): only when plots are drawn
+        from runner.plots import (
+            write_run_plots,  # imports matplotlib (~0.3 s): only when plots are drawn
+        )
 
         write_run_plots(folder, result, data, cfg.dataset.bias, cfg.model.activation, cfg.model.output)
 
@@ -140,7 +144,7 @@ def record_result(run, cfg, data, overrides, result, facts, shared=None):
     lets the model be saved once for them all (tracking.ModelCopies).
     Returns (final metrics {name: value}, weights sha256).
     """
-    from runner.model_export import log_network_model
+    from runner.tracking.model_export import log_network_model
 
     final_metrics = {record.final_metric(name): value for name, value in record.score_metrics(result.final).items()}
     predictions = predict(result.weights, data.X, cfg.model.activation, cfg.model.output)
@@ -160,10 +164,10 @@ def record_result(run, cfg, data, overrides, result, facts, shared=None):
         if cfg.tracking.log_model:
             copies = None
             if shared is not None:
-                from runner.tracking import ModelCopies
+                from runner.tracking.client import ModelCopies
 
                 copies = shared.setdefault("model", ModelCopies())
-            log_network_model(run, folder, len(result.weights), data.X, predictions,
+            log_network_model(run, MODEL_CODE_FILE, folder, len(result.weights), data.X, predictions,
                               OmegaConf.to_container(cfg.model, resolve=True), step=cfg.train.iterations,
                               copies=copies)
     run.set_tags({record.WEIGHTS_HASH_TAG: digest}, defer=True)  # written with the final metrics as the run ends
@@ -188,7 +192,7 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
             trained=None):
     """Train the network `cfg` describes and log it as one MLflow run; returns a JobResult.
 
-    `parent_run_id` and `experiment_id` place the run in a sweep (runner/sweep.py); `extra_tags` are
+    `parent_run_id` and `experiment_id` place the run in a sweep (runner/sweep/callback.py); `extra_tags` are
     added to the run's tags (a rerun's link to its source, Hydra's output folder).
     Raises ConfigError before any run exists when a value is not allowed, ServerUnreachable when
     tracking.uri names a server that does not answer. `progress` draws a progress bar on stderr.
@@ -196,7 +200,7 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
     """
     data = prepare_job(cfg) if trained is None else trained.data
     # mlflow takes over a second to import: pay for it only once the config and data are known to be good
-    from runner.tracking import tracked_run, ui_command
+    from runner.tracking.client import tracked_run, ui_command
 
     facts = provenance.collect() if trained is None else trained.facts
     tags = run_tags(overrides, data, facts, extra_tags)

@@ -2,7 +2,7 @@
 
 matplotlib draws them headless with its Agg renderer through the object API (no pyplot: no
 global figure state, no GUI backend chosen), imported only when a picture is drawn since it
-takes ~0.3 s. The network is evaluated with runner.network.predict; nothing here knows MLflow.
+takes ~0.3 s. The network is evaluated with runner.nn.network.predict; nothing here knows MLflow.
 """
 
 import json
@@ -11,9 +11,9 @@ import os
 
 import numpy as np
 
-from runner import record
-from runner.metrics import predicted_classes
-from runner.network import predict
+from runner.nn.metrics import predicted_classes
+from runner.nn.network import predict
+from runner.tracking import record
 
 DPI = 100
 GRID = 150  # grid points per axis on which the decision boundary is evaluated
@@ -183,7 +183,7 @@ def write_confusion(folder, weights, data, hidden_activation, output_activation)
 def write_run_plots(folder, result, data, bias, hidden_activation, output_activation):
     """Every picture that fits the run, under folder/plots/: returns their artifact paths.
 
-    `result` is the runner.training.TrainResult, `data` the runner.datasets.Dataset it was trained on.
+    `result` is the runner.nn.training.TrainResult, `data` the runner.data.datasets.Dataset it was trained on.
     """
     os.makedirs(os.path.join(folder, record.PLOTS_DIR), exist_ok=True)
     test_errors = [s.test_error for s in result.history] if data.X_test is not None else None

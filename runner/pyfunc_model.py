@@ -2,7 +2,7 @@
 
 MLflow runs this file to load the model (it is never imported by the runner): the weights come
 from the model's `layer_K` artifacts (plain .npy, no pickle) and the activations from the model
-config, which is the `model` section of the run's config. Predictions are runner.network.predict's;
+config, which is the `model` section of the run's config. Predictions are runner.nn.network.predict's;
 the runner package travels with the model (MLflow's code_paths), so serving it needs only the
 model's pip requirements, not this project.
 """
@@ -11,8 +11,8 @@ import mlflow
 import numpy as np
 from mlflow.pyfunc import PythonModel
 
-from runner.network import predict
-from runner.record import model_weight_artifact
+from runner.nn.network import predict
+from runner.tracking.record import model_weight_artifact
 
 # config key under `model` -> predict() argument; a key the config lacks keeps predict's default
 ACTIVATION_ARGUMENTS = {"activation": "hidden_activation", "output": "output_activation"}

@@ -1,21 +1,13 @@
-"""The `nn-rerun` command: train a recorded run's config again and prove the result identical.
+"""Reruns: train a recorded run's config again and prove the result identical (the logic of `nn-rerun`).
 
-    nn-rerun RUN_ID                        reproduce an MLflow run and compare the two records
-    nn-rerun RUN_ID --override KEY=VALUE   a new run from that run's config, changed (no comparison)
-    nn-rerun outputs/DATE/TIME             the same from a Hydra output folder (.hydra/config.yaml)
-    nn-rerun RUN_ID --no-rebuild           train in this process as it is, even where its numerics differ
-
-A reproduction whose source recorded another BLAS kernel, other NumPy SIMD loops or other
-OPENBLAS_*/NPY_*/OMP_*/MKL_* values than this process has trains in a child process whose
-environment rebuilds them (runner/numeric_env.py), after one line saying what it set.
-
-Exit 0: reproduced (or a derived/uncompared run was made); 1: not reproduced, or training diverged
-(one line on stderr, the new run FAILED); 2: bad input, with one line on stderr and no new run.
+A source is an MLflow run or a Hydra output folder; its recorded config is composed with nn-run's
+configs (real Hydra composition), trained as a new run linked to it, and the two records are
+compared exactly (runner/tracking/record_diff.py). A reproduction whose source recorded another
+BLAS kernel, other NumPy SIMD loops or other OPENBLAS_*/NPY_*/OMP_*/MKL_* values than this
+process has trains in a child process whose environment rebuilds them
+(runner/tracking/numeric_env.py), after one line saying what it set.
 """
 
-import argparse
-import gc
-import logging
 import os
 import shutil
 import subprocess
@@ -25,20 +17,13 @@ from dataclasses import dataclass
 
 import yaml
 
-from runner import record
-from runner.config import ConfigError, TrackingConfig
+from runner import exit_codes
+from runner.config import CONFIG_DIR, PRIMARY_CONFIG, tracking_defaults
+from runner.tracking import record
 
-DEFAULT_URI = TrackingConfig.uri
 HYDRA_CONFIG = os.path.join(".hydra", "config.yaml")
 HYDRA_OVERRIDES = os.path.join(".hydra", "overrides.yaml")
-PRIMARY_CONFIG = "config"  # nn-run's primary config in conf/
 RECORDED_CONFIG, CHANGED_CONFIG = "_rerun_recorded", "_rerun_changed"  # written into a copy of conf/
-EXIT_NOT_REPRODUCED = 1
-EXIT_BAD_INPUT = 2
-EXIT_DIVERGED = 1  # nn-run's exit code when training diverges
-EXIT_INTERRUPTED = 130  # Ctrl-C, as nn-run
-# Hydra's own job-logging format, so nn-rerun's progress lines look like nn-run's
-LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
 class RerunError(ValueError):
@@ -82,7 +67,7 @@ def _read_config(path, what):
 
 def source_from_run(run_id, uri, folder):
     """The run `run_id` in the store at `uri`, its artifacts downloaded under `folder`."""
-    from runner import stored_run
+    from runner.tracking import stored_run
 
     run = stored_run.get_run(uri, run_id)
     artifacts = stored_run.download_artifacts(uri, run_id, folder)
@@ -97,14 +82,15 @@ def source_from_run(run_id, uri, folder):
 
 def source_from_output_dir(path, uri, folder):
     """A Hydra output folder; the MLflow run that recorded it (tag hydra_output_dir) if the store has one."""
-    from runner import stored_run
+    from runner.tracking import stored_run
 
     config = _read_config(os.path.join(path, HYDRA_CONFIG), "the folder's Hydra config")
     overrides_path = os.path.join(path, HYDRA_OVERRIDES)
     overrides = _read_yaml(overrides_path, "the folder's overrides") if os.path.isfile(overrides_path) else []
     tracking = config.get("tracking") or {}
-    uri = uri or tracking.get("uri", DEFAULT_URI)
-    experiment = tracking.get("experiment", TrackingConfig.experiment)
+    default_uri, default_experiment = tracking_defaults()
+    uri = uri or tracking.get("uri", default_uri)
+    experiment = tracking.get("experiment", default_experiment)
     source = Source(os.path.abspath(path), config, list(overrides or []), os.path.normpath(path), experiment, uri)
     run = stored_run.run_with_tag(uri, experiment, record.HYDRA_OUTPUT_DIR_TAG, os.path.abspath(path))
     if run is not None:
@@ -121,7 +107,7 @@ def load_source(text, uri, folder):
         return source_from_output_dir(text, uri, folder)
     if os.sep in text or "/" in text:
         raise RerunError(f"no folder {text} (a run id has no '/'; a Hydra output folder must exist)")
-    return source_from_run(text, uri or DEFAULT_URI, folder)
+    return source_from_run(text, uri or tracking_defaults()[0], folder)
 
 
 def _one_line(error):
@@ -140,8 +126,6 @@ def _primary(config, overrides=()):
     Each group takes the option its recorded `name` names, so a data set brings its own schema
     (dataset=csv: CsvConfig); a group the overrides switch (`dataset=iris`) drops its recorded values.
     """
-    from runner.app import CONFIG_DIR
-
     groups = {entry.name for entry in os.scandir(CONFIG_DIR) if entry.is_dir()}
     switched = {override.split("=", 1)[0].lstrip("+~") for override in overrides} & groups
     recorded = {key: value for key, value in config.items() if key not in switched}
@@ -157,8 +141,6 @@ def compose_from(config, overrides, label):
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
-
-    from runner.app import CONFIG_DIR
 
     with tempfile.TemporaryDirectory() as folder:
         conf = shutil.copytree(CONFIG_DIR, os.path.join(folder, "conf"))
@@ -206,8 +188,13 @@ def check_dataset(source, cfg):
 
 def compare_runs(source, new_run_id, folder):
     """(differences, differing environment facts) between the source's record and the new run's."""
-    from runner import stored_run
-    from runner.record_diff import Difference, compare_metrics, compare_weights, differing_facts
+    from runner.tracking import stored_run
+    from runner.tracking.record_diff import (
+        Difference,
+        compare_metrics,
+        compare_weights,
+        differing_facts,
+    )
 
     new_run = stored_run.get_run(source.uri, new_run_id)
     source_tags, new_tags = source.run.data.tags, new_run.data.tags
@@ -240,13 +227,13 @@ def report(differences, facts):
     elif differences:
         print("recorded environment facts: none differ (code, versions, BLAS, CPU, OPENBLAS_* all the same)")
     print("not reproduced" if differences else "reproduced")
-    return EXIT_NOT_REPRODUCED if differences else 0
+    return exit_codes.FAILED if differences else exit_codes.OK
 
 
 def rebuild_numerics(source, argv):
     """When the source recorded other numerics than this process has, rerun in a child process that has
     them (`argv` plus --no-rebuild) and return its exit code; None when nothing needs rebuilding."""
-    from runner import numeric_env, provenance
+    from runner.tracking import numeric_env, provenance
 
     recorded = numeric_env.numeric_facts(source.run.data.tags)
     if not recorded or recorded == numeric_env.numeric_facts(provenance.numeric_tags()):
@@ -258,7 +245,7 @@ def rebuild_numerics(source, argv):
         print(f"cannot rebuild on this machine: it lacks {' and '.join(plan.missing)}; comparing anyway", flush=True)
     environ = {**plan.environ, "PYTHONPATH": os.pathsep.join(
         [numeric_env.PACKAGE_PARENT, *filter(None, [plan.environ.get("PYTHONPATH")])])}  # this very runner
-    child = subprocess.Popen([sys.executable, "-m", "runner.rerun", *argv, "--no-rebuild"], env=environ,
+    child = subprocess.Popen([sys.executable, "-m", "runner.cli.rerun", *argv, "--no-rebuild"], env=environ,
                              stdout=subprocess.PIPE, text=True)
     try:
         for line in child.stdout:  # relayed, so whoever reads this process's stdout reads the child's too
@@ -274,7 +261,7 @@ def rerun(text, uri, overrides, argv=None):
     `argv` (this command's arguments) is given when the numerics may be rebuilt in a child process.
     """
     from runner.job import run_job
-    from runner.tracking_uri import redact
+    from runner.tracking.uri import redact
 
     with tempfile.TemporaryDirectory() as folder:
         source = load_source(text, uri, os.path.join(folder, "source"))
@@ -299,54 +286,3 @@ def rerun(text, uri, overrides, argv=None):
             print(f"not compared: no MLflow run at {redact(source.uri)} records the output folder {source.label}")
             return 0
         return report(*compare_runs(source, result.run_id, os.path.join(folder, "rerun")))
-
-
-def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="nn-rerun", description="Train a recorded nn-run run again: "
-                                     "reproduce it exactly, or start from its config with overrides.")
-    parser.add_argument("source", help="an MLflow run id, or a Hydra output folder (outputs/DATE/TIME)")
-    parser.add_argument("--tracking-uri", default=None,
-                        help=f"MLflow tracking URI (default {DEFAULT_URI}; for an output folder, its config's)")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="Hydra-style override of the source's config (repeatable); makes a new "
-                        "run linked by the derived_from tag instead of a reproduction")
-    parser.add_argument("--no-rebuild", action="store_true",
-                        help="train in this process even when the source recorded another BLAS kernel, other "
-                        "NumPy SIMD loops or other OPENBLAS_*/NPY_*/OMP_*/MKL_* values (default: rebuild "
-                        "them in a child process)")
-    return parser.parse_args(argv)
-
-
-def nn_rerun(argv=None):
-    """nn-rerun with these arguments; returns the exit code."""
-    from runner.stored_run import NotInStore
-    from runner.store_lock import StoreError
-    from runner.tracking_uri import ServerUnreachable
-    from runner.training import DivergenceError
-
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    try:
-        return rerun(args.source, args.tracking_uri, args.override, argv=None if args.no_rebuild else argv)
-    except (RerunError, NotInStore, ConfigError, ServerUnreachable, StoreError) as error:
-        print(f"nn-rerun: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except DivergenceError as error:  # as nn-run: the new run is already marked FAILED with this reason
-        print(f"nn-rerun: {error}", file=sys.stderr)
-        return EXIT_DIVERGED
-
-
-def main():
-    """Entry point of the `nn-rerun` console script."""
-    try:
-        code = nn_rerun()
-    except KeyboardInterrupt:
-        print("nn-rerun: interrupted; the new run is marked KILLED with the metrics logged so far", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    gc.freeze()  # as nn-run: skip the interpreter's final collection over mlflow's objects
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,10 +13,12 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from plain_backprop import plain_train  # noqa: E402
-from runner.batched import train_stacked  # noqa: E402
-from runner.network import init_weights, layer_sizes  # noqa: E402
-from runner.training import shuffle_rng, train  # noqa: E402
-from seed_program import X as SEED_X, Y as SEED_Y  # noqa: E402
+from seed_program import X as SEED_X  # noqa: E402
+from seed_program import Y as SEED_Y
+
+from runner.nn.network import init_weights, layer_sizes  # noqa: E402
+from runner.nn.stacked import train_stacked  # noqa: E402
+from runner.nn.training import shuffle_rng, train  # noqa: E402
 
 
 def classification_data(rows=10, features=3, classes=3, seed=7):

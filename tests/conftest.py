@@ -43,7 +43,7 @@ def compose_config(*overrides):
     """The config nn-run would compose for these command-line overrides (real Hydra composition)."""
     from hydra import compose, initialize_config_dir
 
-    from runner.app import CONFIG_DIR
+    from runner.config import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         return compose(config_name="config", overrides=list(overrides))

@@ -1,4 +1,4 @@
-"""Batched sweeps: K networks trained as stacked arrays, against runner.training.train as the oracle,
+"""Batched sweeps: K networks trained as stacked arrays, against runner.nn.training.train as the oracle,
 and the batched Hydra launcher (hydra/launcher=batched) through the real CLI and a real SQLite store.
 
 A batched child run must be the run its config gives alone: the same weights (np.array_equal),
@@ -13,16 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import NN_RUN, compose_config, runs_of
-from runner import record
-from runner.batched import train_stacked
-from runner.datasets import load_dataset
-from runner.job import run_job
-from runner.network import init_weights, layer_sizes
-from runner.sweep_batches import plan_batches
-from runner.training import DivergenceError, train
 from test_sweeps import ENDLESS, TINY, nn_run_m, sweep_of
+
+from runner.data.datasets import load_dataset
+from runner.job import run_job
+from runner.nn.network import init_weights, layer_sizes
+from runner.nn.stacked import train_stacked
+from runner.nn.training import DivergenceError, train
+from runner.sweep.batches import plan_batches
+from runner.tracking import record
 
 
 def same_training(batched, alone):
@@ -239,7 +239,7 @@ def test_the_launcher_is_installed_as_a_hydra_plugin():
 
 
 def test_each_process_gets_a_part_of_every_batch_and_a_turn_of_the_lone_jobs():
-    from runner.sweep_batches import share_out
+    from runner.sweep.batches import share_out
 
     batches = [[0, 1, 3, 6, 7], [2, 4], [9, 10]]
     shares = share_out(batches, 12, 2)
@@ -256,7 +256,10 @@ def test_each_process_gets_a_part_of_every_batch_and_a_turn_of_the_lone_jobs():
 
 
 def test_jobs_run_in_forked_workers_and_come_back_in_order():
-    from hydra_plugins.nn_runner_batched_launcher.forked_jobs import run_in_workers, workers_for
+    from hydra_plugins.nn_runner_batched_launcher.forked_jobs import (
+        run_in_workers,
+        workers_for,
+    )
 
     calls = [functools.partial(_square_and_pid, k) for k in range(3)]
     results = run_in_workers(calls, after_fork=_note_fork)

@@ -16,9 +16,9 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import NN_RUN, ROOT
-from runner import record
+
+from runner.tracking import record
 
 TESTS = ROOT / "tests"
 # OPENBLAS_CORETYPE values, newest first; several may load the same kernel on a given OpenBLAS build

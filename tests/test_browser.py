@@ -10,10 +10,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-
 from conftest import NN_RUN
-from runner import record
 from servers import BIN, free_port, process_group
+
+from runner.tracking import record
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import NN_RUN
-from runner import record
-from runner.compare import compare_sweep, find_sweep, CompareError
+
+from runner.sweep.compare import CompareError, compare_sweep, find_sweep
+from runner.tracking import record
 
 NN_COMPARE = str(Path(sys.executable).parent / "nn-compare")
 
@@ -79,7 +79,7 @@ def test_nn_compare_ranks_the_latest_sweep_by_logged_final_error(tmp_path):
 
 def make_sweep(uri, experiment, children, name="sweep over train.lr"):
     """A parent run and its children, logged directly: children are (lr, errors, fails)."""
-    from runner.tracking import close_run, open_run, tracked_run
+    from runner.tracking.client import close_run, open_run, tracked_run
 
     _, parent_id = open_run(uri, experiment, name, {record.SWEEP_ID_TAG: name,
                                                     record.SWEPT_KEYS_TAG: json.dumps(["train.lr"])})
@@ -179,7 +179,7 @@ def test_ranking_by_test_error_without_a_held_out_split_is_one_line_and_exit_2(t
 
 
 def test_a_big_sweeps_plot_names_its_best_runs_and_greys_the_others(tracking_uri, experiment, client, tmp_path):
-    from runner.compare import NAMED_CURVES, plot_curves, sweep_rows
+    from runner.sweep.compare import NAMED_CURVES, plot_curves, sweep_rows
 
     count = NAMED_CURVES + 3
     parent_id = make_sweep(tracking_uri, experiment, [(lr, [0.5, 0.1 + lr / 100], False)

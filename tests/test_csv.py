@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from runner.datasets import load_dataset
-from runner.errors import DataError
+from runner.data.datasets import load_dataset
+from runner.data.errors import DataError
 
 FLOWERS = """length,width,height,species
 1.0,2.0,3.0,rose

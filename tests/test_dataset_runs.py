@@ -6,14 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import compose_config, runs_of
-from runner import record
-from runner.config import ConfigError, check
-from runner.datasets import load_dataset
-from runner.job import load_data, run_job
-from runner.network import predict
 from test_cli import nn_run
+
+from runner.config import ConfigError, check
+from runner.data.datasets import load_dataset
+from runner.job import load_data, run_job
+from runner.nn.network import predict
+from runner.tracking import record
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORT = ["train.iterations=20", "train.log_every=10"]

@@ -6,10 +6,11 @@ import itertools
 import numpy as np
 import pytest
 import sklearn.datasets
+from seed_program import X as SEED_X
+from seed_program import Y as SEED_Y
 
-from runner.datasets import DATASETS, load_dataset
-from runner.errors import DataError
-from seed_program import X as SEED_X, Y as SEED_Y
+from runner.data.datasets import DATASETS, load_dataset
+from runner.data.errors import DataError
 
 
 def ones_column(n):

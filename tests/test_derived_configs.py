@@ -16,10 +16,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from test_sweeps import TINY, nn_run_m
 
 from hydra_plugins.nn_runner_batched_launcher.derived_configs import DerivedConfigs
-from runner.app import CONFIG_DIR
-from test_sweeps import TINY, nn_run_m
+from runner.config import CONFIG_DIR
 
 
 @contextmanager

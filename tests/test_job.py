@@ -7,12 +7,12 @@ import mlflow.pyfunc
 import numpy as np
 import pytest
 import yaml
-
 from conftest import compose_config, runs_of
-from runner import record
-from runner.job import run_job
-from runner.training import mean_abs
 from seed_program import X, Y, seed_program
+
+from runner.job import run_job
+from runner.nn.training import mean_abs
+from runner.tracking import record
 
 
 def run_with(tracking_uri, experiment, *overrides):
@@ -69,15 +69,16 @@ def test_default_run_records_the_seed_program(tracking_uri, experiment, client, 
 
 
 def _predict(syn0, syn1):
-    from runner.network import predict
+    from runner.nn.network import predict
 
     return predict([syn0, syn1], X)
 
 
 def test_tags_record_code_and_versions(tracking_uri, experiment, client):
+    import subprocess
+
     import mlflow
     import numpy
-    import subprocess
 
     result, _ = run_with(tracking_uri, experiment, "train.iterations=10", "train.log_every=5")
     tags = client.get_run(result.run_id).data.tags

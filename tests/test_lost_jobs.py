@@ -7,11 +7,11 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import NN_RUN, runs_of
-from runner import record, run_owner
-from runner.compare import running_notes
 from test_sweeps import ENDLESS, sweep_of
+
+from runner.sweep.compare import running_notes
+from runner.tracking import record, run_owner
 
 
 def running_children(client, experiment):

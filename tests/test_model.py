@@ -10,16 +10,16 @@ import urllib.request
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import compose_config
 from oracles import forward
-from runner import record
-from runner.job import run_job
-from runner.model_export import pip_requirements
-from runner.network import predict
-from runner.pyfunc_model import predict_arguments
 from seed_program import X as SEED_X
 from servers import model_server
+
+from runner.job import run_job
+from runner.nn.network import predict
+from runner.pyfunc_model import predict_arguments
+from runner.tracking import record
+from runner.tracking.model_export import pip_requirements
 
 X = SEED_X.astype(np.float64)  # the signature takes float64, as the runner's data sets are
 
@@ -98,7 +98,7 @@ def test_model_is_code_and_npy_files_with_signature_example_and_pinned_requireme
     files = {os.path.relpath(os.path.join(root, name), folder) for root, _, names in os.walk(folder) for name in names}
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".cloudpickle"))]  # nothing that runs on load
     assert {"artifacts/layer_0.npy", "artifacts/layer_1.npy", "artifacts/layer_2.npy", "pyfunc_model.py",
-            "code/runner/network.py", "code/runner/activations.py"} <= files
+            "code/runner/nn/network.py", "code/runner/nn/activations.py"} <= files
 
     mlmodel = yaml.safe_load(open(os.path.join(folder, "MLmodel")))
     flavor = mlmodel["flavors"]["python_function"]
@@ -138,14 +138,14 @@ def test_loaded_model_runs_the_code_it_carries(tracking_uri, experiment, client,
     run_id = trained_run(tracking_uri, experiment)
     script = ("import json, sys, mlflow, numpy\n"
               f"model = mlflow.pyfunc.load_model('runs:/{run_id}/{record.MODEL_NAME}', dst_path=sys.argv[1])\n"
-              "import runner.network\n"
-              "print(runner.network.__file__)\n"
+              "import runner.nn.network\n"
+              "print(runner.nn.network.__file__)\n"
               "print(json.dumps(model.predict(numpy.array([[1.0, 0.0, 1.0]])).tolist()))\n")
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "loaded")], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri})
     assert done.returncode == 0, done.stderr
     module_file, prediction = done.stdout.strip().splitlines()[-2:]
-    assert module_file.startswith(str(tmp_path / "loaded")) and module_file.endswith("/code/runner/network.py")
+    assert module_file.startswith(str(tmp_path / "loaded")) and module_file.endswith("/code/runner/nn/network.py")
     weights = logged_weights(client, run_id, tmp_path / "run")
     assert json.loads(prediction) == predict(weights, [[1.0, 0.0, 1.0]]).tolist()
 

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
-from runner import record
-from runner.model_export import log_network_model
-from runner.network import predict
-from runner.tracking import ModelCopies, tracked_run
 from seed_program import X as SEED_X
+
+from runner.job import MODEL_CODE_FILE
+from runner.nn.network import predict
+from runner.tracking import record
+from runner.tracking.client import ModelCopies, tracked_run
+from runner.tracking.model_export import log_network_model
 
 X = SEED_X.astype(np.float64)
 MODEL_SECTION = {"hidden": [4], "activation": "sigmoid", "output": "sigmoid", "init": "uniform"}
@@ -31,7 +32,8 @@ def log_network(uri, experiment, weights, copies):
         run.log_metric(record.final_metric(record.ERROR_METRIC), STEP, 0.25)
         with tempfile.TemporaryDirectory() as folder:
             record.write_weights(folder, weights)
-            log_network_model(run, folder, len(weights), X, predictions, MODEL_SECTION, step=STEP, copies=copies)
+            log_network_model(run, MODEL_CODE_FILE, folder, len(weights), X, predictions, MODEL_SECTION, step=STEP,
+                              copies=copies)
     return run.run_id
 
 

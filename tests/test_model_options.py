@@ -2,12 +2,13 @@
 
 import numpy as np
 import pytest
-
 from oracles import backprop_update, forward, loss, numerical_gradient
-from runner import metrics, training
-from runner.network import INITS, init_weights, layer_sizes
-from runner.training import DivergenceError, shuffle_rng, train
-from seed_program import X as SEED_X, Y as SEED_Y
+from seed_program import X as SEED_X
+from seed_program import Y as SEED_Y
+
+from runner.nn import metrics, training
+from runner.nn.network import INITS, init_weights, layer_sizes
+from runner.nn.training import DivergenceError, shuffle_rng, train
 
 HIDDEN = ["sigmoid", "tanh", "relu"]
 OUTPUTS = ["sigmoid", "softmax"]

@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
-
 from conftest import NN_RUN, compose_config, runs_of
 from oracles import forward
-from runner import record
+
 from runner.job import load_data, run_job
-from runner.network import init_weights, layer_sizes
-from runner.training import DivergenceError, shuffle_rng, train
+from runner.nn.network import init_weights, layer_sizes
+from runner.nn.training import DivergenceError, shuffle_rng, train
+from runner.tracking import record
 
 
 def run_with(tracking_uri, experiment, *overrides):

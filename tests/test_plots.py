@@ -5,11 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import compose_config
 from oracles import forward
-from runner import plots, record
+
+from runner import plots
 from runner.job import load_data, run_job
+from runner.tracking import record
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLOTS = ["tracking.log_plots=true"]

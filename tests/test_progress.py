@@ -8,14 +8,14 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from conftest import NN_RUN
-from runner.network import init_weights
-from runner import training
-from runner.metrics import Scores
-from runner.progress import CLEAR_LINE, ProgressBar, wanted
-from runner.training import train
 from seed_program import X, Y
+
+from runner.nn import training
+from runner.nn.metrics import Scores
+from runner.nn.network import init_weights
+from runner.nn.training import train
+from runner.progress import CLEAR_LINE, ProgressBar, wanted
 
 
 class Clock:

@@ -10,10 +10,10 @@ from importlib.metadata import version
 import numpy as np
 import pytest
 import yaml
-
 from conftest import compose_config
-from runner import provenance, record
+
 from runner.job import run_job
+from runner.tracking import provenance, record
 
 
 def git(folder, *args):
@@ -93,7 +93,7 @@ def test_result_changing_environment_variables_are_recorded():
 
 
 def tags_in_fresh_process(**env):
-    script = "import json, numpy; from runner.provenance import collect; print(json.dumps(collect().tags))"
+    script = "import json, numpy; from runner.tracking.provenance import collect; print(json.dumps(collect().tags))"
     environ = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}
     done = subprocess.run([sys.executable, "-c", script], env={**environ, **env}, capture_output=True, text=True,
                           check=True)

@@ -2,7 +2,12 @@
 
 import numpy as np
 
-from runner.record_diff import MISSING, compare_metrics, compare_weights, differing_facts
+from runner.tracking.record_diff import (
+    MISSING,
+    compare_metrics,
+    compare_weights,
+    differing_facts,
+)
 
 
 def weights():

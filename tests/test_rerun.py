@@ -11,14 +11,16 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-
 from conftest import NN_RUN, compose_config, interrupt_after, runs_of
-from runner import record
-from runner.job import run_job
-from runner.tracking import PARENT_RUN_TAG
-from runner.rerun import EXIT_BAD_INPUT, EXIT_NOT_REPRODUCED, nn_rerun
 
-NN_RERUN = [sys.executable, "-m", "runner.rerun"]
+from runner.cli.rerun import nn_rerun
+from runner.exit_codes import BAD_INPUT as EXIT_BAD_INPUT
+from runner.exit_codes import FAILED as EXIT_NOT_REPRODUCED
+from runner.job import run_job
+from runner.tracking import record
+from runner.tracking.client import PARENT_RUN_TAG
+
+NN_RERUN = [sys.executable, "-m", "runner.cli.rerun"]
 
 
 def cli(command, cwd, *args, env=None):
@@ -291,7 +293,7 @@ def test_a_run_whose_artifacts_are_gone_is_a_clear_error(tracking_uri, experimen
 
 
 def test_a_run_not_made_by_nn_run_is_a_clear_error(tracking_uri, experiment, client, capsys, tmp_path):
-    from runner.tracking import tracked_run
+    from runner.tracking.client import tracked_run
 
     (tmp_path / "notes.txt").write_text("a run logged by another tool\n")
     with tracked_run(tracking_uri, experiment, "other tool") as run:
@@ -363,7 +365,7 @@ def test_rerun_of_a_run_with_a_test_split_compares_every_metric(tracking_uri, ex
 
 
 def test_a_derived_run_that_diverges_is_one_line_and_a_failed_run(tracking_uri, experiment, client, capsys):
-    from runner.rerun import EXIT_DIVERGED
+    from runner.exit_codes import FAILED as EXIT_DIVERGED
 
     source_id = logged_run(tracking_uri, experiment, "dataset=iris", "train.lr=0.05", "train.iterations=100",
                            "train.log_every=50")

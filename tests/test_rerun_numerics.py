@@ -11,20 +11,20 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import NN_RUN, ROOT, runs_of
-from runner import numeric_env, record
-from runner.rerun import EXIT_NOT_REPRODUCED
-from runner.tracking import PARENT_RUN_TAG
 from test_rerun import NN_RERUN, cli, the_rerun
+
+from runner.exit_codes import FAILED as EXIT_NOT_REPRODUCED
+from runner.tracking import numeric_env, record
+from runner.tracking.client import PARENT_RUN_TAG
 
 SHORT = ["train.iterations=3000", "train.log_every=1000", "tracking.log_model=false"]
 PLAIN = {k: v for k, v in os.environ.items() if not k.startswith(("OPENBLAS_", "NPY_"))}
 BITS_PROBE = """
 import numpy as np
-from runner.network import init_weights
-from runner.record import weights_sha256
-from runner.training import train
+from runner.nn.network import init_weights
+from runner.tracking.record import weights_sha256
+from runner.nn.training import train
 from seed_program import X, Y
 print(weights_sha256(train(init_weights([3, 4, 1], np.random.RandomState(1)), X, Y, iterations=3000,
                            log_every=1000).weights))

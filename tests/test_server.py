@@ -8,11 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import NN_RUN, runs_of
-from runner import record
-from runner.network import predict
-from servers import free_port, mlflow_server, postgres_bin, postgres_database, postgres_user
+from servers import (
+    free_port,
+    mlflow_server,
+    postgres_bin,
+    postgres_database,
+    postgres_user,
+)
+
+from runner.nn.network import predict
+from runner.tracking import record
 
 SWEEP_TIMEOUT = 300
 FAIL_FAST_TIMEOUT = 30  # the check answers in well under 10 s; MLflow's own retries would take minutes
@@ -139,7 +145,7 @@ def test_credentials_in_the_uri_are_not_printed(tmp_path):
 
 
 def test_tracking_uri_redacts_and_recognises_servers():
-    from runner.tracking_uri import is_server, redact
+    from runner.tracking.uri import is_server, redact
 
     assert redact("http://u:p@host:5000/x") == "http://host:5000/x" and redact("sqlite:///a.db") == "sqlite:///a.db"
     assert is_server("https://mlflow.example") and not is_server("sqlite:///mlflow.db")
@@ -188,7 +194,7 @@ def self_signed_certificate(folder):
 def test_an_https_server_is_probed_with_mlflows_certificate_settings(tmp_path, monkeypatch):
     import ssl
 
-    from runner.tracking_uri import ServerUnreachable, check_server
+    from runner.tracking.uri import ServerUnreachable, check_server
 
     cert, key = self_signed_certificate(tmp_path)
     server = http.server.HTTPServer(("127.0.0.1", 0), Healthy)

@@ -9,12 +9,18 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import NN_RUN, runs_of
-from runner import record
 from servers import mlflow_server
-from slurm_cluster import (pid_alive, read_pid, slurm, slurm_cluster, slurm_missing,  # noqa: F401 (fixture)
-                           step_daemons)
+from slurm_cluster import (  # noqa: F401 (fixture)
+    pid_alive,
+    read_pid,
+    slurm,
+    slurm_cluster,
+    slurm_missing,
+    step_daemons,
+)
+
+from runner.tracking import record
 
 SWEEP_TIMEOUT = 240  # measured here: 15-18 s for the 3-job sweep below (2 CPUs: two jobs, then the third)
 WAIT_SECONDS = 60

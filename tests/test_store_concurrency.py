@@ -1,7 +1,7 @@
 """Many commands opening one SQLite store at the same moment, and a tracking server restarted mid-sweep.
 
 MLflow creates and migrates a new store's tables in every process that opens it; before the
-store lock (runner/store_lock.py), four single runs and two sweeps started together on a new
+store lock (runner/tracking/store_lock.py), four single runs and two sweeps started together on a new
 store failed in 3 rounds out of 3 here, and left the store half-migrated for good.
 """
 
@@ -10,12 +10,12 @@ import sys
 import time
 
 import pytest
-
 from conftest import NN_RUN, runs_of
-from runner import record
-from runner.store_lock import lock_path, store_lock
 from servers import free_port, mlflow_server
 from test_sweeps import TINY
+
+from runner.tracking import record
+from runner.tracking.store_lock import lock_path, store_lock
 
 ROUNDS = 3  # each round is a new store; before the lock, every round broke it
 
@@ -80,9 +80,9 @@ def test_a_half_migrated_store_is_one_line_saying_what_to_do(tmp_path):
     assert "Traceback" not in done.stderr
 
 
-HOLD = ("import sys, time; from runner.store_lock import store_lock\n"
+HOLD = ("import sys, time; from runner.tracking.store_lock import store_lock\n"
         "with store_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(float(sys.argv[2]))")
-TRY = "import sys; from runner.store_lock import store_lock\nwith store_lock(sys.argv[1], seconds=0.3): pass"
+TRY = "import sys; from runner.tracking.store_lock import store_lock\nwith store_lock(sys.argv[1], seconds=0.3): pass"
 
 
 def hold(uri, seconds):

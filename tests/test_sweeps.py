@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import NN_RUN, compose_config, interrupt_after, runs_of
-from runner import record
-from runner.datasets import load_dataset
-from runner.network import init_weights, layer_sizes
-from runner.sweep import SWEEP_FILE
-from runner.training import train
+
+from runner.data.datasets import load_dataset
+from runner.nn.network import init_weights, layer_sizes
+from runner.nn.training import train
+from runner.sweep.callback import SWEEP_FILE
+from runner.tracking import record
 
 TINY = ["train.iterations=20", "train.log_every=10"]  # three error points per run: steps 0, 10, 20
 ENDLESS = ["train.iterations=100000000", "train.log_every=20000"]  # runs until interrupted
@@ -214,7 +214,7 @@ def test_without_the_sweep_callback_jobs_refuse_to_log(tmp_path):
     command = [*NN_RUN, "-m", "seed=1,2", "~hydra.callbacks.sweep_tracking", "tracking.uri=sqlite:///store.db", *TINY]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1
-    assert "the sweep callback runner.sweep.SweepTracking must be registered under hydra.callbacks" in done.stderr
+    assert "the sweep callback runner.sweep.callback.SweepTracking must be registered under hydra.callbacks" in done.stderr
     assert not (tmp_path / "store.db").exists()  # no run anywhere, not even a store
 
 
@@ -251,7 +251,7 @@ def test_seed_experiment_is_the_default_config():
 def test_sweep_experiments_define_their_sweep(name, key, values):
     from hydra import compose, initialize_config_dir
 
-    from runner.app import CONFIG_DIR
+    from runner.config import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = compose(config_name="config", overrides=[f"experiment={name}"], return_hydra_config=True)

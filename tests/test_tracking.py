@@ -1,9 +1,9 @@
 """Run status and buffered logging against a real SQLite store."""
 
 import pytest
-
 from conftest import runs_of
-from runner.tracking import tracked_run
+
+from runner.tracking.client import tracked_run
 
 
 def test_finished_run_keeps_every_point(tracking_uri, experiment, client):
@@ -59,7 +59,7 @@ def _log_in_child(uri, experiment):
 def test_a_forked_process_logs_through_its_own_database_connections(tracking_uri, experiment, client):
     import multiprocessing
 
-    from runner.tracking import forget_inherited_connections
+    from runner.tracking.client import forget_inherited_connections
 
     with tracked_run(tracking_uri, experiment, "before") as before:  # the parent holds pooled connections
         before.log_metric("error", 0, 0.5)
@@ -77,7 +77,7 @@ def test_a_forked_process_logs_through_its_own_database_connections(tracking_uri
 
 
 def test_a_param_longer_than_mlflow_allows_is_cut_and_says_so(tracking_uri, experiment, client):
-    from runner.tracking import MAX_PARAM_VALUE
+    from runner.tracking.client import MAX_PARAM_VALUE
 
     long_value = ",".join(f"class_{k:05d}" for k in range(1000))  # 11,999 characters
     with tracked_run(tracking_uri, experiment, "long") as run:

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-
 from oracles import forward, numerical_gradient, squared_loss
-from runner.network import init_weights, layer_sizes, predict
-from runner.training import train
 from seed_program import X, Y, seed_program
+
+from runner.nn.network import init_weights, layer_sizes, predict
+from runner.nn.training import train
 
 
 def test_init_weights_are_the_seed_programs():

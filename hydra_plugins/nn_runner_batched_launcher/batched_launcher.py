@@ -1,10 +1,10 @@
 """A Hydra launcher that trains the jobs of a sweep that share a network shape in one NumPy computation.
 
 Every job's config is the one Hydra composes (or derived from a composed one, derived_configs.py);
-runner/sweep_batches.py groups the jobs that differ only in `seed` and `train.lr` and trains each
-group at once (runner/batched.py).
+runner/sweep/batches.py groups the jobs that differ only in `seed` and `train.lr` and trains each
+group at once (runner/nn/stacked.py).
 Then every job, in order, goes through Hydra's own `run_job`, so its output folder, `.hydra/`
-files, callbacks (the sweep's MLflow parent run, runner/sweep.py) and JobReturn are those of any
+files, callbacks (the sweep's MLflow parent run, runner/sweep/callback.py) and JobReturn are those of any
 launcher: a batched job's task function logs its precomputed result as the job's run, any other
 job (a group of one, mini-batches, a rejected config, a network that diverged) runs nn-run's
 task function as usual. The jobs run in `n_jobs` processes forked from the sweep's process
@@ -23,7 +23,10 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import OmegaConf, open_dict
 
 from hydra_plugins.nn_runner_batched_launcher.derived_configs import DerivedConfigs
-from hydra_plugins.nn_runner_batched_launcher.forked_jobs import run_in_workers, workers_for
+from hydra_plugins.nn_runner_batched_launcher.forked_jobs import (
+    run_in_workers,
+    workers_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +60,8 @@ class BatchedLauncher(Launcher):
 
     def launch(self, job_overrides, initial_job_idx):
         from runner.job import release_batch
-        from runner.sweep_batches import plan_batches, share_out, train_batch
-        from runner.tracking import forget_inherited_connections
+        from runner.sweep.batches import plan_batches, share_out, train_batch
+        from runner.tracking.client import forget_inherited_connections
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -146,7 +149,7 @@ def _without_hydra(sweep_config):
 
 def _logging_task(trained):
     """A task function that records `trained` (a runner.job.Trained) as the job's run, as nn-run's would."""
-    from runner.app import run_task
+    from runner.cli.run import run_task
 
     def log_trained(cfg):
         return run_task(cfg, trained=trained)

@@ -1,0 +1,1 @@
+"""nn-runner's batched Hydra launcher: `nn-run -m hydra/launcher=batched ...` (see batched_launcher.py)."""

@@ -1,0 +1,5 @@
+"""`python -m runner` is `nn-run`."""
+
+from runner.cli.run import main
+
+main()

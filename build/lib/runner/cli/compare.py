@@ -1,0 +1,36 @@
+"""The `nn-compare` command: rank a sweep's runs (runner/sweep/compare.py) and log the ranking to its parent run."""
+
+import argparse
+import os
+import sys
+
+from runner import exit_codes
+from runner.config import tracking_defaults
+from runner.sweep.compare import CompareError, compare_sweep, find_sweep
+from runner.tracking import record
+from runner.tracking.store_lock import StoreError
+
+
+def main(argv=None):
+    uri, experiment = tracking_defaults()
+    parser = argparse.ArgumentParser(
+        prog="nn-compare", description="Rank the runs of an nn-run sweep (nn-run -m) by final training error "
+        "(or --metric test_error), and log the ranking (comparison.csv) and the error curves (comparison.png) to "
+        "the sweep's parent run.")
+    parser.add_argument("parent_run_id", nargs="?", help="the sweep's parent run (default: the latest sweep of "
+                        "--experiment)")
+    parser.add_argument("--tracking-uri", default=uri, help=f"MLflow tracking URI (default: {uri})")
+    parser.add_argument("--experiment", default=experiment, help=f"experiment whose latest sweep is compared "
+                        f"when no run id is given (default: {experiment})")
+    parser.add_argument("--metric", default=record.ERROR_METRIC, choices=record.RANKING_METRICS,
+                        help="rank by this metric's final value, lowest first (default: error, on the training "
+                        "data; test_error: on the held-out split; its files are comparison_test_error.csv/.png)")
+    parser.add_argument("--no-log", action="store_true", help="only print the table; log nothing to the parent run")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    try:
+        parent = find_sweep(args.tracking_uri, args.experiment, args.parent_run_id)
+        compare_sweep(args.tracking_uri, parent, log_to_parent=not args.no_log, metric=args.metric)
+    except (CompareError, StoreError) as error:
+        print(f"nn-compare: {error}", file=sys.stderr)
+        sys.exit(exit_codes.BAD_INPUT)

@@ -1,0 +1,75 @@
+"""The `nn-rerun` command: train a recorded run's config again and prove the result identical (runner/rerun.py).
+
+    nn-rerun RUN_ID                        reproduce an MLflow run and compare the two records
+    nn-rerun RUN_ID --override KEY=VALUE   a new run from that run's config, changed (no comparison)
+    nn-rerun outputs/DATE/TIME             the same from a Hydra output folder (.hydra/config.yaml)
+    nn-rerun RUN_ID --no-rebuild           train in this process as it is, even where its numerics differ
+
+Exit 0: reproduced (or a derived/uncompared run was made); 1: not reproduced, or training diverged
+(one line on stderr, the new run FAILED); 2: bad input, with one line on stderr and no new run.
+"""
+
+import argparse
+import gc
+import logging
+import sys
+
+from runner import exit_codes
+from runner.config import ConfigError
+from runner.nn.training import DivergenceError
+from runner.rerun import RerunError, rerun
+from runner.tracking.store_lock import StoreError
+from runner.tracking.uri import ServerUnreachable
+
+# Hydra's own job-logging format, so nn-rerun's progress lines look like nn-run's
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="nn-rerun", description="Train a recorded nn-run run again: "
+                                     "reproduce it exactly, or start from its config with overrides.")
+    parser.add_argument("source", help="an MLflow run id, or a Hydra output folder (outputs/DATE/TIME)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: nn-run's tracking.uri; for an output folder, its config's)")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="Hydra-style override of the source's config (repeatable); makes a new "
+                        "run linked by the derived_from tag instead of a reproduction")
+    parser.add_argument("--no-rebuild", action="store_true",
+                        help="train in this process even when the source recorded another BLAS kernel, other "
+                        "NumPy SIMD loops or other OPENBLAS_*/NPY_*/OMP_*/MKL_* values (default: rebuild "
+                        "them in a child process)")
+    return parser.parse_args(argv)
+
+
+def nn_rerun(argv=None):
+    """nn-rerun with these arguments; returns the exit code."""
+    from runner.tracking.stored_run import (
+        NotInStore,  # imports MLflow (~1 s): not before the arguments are read
+    )
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    try:
+        return rerun(args.source, args.tracking_uri, args.override, argv=None if args.no_rebuild else argv)
+    except (RerunError, NotInStore, ConfigError, ServerUnreachable, StoreError) as error:
+        print(f"nn-rerun: {error}", file=sys.stderr)
+        return exit_codes.BAD_INPUT
+    except DivergenceError as error:  # as nn-run: the new run is already marked FAILED with this reason
+        print(f"nn-rerun: {error}", file=sys.stderr)
+        return exit_codes.FAILED
+
+
+def main():
+    """Entry point of the `nn-rerun` console script."""
+    try:
+        code = nn_rerun()
+    except KeyboardInterrupt:
+        print("nn-rerun: interrupted; the new run is marked KILLED with the metrics logged so far", file=sys.stderr)
+        return exit_codes.INTERRUPTED
+    gc.freeze()  # as nn-run: skip the interpreter's final collection over mlflow's objects
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Where nn-run's configs live, the run's schema (each group's typed keys beside its code) and the value checks.
+
+Hydra rejects unknown keys and wrong types while composing; `check` rejects values that are
+well typed but out of range, before any MLflow run starts.
+"""
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from runner.data.datasets import DATASETS
+from runner.data.schema import OPTION_SCHEMAS, DatasetConfig
+from runner.nn.activations import ACTIVATIONS, OUTPUTS
+from runner.nn.network import INITS
+from runner.nn.schema import ModelConfig, TrainConfig
+from runner.tracking.schema import TrackingConfig
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# nn-run's Hydra configs: conf/ inside the installed package (a wheel), else conf/ beside the package (a checkout)
+CONFIG_DIR = str(PACKAGE_DIR / "conf" if (PACKAGE_DIR / "conf").is_dir() else PACKAGE_DIR.parent / "conf")
+PRIMARY_CONFIG = "config"  # conf/config.yaml
+
+
+@dataclass
+class RunConfig:
+    """One run: the weights' seed and a config group per part of the program (each schema beside its code)."""
+
+    seed: int = MISSING
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+ConfigStore.instance().store(name="run_schema", node=RunConfig)
+# stored outside the dataset group so they are not offered as data sets
+for _name, _node in OPTION_SCHEMAS.items():
+    ConfigStore.instance().store(name=_name, node=_node)
+
+
+def tracking_defaults():
+    """(tracking.uri, tracking.experiment) as nn-run composes them with no overrides."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name=PRIMARY_CONFIG)
+    return cfg.tracking.uri, cfg.tracking.experiment
+
+
+class ConfigError(ValueError):
+    """A config value that is well typed but not allowed; the message names key, value and rule."""
+
+
+def _require(ok, key, value, allowed):
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def check(cfg):
+    """Raise ConfigError for the first out-of-range value in a composed config."""
+    _require(cfg.dataset.name in DATASETS, "dataset.name", cfg.dataset.name, f"one of {', '.join(DATASETS)}")
+    for size in cfg.model.hidden:
+        _require(size >= 1, "model.hidden", list(cfg.model.hidden), "every hidden size must be >= 1")
+    _require(cfg.model.activation in ACTIVATIONS, "model.activation", cfg.model.activation,
+             f"one of {', '.join(ACTIVATIONS)}")
+    _require(cfg.train.iterations >= 1, "train.iterations", cfg.train.iterations, "must be >= 1")
+    _require(cfg.train.log_every >= 1, "train.log_every", cfg.train.log_every, "must be >= 1")
+    _require(cfg.train.lr > 0 and math.isfinite(cfg.train.lr), "train.lr", cfg.train.lr, "must be a finite number > 0")
+    check_model(cfg)
+
+
+def check_model(cfg):
+    """The model/training options that need no data: output, init, batch size."""
+    _require(cfg.model.output in OUTPUTS, "model.output", cfg.model.output, f"one of {', '.join(OUTPUTS)}")
+    _require(cfg.model.init in INITS, "model.init", cfg.model.init, f"one of {', '.join(INITS)}")
+    _require(cfg.train.batch_size >= 0, "train.batch_size", cfg.train.batch_size, "must be >= 0 (0 = full batch)")
+
+
+def check_fits_data(cfg, rows, outputs):
+    """The options that depend on the data: `rows` training rows, `outputs` target columns."""
+    _require(cfg.train.batch_size <= rows, "train.batch_size", cfg.train.batch_size,
+             f"must be <= {rows}, the training rows of dataset {cfg.dataset.name} (0 = full batch)")
+    _require(cfg.model.output != "softmax" or outputs >= 2, "model.output", cfg.model.output,
+             f"softmax needs >= 2 target columns and dataset {cfg.dataset.name} has {outputs}; use sigmoid")

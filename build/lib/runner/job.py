@@ -1,0 +1,231 @@
+"""One experiment run: check the config, build data and weights, train, record it in MLflow."""
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from runner.config import ConfigError, check, check_fits_data
+from runner.data.datasets import load_dataset
+from runner.data.errors import DataError
+from runner.nn.network import init_weights, layer_sizes, predict
+from runner.nn.training import shuffle_rng, train
+from runner.progress import progress_bar
+from runner.tracking import provenance, record, run_owner
+from runner.tracking.uri import check_server, redact
+
+log = logging.getLogger(__name__)
+MODEL_CODE_FILE = Path(__file__).with_name("pyfunc_model.py")  # the logged model's code (MLflow runs it to load)
+SHOWN_PREDICTIONS = 20  # rows of predictions printed at the end; predictions.csv has them all
+
+
+@dataclass
+class JobResult:
+    """What a finished job hands back to its caller (and to Hydra's sweepers)."""
+
+    run_id: str
+    final_error: float
+    weights_sha256: str
+    final_metrics: dict = field(default_factory=dict)  # {final_error: ..., final_test_error: ..., ...}
+
+
+@dataclass
+class Trained:
+    """A job trained elsewhere (a batched sweep: runner/sweep/batches.py), for run_job to log instead of training."""
+
+    result: object  # a runner.nn.training.TrainResult of exactly this job's config
+    data: object  # the job's runner.data.datasets.Dataset, already checked against its config by prepare_job
+    facts: object  # runner.tracking.provenance.collect(), computed once for the whole batch
+    shared: dict = field(default_factory=dict)  # one dict per batch: what its jobs' logging does once (the model)
+
+
+def release_batch(shared):
+    """Free what the jobs of one batch kept for their logging (`Trained.shared`: the model saved once)."""
+    model = shared.pop("model", None)
+    if model is not None:
+        model.close()
+
+
+def redact_overrides(overrides):
+    """Command-line overrides with the user:password part of any URI value removed."""
+    return [f"{key}{sep}{redact(value)}" for key, sep, value in (o.partition("=") for o in overrides)]
+
+
+def flatten(cfg):
+    """The composed config as {dotted.key: text}; lists and dicts as their JSON text."""
+    flat = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, f"{name}.")
+            else:
+                flat[name] = json.dumps(value) if isinstance(value, list) else str(value)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    if "tracking.uri" in flat:
+        flat["tracking.uri"] = redact(flat["tracking.uri"])
+    return flat
+
+
+def load_data(dataset_cfg):
+    """The data set a `dataset` config node describes; a value it cannot use becomes a ConfigError."""
+    try:
+        return load_dataset(**OmegaConf.to_container(dataset_cfg, resolve=True))
+    except DataError as error:
+        raise ConfigError(f"dataset.{error}") from None
+
+
+def log_dataset_inputs(run, data):
+    """The training split, and the test split if any, as the run's MLflow dataset inputs."""
+    splits = {record.TRAINING_CONTEXT: (data.X, data.y, record.dataset_digest(data.X, data.y))}
+    if data.X_test is not None:
+        splits[record.TESTING_CONTEXT] = (data.X_test, data.y_test, record.dataset_digest(data.X_test, data.y_test))
+    run.log_datasets(data.name, data.source, splits)
+
+
+def write_test_predictions_and_plots(folder, cfg, data, result):
+    """Into the artifact folder: test_predictions.csv (final weights) and, with tracking.log_plots, the plots."""
+    if data.X_test is not None:
+        outputs = predict(result.weights, data.X_test, cfg.model.activation, cfg.model.output)
+        record.write_predictions(folder, data.X_test, data.y_test, outputs, record.TEST_PREDICTIONS_FILE)
+    if cfg.tracking.log_plots:
+        from runner.plots import (
+            write_run_plots,  # imports matplotlib (~0.3 s): only when plots are drawn
+        )
+
+        write_run_plots(folder, result, data, cfg.dataset.bias, cfg.model.activation, cfg.model.output)
+
+
+def prepare_job(cfg):
+    """Check `cfg` and load its data; raises ConfigError or ServerUnreachable before any run exists."""
+    check(cfg)
+    data = load_data(cfg.dataset)
+    check_fits_data(cfg, len(data.y), data.y.shape[1])
+    check_server(cfg.tracking.uri)
+    return data
+
+
+def initial_weights(cfg, data):
+    """The network's starting weights: drawn from np.random.RandomState(cfg.seed) with cfg.model.init."""
+    sizes = layer_sizes(data.X.shape[1], cfg.model.hidden, data.y.shape[1])
+    return init_weights(sizes, np.random.RandomState(cfg.seed), cfg.model.init)
+
+
+def train_job(cfg, data, on_log, progress=False):
+    """Train the network `cfg` describes on `data`, calling on_log(step, scores) at each logged step."""
+    with progress_bar(cfg.train.iterations, enabled=progress) as bar:
+        return train(initial_weights(cfg, data), data.X, data.y, iterations=cfg.train.iterations,
+                     log_every=cfg.train.log_every, lr=cfg.train.lr, hidden_activation=cfg.model.activation,
+                     output_activation=cfg.model.output, batch_size=cfg.train.batch_size,
+                     rng=shuffle_rng(cfg.seed), X_test=data.X_test, y_test=data.y_test,
+                     classify=data.classes is not None, on_log=bar.wrap_log(on_log), **bar.train_hooks)
+
+
+def run_tags(overrides, data, facts, extra_tags=None):
+    """The tags a run is created with: provenance `facts` (provenance.collect()), this process as its owner
+    (run_owner), overrides, `extra_tags`."""
+    tags = {**facts.tags, **run_owner.owner_tags(), record.OVERRIDES_TAG: json.dumps(redact_overrides(overrides)),
+            **(extra_tags or {})}
+    if data.file_sha256:  # set when the run is created, so even a failed run says which file it read
+        tags[record.DATASET_SHA256_TAG] = data.file_sha256
+    return tags
+
+
+def record_result(run, cfg, data, overrides, result, facts, shared=None):
+    """Log a finished training `result` to the open `run`: final scores, files, model, weights hash.
+
+    `shared` (a dict shared by the jobs of one batch, whose models differ only in their weights)
+    lets the model be saved once for them all (tracking.ModelCopies).
+    Returns (final metrics {name: value}, weights sha256).
+    """
+    from runner.tracking.model_export import log_network_model
+
+    final_metrics = {record.final_metric(name): value for name, value in record.score_metrics(result.final).items()}
+    predictions = predict(result.weights, data.X, cfg.model.activation, cfg.model.output)
+    for name, value in final_metrics.items():
+        run.log_metric(name, cfg.train.iterations, value)
+    digest = record.weights_sha256(result.weights)
+    with tempfile.TemporaryDirectory() as folder:
+        record.write_weights(folder, result.weights)
+        record.write_predictions(folder, data.X, data.y, predictions, last_output=result.last_output)
+        write_test_predictions_and_plots(folder, cfg, data, result)
+        OmegaConf.save(cfg, f"{folder}/{record.CONFIG_FILE}")
+        OmegaConf.save(OmegaConf.create(list(overrides)), f"{folder}/{record.OVERRIDES_FILE}")
+        if facts.git_diff:
+            with open(f"{folder}/{record.GIT_DIFF_FILE}", "w", errors="surrogateescape") as handle:
+                handle.write(facts.git_diff)
+        run.log_artifacts(folder)
+        if cfg.tracking.log_model:
+            copies = None
+            if shared is not None:
+                from runner.tracking.client import ModelCopies
+
+                copies = shared.setdefault("model", ModelCopies())
+            log_network_model(run, MODEL_CODE_FILE, folder, len(result.weights), data.X, predictions,
+                              OmegaConf.to_container(cfg.model, resolve=True), step=cfg.train.iterations,
+                              copies=copies)
+    run.set_tags({record.WEIGHTS_HASH_TAG: digest}, defer=True)  # written with the final metrics as the run ends
+    return final_metrics, digest
+
+
+def print_outputs(cfg, data, result):
+    """Log the rows the seed prints: its last iteration's output (full batch), else the final weights' outputs."""
+    if result.last_output is not None:
+        outputs, what = result.last_output, ("output of the last training iteration, before its update, as the "
+                                             "seed program prints it; predictions.csv also has the final weights'")
+    else:
+        outputs, what = predict(result.weights, data.X, cfg.model.activation, cfg.model.output), "final weights' outputs"
+    shown = f", first {SHOWN_PREDICTIONS} of {len(data.X)} rows" if len(data.X) > SHOWN_PREDICTIONS else ""
+    log.info("%s (inputs | target | output)%s:", what, shown)
+    for x, target, output in zip(data.X[:SHOWN_PREDICTIONS], data.y, outputs):
+        log.info("  %s | %s | %s", " ".join(f"{v:g}" for v in x), " ".join(f"{v:g}" for v in target),
+                 " ".join(repr(float(v)) for v in output))
+
+
+def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, progress=False, extra_tags=None,
+            trained=None):
+    """Train the network `cfg` describes and log it as one MLflow run; returns a JobResult.
+
+    `parent_run_id` and `experiment_id` place the run in a sweep (runner/sweep/callback.py); `extra_tags` are
+    added to the run's tags (a rerun's link to its source, Hydra's output folder).
+    Raises ConfigError before any run exists when a value is not allowed, ServerUnreachable when
+    tracking.uri names a server that does not answer. `progress` draws a progress bar on stderr.
+    `trained` (a Trained) is logged as is instead of training.
+    """
+    data = prepare_job(cfg) if trained is None else trained.data
+    # mlflow takes over a second to import: pay for it only once the config and data are known to be good
+    from runner.tracking.client import tracked_run, ui_command
+
+    facts = provenance.collect() if trained is None else trained.facts
+    tags = run_tags(overrides, data, facts, extra_tags)
+    with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id, experiment_id) as run:
+        # a result trained elsewhere is written in one go when the run ends; a run that trains shows its params now
+        run.log_params({**flatten(cfg), **record.dataset_params(data)}, defer=trained is not None)
+        log_dataset_inputs(run, data)
+
+        def on_log(step, scores):
+            metrics = record.score_metrics(scores)
+            for name, value in metrics.items():  # buffered before printed: a printed point survives Ctrl-C
+                run.log_metric(name, step, value)
+            log.info("step %d: %s", step, ", ".join(f"{name} {value!r}" for name, value in metrics.items()))
+
+        if trained is None:
+            result = train_job(cfg, data, on_log, progress)
+        else:
+            result = trained.result
+            for step, scores in zip(result.steps, result.history):
+                on_log(step, scores)
+        final_metrics, digest = record_result(run, cfg, data, overrides, result, facts,
+                                              shared=None if trained is None else trained.shared)
+
+    print_outputs(cfg, data, result)
+    uri = redact(cfg.tracking.uri)
+    log.info("MLflow run %s in experiment %r at %s", run.run_id, cfg.tracking.experiment, uri)
+    log.info("open the UI: %s", ui_command(uri))
+    return JobResult(run.run_id, result.errors[-1], digest, final_metrics)

@@ -1,0 +1,350 @@
+"""One MLflow parent run per Hydra sweep (`nn-run -m`), with one child run per job.
+
+`SweepTracking` is a Hydra callback (registered under `hydra.callbacks` in conf/config.yaml).
+In the process that starts the sweep it prepares the store (tables, experiment) before any job
+starts, opens the parent run and writes `SWEEP_FILE` into the sweep folder; each job, in whatever
+process or machine the launcher gives it, reads that file to log as a child of the parent in the
+same experiment. When the sweep is over (or its process exits after a failure), the parent is
+ended FINISHED if every job's run finished, KILLED after Ctrl-C, else FAILED, with the counts as
+metrics.
+
+The end accounts for every job, whatever the launcher: a child still RUNNING whose process is
+gone (SIGKILL, the OOM killer; runner/tracking/run_owner.py) ends FAILED with an `error` tag that says so,
+and jobs of the basic sweeper that never ran are counted and named on the parent.
+"""
+
+import atexit
+import json
+import logging
+import math
+import re
+import signal
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from runner import exit_codes
+from runner.config import ConfigError
+from runner.job import redact_overrides
+from runner.tracking import record, run_owner
+
+log = logging.getLogger(__name__)
+
+SWEEP_FILE = "mlflow_sweep.json"  # in hydra.sweep.dir: how a sweep's jobs find their parent run
+SETTLE_SECONDS = 15.0  # at the end, how long a RUNNING child's live process on this host gets to end its run
+
+
+_interrupted = []  # non-empty once nn-run was interrupted (Ctrl-C, SIGTERM): the parent then ends KILLED
+_open_sweeps = []  # the SweepTracking callbacks of this process whose parent run is open
+
+
+def note_interrupted():
+    """nn-run was stopped by Ctrl-C or SIGTERM: a sweep's parent run ends KILLED, even between two jobs."""
+    _interrupted.append(True)
+
+
+class SweepError(RuntimeError):
+    """A job of a sweep cannot log: the sweep has no parent run to log under."""
+
+
+@dataclass
+class SweepContext:
+    """What a job needs to log as a child of its sweep's parent run."""
+
+    sweep_id: str
+    experiment_id: str
+    parent_run_id: str
+
+
+def swept_values(config):
+    """{key: values} for every config key a sweep varies, from `hydra.sweeper.params` and the command line.
+
+    The values are the sweep's text (`0.1,1,10`, `interval(0.1, 1)`); a command-line override of a
+    key that `hydra.sweeper.params` also sweeps wins, as in Hydra's sweepers.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    candidates = [f"{key}={value}" for key, value in params.items()]
+    candidates += list(config.hydra.overrides.task)
+    swept = {}
+    for text, override in zip(candidates, OverridesParser.create().parse_overrides(candidates)):
+        if override.is_sweep_override():
+            swept[override.key_or_group] = text.split("=", 1)[1]
+    return swept
+
+
+def sweep_name(config, keys):
+    """A readable parent-run name: the named experiment, if any, and the swept keys."""
+    name = f"sweep over {', '.join(keys)}" if keys else "sweep"
+    experiment = OmegaConf.select(config, "hydra.runtime.choices.experiment")
+    return f"{experiment}: {name}" if experiment else name
+
+
+def planned_jobs(config):
+    """Each job's overrides, in job order, as Hydra's basic sweeper launches them; None for another sweeper
+    (Optuna's trials are not known in advance) or when the sweep cannot be parsed here.
+
+    The basic sweeper's rule: `hydra.sweeper.params`, then the command line, one entry per key (a
+    later one replaces an earlier one in its place), and the cartesian product of their values.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if OmegaConf.select(config, "hydra.runtime.choices.hydra/sweeper") != "basic":
+        return None
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    texts = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    try:
+        parsed = OverridesParser.create().parse_overrides(texts)
+        choices = {}
+        for override in parsed:
+            key = override.get_key_element()
+            if override.is_sweep_override():
+                if not override.is_discrete_sweep():
+                    return None
+                choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            else:
+                choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+    except Exception:  # noqa: BLE001  e.g. glob() over config groups needs Hydra's config loader
+        return None
+    jobs = [[]]
+    for values in choices.values():
+        jobs = [job + [value] for job in jobs for value in values]
+    return jobs
+
+
+def launcher_report(error):
+    """What a launcher said about a worker that died, in a few words ('exit codes SIGKILL(-9)'), or None."""
+    if error is None:
+        return None
+    found = re.search(r"exit codes? of the workers? (?:are|is) \{([^}]*)\}|exit code (-?\d+)", str(error))
+    if found is None:
+        return None
+    if found.group(1):
+        return f"exit codes {found.group(1)}"  # joblib's own words: {SIGKILL(-9)}
+    code = int(found.group(2))
+    return f"exit code {code} ({signal.Signals(-code).name})" if -code in signal.valid_signals() else f"exit code {code}"
+
+
+def _sweep_file(hydra_cfg):
+    """SWEEP_FILE in the sweep folder; a relative folder means the directory nn-run was started in."""
+    return Path(hydra_cfg.runtime.cwd, str(hydra_cfg.sweep.dir), SWEEP_FILE)
+
+
+def job_context():
+    """The sweep the running Hydra job belongs to; None outside `-m`.
+
+    Raises SweepError when the sweep has no parent run (the callback is not registered), so that
+    no job of a sweep logs a run outside it.
+    """
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return _read_context(hydra_cfg)
+
+
+def _read_context(hydra_cfg):
+    path = _sweep_file(hydra_cfg)
+    try:
+        return SweepContext(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise SweepError(f"{path} is missing: the sweep callback runner.sweep.callback.SweepTracking must be "
+                         "registered under hydra.callbacks (conf/config.yaml)") from None
+
+
+def _check_launcher(launcher_cfg):
+    """Construct the sweep's launcher once: a setting it rejects stops the sweep before the parent run exists.
+
+    (Hydra constructs the launcher only after this callback has opened the parent run.)
+    """
+    from hydra.utils import instantiate
+
+    try:
+        instantiate(launcher_cfg)
+    except Exception as error:  # noqa: BLE001  Hydra wraps the launcher's own error
+        raise ConfigError(str(error.__cause__ or error)) from None
+
+
+class SweepTracking(Callback):
+    """Hydra callback: a parent MLflow run around every multirun; see the module docstring."""
+
+    def __init__(self, compare=True):
+        self.compare = compare  # at the end, print the ranking and log it to the parent (nn-compare)
+        self._parent = None  # (tracking uri, parent run id), only in the process that started the sweep
+
+    def on_multirun_start(self, config, **kwargs):
+        try:
+            context = self._open_parent(config)
+            sweep_file = _sweep_file(config.hydra)
+            sweep_file.parent.mkdir(parents=True, exist_ok=True)
+            sweep_file.write_text(json.dumps(asdict(context)))
+        except Exception as error:
+            # Hydra would only warn about a callback's error and start the jobs: stop before any starts
+            print(f"nn-run: the sweep cannot start: {error}", file=sys.stderr)
+            sys.exit(exit_codes.BAD_INPUT)
+
+    def _open_parent(self, config):
+        from runner.tracking.provenance import provenance_tags
+        from runner.tracking.uri import check_server, redact
+
+        check_server(config.tracking.uri)  # in seconds, before MLflow's import and its minutes of retries
+        _check_launcher(config.hydra.launcher)
+        from runner.tracking.client import open_run
+
+        swept = swept_values(config)
+        for key, values in swept.items():
+            if key.startswith("tracking."):
+                raise ConfigError(f"{key}={values} is not allowed: one sweep logs to one store and one experiment")
+        sweep_id = uuid.uuid4().hex
+        tags = {
+            **provenance_tags(),
+            **run_owner.owner_tags(),
+            record.SWEEP_ID_TAG: sweep_id,
+            record.SWEPT_KEYS_TAG: json.dumps(list(swept)),
+            record.OVERRIDES_TAG: json.dumps(redact_overrides(config.hydra.overrides.task)),
+            record.SWEEP_DIR_TAG: str(_sweep_file(config.hydra).parent.resolve()),
+            record.LAUNCHER_TAG: OmegaConf.select(config, "hydra.runtime.choices.hydra/launcher"),
+            record.SWEEPER_TAG: OmegaConf.select(config, "hydra.runtime.choices.hydra/sweeper"),
+        }
+        uri = config.tracking.uri
+        experiment_id, run_id = open_run(uri, config.tracking.experiment, sweep_name(config, list(swept)), tags)
+        self._parent = (uri, run_id)
+        self._planned = planned_jobs(config)
+        self._unnamed = set(OmegaConf.select(config, "hydra.job.config.override_dirname.exclude_keys") or [])
+        _open_sweeps.append(self)
+        # when a job failed, Hydra's sweepers raise after the batch and on_multirun_end never comes
+        atexit.register(self._end_parent, completed=False)
+        log.info("sweep parent run %s in experiment %r at %s", run_id, config.tracking.experiment, redact(uri))
+        return SweepContext(sweep_id, experiment_id, run_id)
+
+    def on_job_end(self, config, job_return, **kwargs):
+        """In the job's process: a job whose config was rejected has no run; note it on the parent."""
+        error = getattr(job_return, "_return_value", None)  # job_return.return_value would raise it
+        if config.hydra.mode != RunMode.MULTIRUN or job_return.status != JobStatus.FAILED \
+                or not isinstance(error, ConfigError):
+            return
+        from runner.tracking.client import set_run_tags
+
+        tag = f"{record.REJECTED_TAG_PREFIX}{config.hydra.job.num}"
+        set_run_tags(config.tracking.uri, _read_context(config.hydra).parent_run_id,
+                     {tag: f"{config.hydra.job.override_dirname}: {error}"})
+
+    def on_multirun_end(self, config, **kwargs):
+        self._end_parent(completed=True)
+
+    def _end_parent(self, completed, error=None):
+        """End the parent run once: FINISHED if the sweep completed and every job's run finished.
+
+        First every job is accounted for (settle_children, jobs_not_run). `error` is what stopped
+        the sweep, if anything did (a launcher whose worker died says how). Returns one line per
+        job lost or never run.
+        """
+        if self._parent is None:
+            return []
+        uri, run_id = self._parent
+        self._parent = None
+        _open_sweeps.remove(self)
+        from runner.tracking.client import child_runs, close_run, get_run, set_run_tags
+
+        parent = get_run(uri, run_id)
+        children, lost = settle_children(uri, child_runs(uri, parent), completed, launcher_report(error))
+        rejected = [k for k in parent.data.tags if k.startswith(record.REJECTED_TAG_PREFIX)]
+        not_run = jobs_not_run(self._planned, children, rejected, self._unnamed)
+        if not_run:
+            set_run_tags(uri, run_id, {f"{record.NOT_RUN_TAG_PREFIX}{num}": name for num, name in not_run})
+        finished = [c for c in children if c.info.status == "FINISHED"]
+        metrics = {
+            record.CHILDREN_FINISHED_METRIC: len(finished),
+            record.CHILDREN_FAILED_METRIC: len(children) - len(finished),
+            record.JOBS_REJECTED_METRIC: len(rejected),
+            record.JOBS_NOT_RUN_METRIC: len(not_run),
+        }
+        errors = [c.data.metrics.get(record.final_metric(record.ERROR_METRIC), math.nan) for c in finished]
+        errors = [e for e in errors if math.isfinite(e)]
+        if errors:
+            metrics[record.BEST_ERROR_METRIC] = min(errors)
+        if not completed and (_interrupted or (not lost and any(c.info.status == "KILLED" for c in children))):
+            status = "KILLED"  # Ctrl-C or SIGTERM: the jobs that were running are KILLED
+        elif completed and finished and len(finished) == len(children) and not rejected and not not_run:
+            status = "FINISHED"
+        else:
+            status = "FAILED"
+        close_run(uri, run_id, status, metrics)
+        log.info("sweep parent run %s %s: %d children finished, %d failed, %d jobs rejected, %d not run", run_id,
+                 status, len(finished), len(children) - len(finished), len(rejected), len(not_run))
+        lines = [f"job {run.info.run_name}: lost: {reason}" for run, reason in lost]
+        lines += [f"job #{num} ({name}): never ran" for num, name in not_run]
+        if self.compare:
+            from runner.sweep.compare import compare_sweep
+
+            try:
+                compare_sweep(uri, get_run(uri, run_id), children=children)
+            except Exception as failure:  # the sweep is recorded; `nn-compare` can try again
+                log.warning("could not compare the sweep: %s: %s", type(failure).__name__, failure)
+        return lines
+
+
+def end_after_error(error):
+    """The sweep of this process stopped on `error` (a job's, or a launcher's whose worker died): end its
+    parent run accounting for every job. Returns one line per job lost or never run; None outside a sweep."""
+    if not _open_sweeps:
+        return None
+    return [line for sweep in list(_open_sweeps) for line in sweep._end_parent(completed=False, error=error)]
+
+
+def settle_children(uri, children, completed, launcher_said=None):
+    """The children with every RUNNING one settled, and [(run, reason)] for those whose process died.
+
+    A RUNNING child whose process still lives on this host gets SETTLE_SECONDS to end its run
+    (after Ctrl-C it marks it KILLED itself). One whose process is gone, or, once every job has
+    returned (`completed`), one that no process here can still end, is ended FAILED with an
+    `error` tag saying its process ended without closing the run.
+    """
+    from runner.tracking.client import fail_run, get_run
+
+    deadline = time.monotonic() + SETTLE_SECONDS
+    settled, lost = [], []
+    for child in children:
+        while child.info.status == "RUNNING" and run_owner.owner_gone(child.data.tags) is False \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+            child = get_run(uri, child.info.run_id)
+        gone = run_owner.owner_gone(child.data.tags)
+        if child.info.status == "RUNNING" and (gone or (completed and gone is None)):
+            reason = f"its process ({run_owner.describe_owner(child.data.tags)}) ended without closing the run"
+            if launcher_said:
+                reason += f"; the launcher reported {launcher_said}"
+            fail_run(uri, child.info.run_id, reason)
+            lost.append((child, reason))
+            child = get_run(uri, child.info.run_id)
+        settled.append(child)
+    return settled, lost
+
+
+def jobs_not_run(planned, children, rejected_tags, unnamed=()):
+    """[(job number, its name)] of the `planned` jobs (planned_jobs) that neither have a child run nor were
+    rejected; [] when the plan is not known. The name is the job's overrides, as Hydra's override_dirname
+    joins them, without the `unnamed` keys."""
+    if planned is None:
+        return []
+    ran = Counter(tuple(sorted(json.loads(c.data.tags.get(record.OVERRIDES_TAG, "[]")))) for c in children)
+    rejected = {int(tag[len(record.REJECTED_TAG_PREFIX):]) for tag in rejected_tags}
+    missing = []
+    for num, overrides in enumerate(planned):
+        key = tuple(sorted(redact_overrides(overrides)))
+        if num in rejected:
+            continue
+        if ran[key]:
+            ran[key] -= 1
+        else:
+            missing.append((num, ",".join(sorted(o for o in key if o.split("=", 1)[0] not in unnamed))))
+    return missing

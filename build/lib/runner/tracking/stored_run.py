@@ -1,0 +1,70 @@
+"""A logged run read back for a rerun: the store must exist, the run must be there, its artifacts
+are downloaded. A missing piece is a NotInStore error with one line for the user.
+
+Knows nothing of the network: artifacts are downloaded as files for the caller to read.
+"""
+
+import os
+
+# no progress bar over the downloads (tqdm comes with optuna): nn-rerun's stderr is its log and one-line errors
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+from runner.tracking import client as tracking  # noqa: E402
+from runner.tracking.client import MlflowException  # noqa: E402
+from runner.tracking.uri import check_server, redact  # noqa: E402
+
+SQLITE_PREFIX = "sqlite:///"
+
+
+class NotInStore(LookupError):
+    """No such store, run or artifact at the tracking URI; the message is one line for the user."""
+
+
+def check_store(uri):
+    """NotInStore for a SQLite URI naming no file: opening it would create an empty store as a side
+    effect of a failed look-up; ServerUnreachable for a tracking server that does not answer."""
+    check_server(uri)
+    if uri.startswith(SQLITE_PREFIX):
+        path = uri[len(SQLITE_PREFIX):].split("?", 1)[0]  # without query parameters
+        if path and not os.path.isfile(path):
+            raise NotInStore(f"no MLflow store at {uri} (no file {path!r})")
+
+
+def get_run(uri, run_id):
+    """The run with this id; NotInStore when the store has none."""
+    check_store(uri)
+    try:
+        return tracking.get_run(uri, run_id)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise NotInStore(f"no run {run_id!r} in the MLflow store at {redact(uri)}") from None
+        raise
+
+
+def experiment_name(uri, run):
+    return tracking.client_for(uri).get_experiment(run.info.experiment_id).name
+
+
+def download_artifacts(uri, run_id, folder):
+    """Every artifact of the run, under `folder`; returns the local root. NotInStore when it has none."""
+    client = tracking.client_for(uri)
+    try:
+        if not client.list_artifacts(run_id):  # downloading nothing would only log a line of its own
+            raise NotInStore(f"run {run_id} has no artifacts: they are gone, or it was not logged by nn-run")
+        return client.download_artifacts(run_id, "", folder)
+    except (MlflowException, OSError) as error:
+        raise NotInStore(f"cannot download the artifacts of run {run_id}: {str(error).splitlines()[0]}") from None
+
+
+def metric_histories(uri, run):
+    """{metric key: [(step, value), ...]} with every point of every metric the run logged."""
+    return {key: tracking.metric_history(uri, run.info.run_id, key) for key in run.data.metrics}
+
+
+def run_with_tag(uri, experiment, key, value):
+    """The newest run of `experiment` whose tag `key` is `value`, or None (also when there is no store)."""
+    try:
+        check_store(uri)
+    except NotInStore:
+        return None
+    return tracking.latest_run_with_tag(uri, experiment, key, value)

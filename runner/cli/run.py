@@ -1,0 +1,95 @@
+"""The `nn-run` command: a Hydra app over conf/config.yaml that runs one job per config."""
+
+import gc
+import os
+import signal
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from runner import exit_codes
+from runner.config import CONFIG_DIR, PRIMARY_CONFIG, ConfigError
+from runner.job import run_job
+from runner.nn.training import DivergenceError
+from runner.progress import wanted
+from runner.sweep.callback import end_after_error, job_context, note_interrupted
+from runner.tracking.record import HYDRA_OUTPUT_DIR_TAG
+from runner.tracking.store_lock import StoreError
+from runner.tracking.uri import ServerUnreachable
+
+FULL_ERROR = "HYDRA_FULL_ERROR"  # set: Hydra lets an error through instead of printing its traceback
+
+
+@hydra.main(version_base=None, config_path=CONFIG_DIR, config_name=PRIMARY_CONFIG)
+def hydra_main(cfg):
+    """Hand the composed config to run_job and return the final training error (what sweepers minimise).
+
+    A single run ends with one line: exit 2 for a bad value or a tracking server that does not
+    answer, 1 for divergence. In a sweep (`-m`) these fail only their own job (Hydra records it)
+    and the other jobs go on. A single run in a terminal draws a progress bar.
+    """
+    return run_task(cfg)
+
+
+def run_task(cfg, **job_options):
+    """The body of nn-run's task function; `job_options` go to run_job (the batched launcher's `trained`)."""
+    job = HydraConfig.get().job
+    sweep = job_context()  # None for a single run
+    in_sweep = {"parent_run_id": sweep.parent_run_id, "experiment_id": sweep.experiment_id} if sweep else {}
+    progress = wanted(sys.stderr, multirun=sweep is not None)
+    try:
+        result = run_job(cfg, HydraConfig.get().overrides.task, job.override_dirname or cfg.dataset.name,
+                         progress=progress, **in_sweep,
+                         extra_tags={HYDRA_OUTPUT_DIR_TAG: HydraConfig.get().runtime.output_dir}, **job_options)
+    except (ConfigError, ServerUnreachable, StoreError, DivergenceError) as error:  # a diverged run is already FAILED
+        if sweep is not None:
+            raise
+        print(f"nn-run: {error}", file=sys.stderr)
+        sys.exit(exit_codes.FAILED if isinstance(error, DivergenceError) else exit_codes.BAD_INPUT)
+    return result.final_error
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM (`kill`, a cluster scheduler's time limit) ends a run as Ctrl-C does
+
+
+def main():
+    signal.signal(signal.SIGTERM, _interrupt)
+    # Hydra would print a traceback for any error that reaches it; nn-run reports errors itself (below)
+    hydra_reports = bool(os.environ.get(FULL_ERROR))  # the user asked for Hydra's full traceback
+    os.environ[FULL_ERROR] = "1"
+    try:
+        hydra_main()
+    except KeyboardInterrupt:
+        note_interrupted()
+        print("nn-run: interrupted; the run is marked KILLED with the metrics logged so far", file=sys.stderr)
+        sys.exit(exit_codes.INTERRUPTED)
+    except CompactHydraException as error:  # a config that does not compose: Hydra's own one or two lines
+        if hydra_reports:
+            raise
+        print(error, file=sys.stderr)
+        if isinstance(error.__cause__, OmegaConfBaseException):
+            print(error.__cause__, file=sys.stderr)
+        sys.exit(exit_codes.FAILED)
+    except Exception as error:
+        lost = end_after_error(error)
+        if lost is None or hydra_reports:  # not a sweep that a job or a launcher stopped: a bug, shown whole
+            raise
+        for line in lost:
+            print(f"nn-run: {line}", file=sys.stderr)
+        print(f"nn-run: the sweep stopped: {_first_line(error)}", file=sys.stderr)
+        sys.exit(exit_codes.FAILED)
+    finally:
+        if not hydra_reports:
+            os.environ.pop(FULL_ERROR, None)
+    # Leave mlflow's large object graph to the OS: the interpreter's final garbage collection
+    # over it costs about half a second at exit, and everything was flushed and closed above.
+    gc.freeze()
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"

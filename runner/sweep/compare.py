@@ -1,0 +1,217 @@
+"""`nn-compare`: rank a sweep's child runs by final error and log the comparison to its parent run.
+
+The table has one row per child: the swept keys' values, the final error, the iterations trained,
+the duration and the status. Finished runs come first, lowest final error first; then every run
+that did not finish or whose error is not a finite number. The parent run gets the same table as
+`comparison.csv` and every child's error curve, on a log scale, as `comparison.png`. `--metric
+test_error` ranks by the error on the held-out split instead (comparison_test_error.csv/.png).
+"""
+
+import csv
+import json
+import math
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner.tracking import record, run_owner
+
+
+class CompareError(Exception):
+    """No sweep to compare: the message says what was looked for, and where."""
+
+
+@dataclass
+class Row:
+    """One child run of a sweep, as the comparison shows it."""
+
+    run_id: str
+    run_name: str
+    values: dict  # swept key -> the value this run used, as text
+    final_error: float  # the ranking metric's final_ value, else its last point; NaN when the run logged none
+    iterations: int | None  # the last step with a point: train.iterations once finished
+    duration_s: float | None
+    status: str
+    curve: list  # [(step, error)]
+
+    @property
+    def ranked_first(self):
+        return self.status == "FINISHED" and math.isfinite(self.final_error)
+
+
+def swept_value(run, key):
+    """The value `run` used for swept key `key`: its param, else its command-line override."""
+    if key in run.data.params:
+        return run.data.params[key]
+    for override in json.loads(run.data.tags.get(record.OVERRIDES_TAG, "[]")):
+        name, _, value = override.partition("=")
+        if name.lstrip("+~") == key:
+            return value
+    return "-"
+
+
+def running_notes(runs):
+    """A line for each RUNNING run: whether its process still runs on this host, is gone, or cannot be seen."""
+    notes = []
+    for run in runs:
+        if run.info.status != "RUNNING":
+            continue
+        gone, owner = run_owner.owner_gone(run.data.tags), run_owner.describe_owner(run.data.tags)
+        if gone:
+            state = f"its process ({owner}) is gone: it will never end by itself (a sweep's end marks such runs FAILED)"
+        elif gone is False:
+            state = f"its process ({owner}) is running"
+        else:
+            state = f"its process ({owner}) is not on this host: whether it still runs cannot be seen from here"
+        notes.append(f"run {run.info.run_id} ({run.info.run_name}) is RUNNING: {state}")
+    return notes
+
+
+def rank(rows):
+    """Finished runs with a finite final error, lowest first; then the others, lowest error first."""
+    return sorted(rows, key=lambda r: (not r.ranked_first, math.isnan(r.final_error), r.final_error))
+
+
+def sweep_rows(uri, parent, metric=record.ERROR_METRIC, children=None):
+    """The rows of every child of the parent run `parent`, ranked by `metric`, and the swept keys.
+
+    `children` are the parent's child runs when the caller has them already.
+    """
+    from runner.tracking.client import child_runs, metric_history
+
+    keys = json.loads(parent.data.tags[record.SWEPT_KEYS_TAG])
+    rows = []
+    for child in child_runs(uri, parent) if children is None else children:
+        curve = metric_history(uri, child.info.run_id, metric)
+        # a run that ended early has no final_ value: its last point is as far as it got
+        final = child.data.metrics.get(record.final_metric(metric), curve[-1][1] if curve else math.nan)
+        end, start = child.info.end_time, child.info.start_time
+        rows.append(Row(child.info.run_id, child.info.run_name, {k: swept_value(child, k) for k in keys}, final,
+                        curve[-1][0] if curve else None, (end - start) / 1000 if end and start else None,
+                        child.info.status, curve))
+    return rank(rows), keys
+
+
+def find_sweep(uri, experiment, parent_run_id=None):
+    """The parent run to compare: `parent_run_id`, or the latest sweep of `experiment`."""
+    from mlflow.exceptions import MlflowException
+
+    from runner.tracking.client import get_run, latest_run_with_tag
+    from runner.tracking.uri import redact
+
+    if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///"):]):  # MLflow would create it
+        raise CompareError(f"no MLflow store at {uri} (a relative path means the working directory)")
+    if parent_run_id is None:
+        parent = latest_run_with_tag(uri, experiment, record.SWEEP_ID_TAG)
+        if parent is None:
+            raise CompareError(f"experiment {experiment!r} at {redact(uri)} has no sweep: run `nn-run -m ...` first")
+        return parent
+    try:
+        parent = get_run(uri, parent_run_id)
+    except MlflowException:
+        raise CompareError(f"no run {parent_run_id} at {redact(uri)}") from None
+    if record.SWEPT_KEYS_TAG not in parent.data.tags:
+        raise CompareError(f"run {parent_run_id} is not a sweep's parent run (it has no {record.SWEPT_KEYS_TAG} tag)")
+    return parent
+
+
+def _cells(row, keys, rank_no):
+    error = f"{row.final_error:.6g}"
+    duration = "-" if row.duration_s is None else f"{row.duration_s:.2f}"
+    iterations = "-" if row.iterations is None else str(row.iterations)
+    return [str(rank_no), *(row.values[k] for k in keys), error, iterations, duration, row.status, row.run_id]
+
+
+def format_table(rows, keys, metric=record.ERROR_METRIC):
+    """The ranking as aligned plain-text columns."""
+    lines = [["rank", *keys, record.final_metric(metric), "iterations", "duration_s", "status", "run_id"]]
+    lines += [_cells(row, keys, n) for n, row in enumerate(rows, 1)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def write_csv(path, rows, keys, metric=record.ERROR_METRIC):
+    """comparison.csv: the table with full-precision errors and run names."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["rank", "run_id", "run_name", *keys, record.final_metric(metric), "iterations", "duration_s",
+                         "status"])
+        for n, row in enumerate(rows, 1):
+            writer.writerow([n, row.run_id, row.run_name, *(row.values[k] for k in keys), repr(row.final_error),
+                             "" if row.iterations is None else row.iterations,
+                             "" if row.duration_s is None else row.duration_s, row.status])
+
+
+NAMED_CURVES = 10  # a bigger sweep's plot names its best runs and draws the others in grey
+
+
+def plot_curves(path, rows, keys, title, metric=record.ERROR_METRIC):
+    """comparison.png: every child's error against iteration, log scale; returns the legend's labels.
+
+    `rows` are ranked. Up to NAMED_CURVES runs each get a colour and a legend entry with their
+    swept values; beyond that the best NAMED_CURVES do, with their rank, and the others are thin
+    grey lines under one entry (a legend of hundreds of runs is unreadable and slow to draw).
+    """
+    from runner.plots import log_scale_points, new_figure, plain_log_axis
+
+    figure, axes = new_figure(9, 5.5)
+    named = rows if len(rows) <= NAMED_CURVES else rows[:NAMED_CURVES]
+    shown, labels = [], []
+    for rank_no, row in enumerate(rows, 1):
+        steps, errors = log_scale_points(*zip(*row.curve)) if row.curve else ([], [])
+        shown += errors
+        if rank_no > len(named):
+            label = f"the other {len(rows) - len(named)} runs" if rank_no == len(named) + 1 else None
+            axes.plot(steps, errors, color="0.7", linewidth=0.6, zorder=1, label=label)
+            continue
+        label = ", ".join(f"{k}={row.values[k]}" for k in keys) or row.run_name
+        if len(named) < len(rows):
+            label = f"{rank_no}. {label}"
+        if row.status != "FINISHED":
+            label += f" ({row.status})"
+        axes.plot(steps, errors, marker=".", label=label, zorder=2)
+    axes.set_yscale("log")
+    plain_log_axis(axes.yaxis, shown)
+    axes.set_xlabel("iteration")
+    axes.set_ylabel(f"{metric}: mean |y - prediction|")
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    if rows:
+        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # in rank order, grey last
+        labels = [text.get_text() for text in axes.get_legend().get_texts()]
+    figure.savefig(path, bbox_inches="tight")  # the legend sits outside the axes
+    return labels
+
+
+def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout, metric=record.ERROR_METRIC, children=None):
+    """Print the ranking of the sweep `parent` by final `metric`; log its table and plot to the parent.
+
+    `children`: the parent's child runs, if the caller has them. Raises CompareError when no child
+    logged `metric` (test_error needs a held-out split).
+    """
+    from runner.tracking.client import child_runs, log_artifact, ui_command
+    from runner.tracking.uri import redact
+
+    children = child_runs(uri, parent) if children is None else children
+    rows, keys = sweep_rows(uri, parent, metric, children)
+    if rows and not any(row.curve for row in rows):
+        raise CompareError(f"--metric {metric}: no run of sweep {parent.info.run_id} logged {metric}"
+                           + (" (it needs a held-out split: dataset.test_fraction > 0)"
+                              if metric == record.TEST_ERROR_METRIC else ""))
+    print(f"sweep {parent.info.run_name!r} (parent run {parent.info.run_id}, {parent.info.status}): "
+          f"{len(rows)} runs ranked by final {metric}", file=out)
+    print(format_table(rows, keys, metric), file=out)
+    for note in running_notes([parent, *children]):
+        print(note, file=out)
+    if log_to_parent:
+        table, plot = record.comparison_files(metric)
+        with tempfile.TemporaryDirectory() as folder:
+            write_csv(Path(folder, table), rows, keys, metric)
+            plot_curves(Path(folder, plot), rows, keys, parent.info.run_name, metric)
+            log_artifact(uri, parent.info.run_id, str(Path(folder, table)))
+            log_artifact(uri, parent.info.run_id, str(Path(folder, plot)))
+        print(f"logged {table} and {plot} to parent run {parent.info.run_id}", file=out)
+    print(f"open the UI: {ui_command(redact(uri))}", file=out)
+    return rows

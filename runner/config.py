@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
@@ -43,8 +44,6 @@ for _name, _node in OPTION_SCHEMAS.items():
 
 def tracking_defaults():
     """(tracking.uri, tracking.experiment) as nn-run composes them with no overrides."""
-    from hydra import compose, initialize_config_dir
-
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = compose(config_name=PRIMARY_CONFIG)
     return cfg.tracking.uri, cfg.tracking.experiment

@@ -16,6 +16,7 @@ from runner.nn.network import init_weights, layer_sizes, predict
 from runner.nn.training import shuffle_rng, train
 from runner.progress import progress_bar
 from runner.tracking import provenance, record, run_owner
+from runner.tracking.model_export import log_network_model
 from runner.tracking.uri import check_server, redact
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,15 @@ class Trained:
     data: object  # the job's runner.data.datasets.Dataset, already checked against its config by prepare_job
     facts: object  # runner.tracking.provenance.collect(), computed once for the whole batch
     shared: dict = field(default_factory=dict)  # one dict per batch: what its jobs' logging does once (the model)
+
+
+def mlflow_client():
+    """runner.tracking.client, imported on first use: MLflow takes ~1.5 s to import, paid only once the config
+    and data are known to be good (a bad value is one line at once)."""
+    # the one place this module imports MLflow, on purpose late
+    from runner.tracking import client
+
+    return client
 
 
 def release_batch(shared):
@@ -95,9 +105,8 @@ def write_test_predictions_and_plots(folder, cfg, data, result):
         outputs = predict(result.weights, data.X_test, cfg.model.activation, cfg.model.output)
         record.write_predictions(folder, data.X_test, data.y_test, outputs, record.TEST_PREDICTIONS_FILE)
     if cfg.tracking.log_plots:
-        from runner.plots import (
-            write_run_plots,  # imports matplotlib (~0.3 s): only when plots are drawn
-        )
+        # runner.plots imports matplotlib (~0.4 s) as it draws: only when plots are wanted
+        from runner.plots import write_run_plots
 
         write_run_plots(folder, result, data, cfg.dataset.bias, cfg.model.activation, cfg.model.output)
 
@@ -144,8 +153,6 @@ def record_result(run, cfg, data, overrides, result, facts, shared=None):
     lets the model be saved once for them all (tracking.ModelCopies).
     Returns (final metrics {name: value}, weights sha256).
     """
-    from runner.tracking.model_export import log_network_model
-
     final_metrics = {record.final_metric(name): value for name, value in record.score_metrics(result.final).items()}
     predictions = predict(result.weights, data.X, cfg.model.activation, cfg.model.output)
     for name, value in final_metrics.items():
@@ -164,9 +171,7 @@ def record_result(run, cfg, data, overrides, result, facts, shared=None):
         if cfg.tracking.log_model:
             copies = None
             if shared is not None:
-                from runner.tracking.client import ModelCopies
-
-                copies = shared.setdefault("model", ModelCopies())
+                copies = shared.setdefault("model", mlflow_client().ModelCopies())
             log_network_model(run, MODEL_CODE_FILE, folder, len(result.weights), data.X, predictions,
                               OmegaConf.to_container(cfg.model, resolve=True), step=cfg.train.iterations,
                               copies=copies)
@@ -199,9 +204,7 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
     `trained` (a Trained) is logged as is instead of training.
     """
     data = prepare_job(cfg) if trained is None else trained.data
-    # mlflow takes over a second to import: pay for it only once the config and data are known to be good
-    from runner.tracking.client import tracked_run, ui_command
-
+    tracked_run, ui_command = mlflow_client().tracked_run, mlflow_client().ui_command
     facts = provenance.collect() if trained is None else trained.facts
     tags = run_tags(overrides, data, facts, extra_tags)
     with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id, experiment_id) as run:

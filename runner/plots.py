@@ -28,7 +28,7 @@ def new_figure(width, height, right=0.97):
     The margins are fixed (`right`: where the axes end, as a share of the width) rather than
     computed by a layout engine, which would double the drawing time.
     """
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # matplotlib (~0.4 s): only when drawing
 
     figure = Figure(figsize=(width, height), dpi=DPI)
     figure.subplots_adjust(left=0.8 / width, right=right, bottom=0.5 / height, top=1 - 0.35 / height)
@@ -41,7 +41,10 @@ def plain_log_axis(axis, values):
     Powers of ten are labelled; the ticks between them too when `values` span less than a decade
     (a range that spans a decade holds a power of ten).
     """
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import (  # matplotlib (~0.4 s): only when drawing
+        FuncFormatter,
+        NullFormatter,
+    )
 
     plain = FuncFormatter(lambda value, _: f"{value:g}")
     axis.set_major_formatter(plain)
@@ -56,7 +59,7 @@ def log_scale_points(steps, values):
 
 def class_colour(k):
     """RGB of class k: matplotlib's tab10 colours, in class order."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # matplotlib (~0.4 s): only when drawing
 
     return np.array(colormaps["tab10"](k % 10)[:3])
 
@@ -130,7 +133,7 @@ def plot_decision_boundary(path, weights, data, bias, hidden_activation, output_
         target = predicted_classes(y)
         axes.scatter(X[:, 0], X[:, 1], c=palette[target], marker=marker, s=18, edgecolors="black",
                      linewidths=0.4, label=f"{split} rows")
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch  # matplotlib (~0.4 s): only when drawing
 
     handles = axes.get_legend_handles_labels()[0]
     handles += [Patch(color=palette[k], label=f"class {name}") for k, name in enumerate(names[:10])]

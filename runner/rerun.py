@@ -16,10 +16,22 @@ import tempfile
 from dataclasses import dataclass
 
 import yaml
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from runner import exit_codes
 from runner.config import CONFIG_DIR, PRIMARY_CONFIG, tracking_defaults
-from runner.tracking import record
+from runner.job import run_job
+from runner.tracking import numeric_env, provenance, record
+from runner.tracking.record_diff import (
+    Difference,
+    compare_metrics,
+    compare_weights,
+    differing_facts,
+)
+from runner.tracking.uri import redact
 
 HYDRA_CONFIG = os.path.join(".hydra", "config.yaml")
 HYDRA_OVERRIDES = os.path.join(".hydra", "overrides.yaml")
@@ -67,6 +79,7 @@ def _read_config(path, what):
 
 def source_from_run(run_id, uri, folder):
     """The run `run_id` in the store at `uri`, its artifacts downloaded under `folder`."""
+    # stored_run imports MLflow (~1.5 s): only once a source is looked up
     from runner.tracking import stored_run
 
     run = stored_run.get_run(uri, run_id)
@@ -82,6 +95,7 @@ def source_from_run(run_id, uri, folder):
 
 def source_from_output_dir(path, uri, folder):
     """A Hydra output folder; the MLflow run that recorded it (tag hydra_output_dir) if the store has one."""
+    # stored_run imports MLflow (~1.5 s): only once a source is looked up
     from runner.tracking import stored_run
 
     config = _read_config(os.path.join(path, HYDRA_CONFIG), "the folder's Hydra config")
@@ -138,10 +152,6 @@ def _primary(config, overrides=()):
 def compose_from(config, overrides, label):
     """`config` checked against the schema, with Hydra-style `overrides` applied: real Hydra composition
     of nn-run's configs with the recorded values on top, in a copy of conf/."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     with tempfile.TemporaryDirectory() as folder:
         conf = shutil.copytree(CONFIG_DIR, os.path.join(folder, "conf"))
         for name, primary in ((RECORDED_CONFIG, _primary(config)), (CHANGED_CONFIG, _primary(config, overrides))):
@@ -174,8 +184,6 @@ def check_dataset_file(path, expected_sha256, label):
 def check_dataset(source, cfg):
     """When the source recorded a dataset file's sha256 and the new config reads the same path, the
     file must still be that file."""
-    from omegaconf import OmegaConf
-
     expected = source.run.data.tags.get(record.DATASET_SHA256_TAG) if source.run else None
     if not expected:
         return
@@ -188,13 +196,8 @@ def check_dataset(source, cfg):
 
 def compare_runs(source, new_run_id, folder):
     """(differences, differing environment facts) between the source's record and the new run's."""
+    # stored_run imports MLflow (~1.5 s): only once a source is looked up
     from runner.tracking import stored_run
-    from runner.tracking.record_diff import (
-        Difference,
-        compare_metrics,
-        compare_weights,
-        differing_facts,
-    )
 
     new_run = stored_run.get_run(source.uri, new_run_id)
     source_tags, new_tags = source.run.data.tags, new_run.data.tags
@@ -233,8 +236,6 @@ def report(differences, facts):
 def rebuild_numerics(source, argv):
     """When the source recorded other numerics than this process has, rerun in a child process that has
     them (`argv` plus --no-rebuild) and return its exit code; None when nothing needs rebuilding."""
-    from runner.tracking import numeric_env, provenance
-
     recorded = numeric_env.numeric_facts(source.run.data.tags)
     if not recorded or recorded == numeric_env.numeric_facts(provenance.numeric_tags()):
         return None
@@ -260,9 +261,6 @@ def rerun(text, uri, overrides, argv=None):
 
     `argv` (this command's arguments) is given when the numerics may be rebuilt in a child process.
     """
-    from runner.job import run_job
-    from runner.tracking.uri import redact
-
     with tempfile.TemporaryDirectory() as folder:
         source = load_source(text, uri, os.path.join(folder, "source"))
         if argv is not None and source.run is not None and not overrides:

@@ -13,10 +13,12 @@ resolver cache). Anything else, or any value that does not apply cleanly, is com
 import copy
 import os
 
-from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType, ValueType
-from omegaconf import DictConfig, OmegaConf, ValueNode, open_dict
+from omegaconf import OmegaConf, ValueNode, open_dict
+
+from runner.hydra_private import is_config_group, overrides_dirname
+from runner.omegaconf_private import node_at
 
 SCALARS = (bool, int, float, str, type(None))
 
@@ -55,7 +57,7 @@ class DerivedConfigs:
 
     def _shape(self, override):
         """What two jobs' overrides must share for one's config to derive from the other's: a value's key, else all."""
-        if _plain(override) and not self.loader.repository.group_exists(override.key_or_group):
+        if _plain(override) and not is_config_group(self.loader, override.key_or_group):
             return "value", override.key_or_group
         return "as is", override.input_line
 
@@ -66,7 +68,7 @@ class DerivedConfigs:
         choices = template_config.hydra.runtime.choices
         for n in changed:
             key = parsed[n].key_or_group
-            if (key in choices or not isinstance(_node(template_config, key), ValueNode)
+            if (key in choices or not isinstance(node_at(template_config, key), ValueNode)
                     or any(_overlap(key, other.key_or_group) for m, other in enumerate(parsed) if m != n)):
                 return None
         cfg = copy.deepcopy(template_config)
@@ -81,8 +83,7 @@ class DerivedConfigs:
             if task[position] != override.input_line:
                 task[position] = override.input_line
         names = cfg.hydra.job.config.override_dirname
-        cfg.hydra.job.override_dirname = get_overrides_dirname(
-            overrides=app_overrides, kv_sep=names.kv_sep, item_sep=names.item_sep, exclude_keys=names.exclude_keys)
+        cfg.hydra.job.override_dirname = overrides_dirname(app_overrides, names.kv_sep, names.item_sep, names.exclude_keys)
         with open_dict(cfg.hydra):
             for key in cfg.hydra.job.env_copy:
                 cfg.hydra.job.env_set[key] = os.environ[key]
@@ -103,16 +104,3 @@ def _plain(override):
 def _overlap(key, other):
     """Whether setting one key can touch the other (same key, or one inside the other)."""
     return key == other or key.startswith(other + ".") or other.startswith(key + ".")
-
-
-def _node(cfg, key):
-    """The node at dotted `key` inside DictConfigs, or None."""
-    node = cfg
-    for part in key.split("."):
-        if not isinstance(node, DictConfig):
-            return None
-        try:
-            node = node._get_node(part)
-        except Exception:  # a struct node without that key
-            return None
-    return node

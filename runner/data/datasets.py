@@ -54,7 +54,7 @@ def bundled(loader):
     """A data set that ships with scikit-learn (no download): features, one-hot classes, class names."""
 
     def load():
-        import sklearn.datasets
+        import sklearn.datasets  # ~1.5 s to import: only for the data sets that come from it
 
         bunch = getattr(sklearn.datasets, f"load_{loader}")()
         classes = [str(name) for name in bunch.target_names]
@@ -81,6 +81,7 @@ def _check_generated(n_samples, noise, least_samples):
 def moons(n_samples=200, noise=0.2, seed=0):
     """Two interleaving half circles (scikit-learn's make_moons), classes 0 and 1."""
     _check_generated(n_samples, noise, 2)
+    # scikit-learn takes ~1.5 s to import: only when this data set is made
     from sklearn.datasets import make_moons
 
     return _generated("moons", *make_moons(n_samples=n_samples, noise=noise, random_state=seed), 2)
@@ -91,6 +92,7 @@ def circles(n_samples=200, noise=0.1, seed=0, factor=0.5):
     _check_generated(n_samples, noise, 2)
     if not 0 < factor < 1:
         raise DataError("factor", factor, "must be > 0 and < 1")
+    # scikit-learn takes ~1.5 s to import: only when this data set is made
     from sklearn.datasets import make_circles
 
     return _generated("circles", *make_circles(n_samples=n_samples, noise=noise, random_state=seed,
@@ -104,6 +106,7 @@ def blobs(n_samples=300, noise=1.0, seed=0, centers=3, n_features=2):
     if n_features < 1:
         raise DataError("n_features", n_features, "must be >= 1")
     _check_generated(n_samples, noise, centers)
+    # scikit-learn takes ~1.5 s to import: only when this data set is made
     from sklearn.datasets import make_blobs
 
     X, labels = make_blobs(n_samples=n_samples, n_features=n_features, centers=centers, cluster_std=noise,

@@ -6,7 +6,7 @@ Types only: every value, defaults included, is in the group's YAML files, so a f
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from omegaconf import MISSING
+MISSING = "???"  # OmegaConf's mark of a value that the group's YAML must give (no Hydra import here)
 
 
 @dataclass

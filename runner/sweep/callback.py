@@ -27,15 +27,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from runner import exit_codes
 from runner.config import ConfigError
-from runner.job import redact_overrides
+from runner.hydra_private import job_error
+from runner.job import mlflow_client, redact_overrides
+from runner.sweep.compare import compare_sweep
 from runner.tracking import record, run_owner
+from runner.tracking.provenance import provenance_tags
+from runner.tracking.uri import check_server, redact
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +77,6 @@ def swept_values(config):
     The values are the sweep's text (`0.1,1,10`, `interval(0.1, 1)`); a command-line override of a
     key that `hydra.sweeper.params` also sweeps wins, as in Hydra's sweepers.
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     candidates = [f"{key}={value}" for key, value in params.items()]
     candidates += list(config.hydra.overrides.task)
@@ -97,8 +101,6 @@ def planned_jobs(config):
     The basic sweeper's rule: `hydra.sweeper.params`, then the command line, one entry per key (a
     later one replaces an earlier one in its place), and the cartesian product of their values.
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     if OmegaConf.select(config, "hydra.runtime.choices.hydra/sweeper") != "basic":
         return None
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
@@ -132,7 +134,8 @@ def launcher_report(error):
     if found.group(1):
         return f"exit codes {found.group(1)}"  # joblib's own words: {SIGKILL(-9)}
     code = int(found.group(2))
-    return f"exit code {code} ({signal.Signals(-code).name})" if -code in signal.valid_signals() else f"exit code {code}"
+    named = f" ({signal.Signals(-code).name})" if -code in signal.valid_signals() else ""
+    return f"exit code {code}{named}"
 
 
 def _sweep_file(hydra_cfg):
@@ -166,8 +169,6 @@ def _check_launcher(launcher_cfg):
 
     (Hydra constructs the launcher only after this callback has opened the parent run.)
     """
-    from hydra.utils import instantiate
-
     try:
         instantiate(launcher_cfg)
     except Exception as error:  # noqa: BLE001  Hydra wraps the launcher's own error
@@ -193,12 +194,10 @@ class SweepTracking(Callback):
             sys.exit(exit_codes.BAD_INPUT)
 
     def _open_parent(self, config):
-        from runner.tracking.provenance import provenance_tags
-        from runner.tracking.uri import check_server, redact
 
         check_server(config.tracking.uri)  # in seconds, before MLflow's import and its minutes of retries
         _check_launcher(config.hydra.launcher)
-        from runner.tracking.client import open_run
+        open_run = mlflow_client().open_run
 
         swept = swept_values(config)
         for key, values in swept.items():
@@ -228,12 +227,11 @@ class SweepTracking(Callback):
 
     def on_job_end(self, config, job_return, **kwargs):
         """In the job's process: a job whose config was rejected has no run; note it on the parent."""
-        error = getattr(job_return, "_return_value", None)  # job_return.return_value would raise it
+        error = job_error(job_return)
         if config.hydra.mode != RunMode.MULTIRUN or job_return.status != JobStatus.FAILED \
                 or not isinstance(error, ConfigError):
             return
-        from runner.tracking.client import set_run_tags
-
+        set_run_tags = mlflow_client().set_run_tags
         tag = f"{record.REJECTED_TAG_PREFIX}{config.hydra.job.num}"
         set_run_tags(config.tracking.uri, _read_context(config.hydra).parent_run_id,
                      {tag: f"{config.hydra.job.override_dirname}: {error}"})
@@ -253,7 +251,8 @@ class SweepTracking(Callback):
         uri, run_id = self._parent
         self._parent = None
         _open_sweeps.remove(self)
-        from runner.tracking.client import child_runs, close_run, get_run, set_run_tags
+        child_runs, close_run, get_run, set_run_tags = (mlflow_client().child_runs, mlflow_client().close_run,
+                                                        mlflow_client().get_run, mlflow_client().set_run_tags)
 
         parent = get_run(uri, run_id)
         children, lost = settle_children(uri, child_runs(uri, parent), completed, launcher_report(error))
@@ -284,8 +283,6 @@ class SweepTracking(Callback):
         lines = [f"job {run.info.run_name}: lost: {reason}" for run, reason in lost]
         lines += [f"job #{num} ({name}): never ran" for num, name in not_run]
         if self.compare:
-            from runner.sweep.compare import compare_sweep
-
             try:
                 compare_sweep(uri, get_run(uri, run_id), children=children)
             except Exception as failure:  # the sweep is recorded; `nn-compare` can try again
@@ -309,7 +306,7 @@ def settle_children(uri, children, completed, launcher_said=None):
     returned (`completed`), one that no process here can still end, is ended FAILED with an
     `error` tag saying its process ended without closing the run.
     """
-    from runner.tracking.client import fail_run, get_run
+    fail_run, get_run = mlflow_client().fail_run, mlflow_client().get_run
 
     deadline = time.monotonic() + SETTLE_SECONDS
     settled, lost = [], []

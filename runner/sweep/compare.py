@@ -16,7 +16,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner.job import mlflow_client
+from runner.plots import log_scale_points, new_figure, plain_log_axis
 from runner.tracking import record, run_owner
+from runner.tracking.uri import redact
 
 
 class CompareError(Exception):
@@ -79,7 +82,7 @@ def sweep_rows(uri, parent, metric=record.ERROR_METRIC, children=None):
 
     `children` are the parent's child runs when the caller has them already.
     """
-    from runner.tracking.client import child_runs, metric_history
+    child_runs, metric_history = mlflow_client().child_runs, mlflow_client().metric_history
 
     keys = json.loads(parent.data.tags[record.SWEPT_KEYS_TAG])
     rows = []
@@ -96,21 +99,17 @@ def sweep_rows(uri, parent, metric=record.ERROR_METRIC, children=None):
 
 def find_sweep(uri, experiment, parent_run_id=None):
     """The parent run to compare: `parent_run_id`, or the latest sweep of `experiment`."""
-    from mlflow.exceptions import MlflowException
-
-    from runner.tracking.client import get_run, latest_run_with_tag
-    from runner.tracking.uri import redact
-
+    client = mlflow_client()
     if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///"):]):  # MLflow would create it
         raise CompareError(f"no MLflow store at {uri} (a relative path means the working directory)")
     if parent_run_id is None:
-        parent = latest_run_with_tag(uri, experiment, record.SWEEP_ID_TAG)
+        parent = client.latest_run_with_tag(uri, experiment, record.SWEEP_ID_TAG)
         if parent is None:
             raise CompareError(f"experiment {experiment!r} at {redact(uri)} has no sweep: run `nn-run -m ...` first")
         return parent
     try:
-        parent = get_run(uri, parent_run_id)
-    except MlflowException:
+        parent = client.get_run(uri, parent_run_id)
+    except client.MlflowException:
         raise CompareError(f"no run {parent_run_id} at {redact(uri)}") from None
     if record.SWEPT_KEYS_TAG not in parent.data.tags:
         raise CompareError(f"run {parent_run_id} is not a sweep's parent run (it has no {record.SWEPT_KEYS_TAG} tag)")
@@ -154,8 +153,6 @@ def plot_curves(path, rows, keys, title, metric=record.ERROR_METRIC):
     swept values; beyond that the best NAMED_CURVES do, with their rank, and the others are thin
     grey lines under one entry (a legend of hundreds of runs is unreadable and slow to draw).
     """
-    from runner.plots import log_scale_points, new_figure, plain_log_axis
-
     figure, axes = new_figure(9, 5.5)
     named = rows if len(rows) <= NAMED_CURVES else rows[:NAMED_CURVES]
     shown, labels = [], []
@@ -191,10 +188,8 @@ def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout, metric=record
     `children`: the parent's child runs, if the caller has them. Raises CompareError when no child
     logged `metric` (test_error needs a held-out split).
     """
-    from runner.tracking.client import child_runs, log_artifact, ui_command
-    from runner.tracking.uri import redact
-
-    children = child_runs(uri, parent) if children is None else children
+    client = mlflow_client()
+    children = client.child_runs(uri, parent) if children is None else children
     rows, keys = sweep_rows(uri, parent, metric, children)
     if rows and not any(row.curve for row in rows):
         raise CompareError(f"--metric {metric}: no run of sweep {parent.info.run_id} logged {metric}"
@@ -210,8 +205,8 @@ def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout, metric=record
         with tempfile.TemporaryDirectory() as folder:
             write_csv(Path(folder, table), rows, keys, metric)
             plot_curves(Path(folder, plot), rows, keys, parent.info.run_name, metric)
-            log_artifact(uri, parent.info.run_id, str(Path(folder, table)))
-            log_artifact(uri, parent.info.run_id, str(Path(folder, plot)))
+            client.log_artifact(uri, parent.info.run_id, str(Path(folder, table)))
+            client.log_artifact(uri, parent.info.run_id, str(Path(folder, plot)))
         print(f"logged {table} and {plot} to parent run {parent.info.run_id}", file=out)
-    print(f"open the UI: {ui_command(redact(uri))}", file=out)
+    print(f"open the UI: {client.ui_command(redact(uri))}", file=out)
     return rows

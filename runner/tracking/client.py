@@ -3,9 +3,12 @@
 Knows nothing of the network: it logs params, metric points, tags and a folder of files.
 """
 
+import datetime
+import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,9 +16,25 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # opt in by setting it to false
 
 import mlflow  # noqa: E402  (after the telemetry default)
-from mlflow.entities import Metric, Param, RunStatus, RunTag  # noqa: E402
+import mlflow.pyfunc  # noqa: E402
+from mlflow.data.code_dataset_source import CodeDatasetSource  # noqa: E402
+from mlflow.data.sources import LocalArtifactDatasetSource  # noqa: E402
+from mlflow.entities import Dataset as DatasetEntity  # noqa: E402
+from mlflow.entities import (  # noqa: E402
+    DatasetInput,
+    InputTag,
+    LoggedModelOutput,
+    LoggedModelStatus,
+    Metric,
+    Param,
+    RunStatus,
+    RunTag,
+)
 from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.models import Model, infer_signature  # noqa: E402
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT  # noqa: E402
 
+from runner.tracking import mlflow_private  # noqa: E402
 from runner.tracking.store_lock import StoreError, sqlite_path, store_lock  # noqa: E402
 from runner.tracking.uri import is_server, redact  # noqa: E402
 
@@ -152,12 +171,6 @@ class TrackedRun:
         `splits` maps a context (training, testing) to (features, targets, digest); `source` is a
         file's absolute path or the name of the code that made the data.
         """
-        from mlflow.data.code_dataset_source import CodeDatasetSource
-        from mlflow.data.sources import LocalArtifactDatasetSource
-        from mlflow.entities import Dataset as DatasetEntity
-        from mlflow.entities import DatasetInput, InputTag
-        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
         where = LocalArtifactDatasetSource(source) if os.path.isabs(source) else CodeDatasetSource({"loader": source})
         inputs = []
         for context, (features, targets, digest) in splits.items():
@@ -187,8 +200,6 @@ class TrackedRun:
         shared by runs whose models differ only in their artifact files), the model is saved and
         checked once and this run logs a copy of it with its own files.
         """
-        from mlflow.models import Model, infer_signature
-
         self.flush()
         if copies is not None:
             copies.log(self, name, code_file, artifacts=artifacts, code_paths=code_paths, model_config=model_config,
@@ -224,16 +235,6 @@ class ModelCopies:
 
     def _save(self, code_file, artifacts, code_paths, model_config, input_example, output_example,
               pip_requirements):
-        import logging
-        import tempfile
-
-        import mlflow.pyfunc
-        from mlflow.models import Model, infer_signature
-        from mlflow.models.utils import (
-            _validate_serving_input,  # the check Model.log makes
-        )
-        from mlflow.tracking.context import registry
-
         self._folder = tempfile.TemporaryDirectory(prefix="nn-runner-model-")
         path = self._folder.name
         mlflow.pyfunc.save_model(path, python_model=str(code_file), artifacts=artifacts, code_paths=code_paths,
@@ -246,13 +247,13 @@ class ModelCopies:
         serving_input = self._mlmodel.get_serving_input(path)
         if serving_input:
             try:
-                _validate_serving_input(path, serving_input)
+                mlflow_private.validate_serving_input(path, serving_input)
             except Exception as error:  # noqa: BLE001  Model.log only warns too
                 logging.getLogger(__name__).warning("the model's serving input example fails: %s", error)
         for source in self._mlmodel.flavors["python_function"]["artifacts"].values():
             os.remove(os.path.join(path, source["path"]))  # each run brings its own weights
         os.remove(os.path.join(path, "MLmodel"))  # and its own MLmodel
-        self._context_tags = registry.resolve_tags()
+        self._context_tags = mlflow_private.context_tags()
 
     def close(self):
         """Remove the saved model's folder."""
@@ -263,12 +264,6 @@ class ModelCopies:
     def log(self, run, name, code_file, *, artifacts, code_paths, model_config, input_example, output_example,
             pip_requirements, step):
         """Log the model, with `artifacts` (name -> local file) as its files, to the open TrackedRun `run`."""
-        import datetime
-        import tempfile
-
-        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
-        from mlflow.models import Model
-        from mlflow.models.utils import _flatten_nested_params
 
         if self._folder is None:
             self._save(code_file, artifacts, code_paths, model_config, input_example, output_example,
@@ -301,7 +296,7 @@ class ModelCopies:
             raise
         client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
         # as Model.log logs a model config: flattened with "/", each value as str() makes it
-        run.log_params({key: str(value) for key, value in _flatten_nested_params(model_config, sep="/").items()})
+        run.log_params({key: str(value) for key, value in mlflow_private.flatten_model_config(model_config).items()})
 
 
 def forget_inherited_connections():
@@ -311,9 +306,7 @@ def forget_inherited_connections():
     rule after a fork is Engine.dispose(close=False), which leaves the parent's connections to it.
     (MLflow's HTTP sessions are already per process.)
     """
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    for engine in list(SqlAlchemyStore._engine_map.values()):
+    for engine in mlflow_private.sqlalchemy_engines():
         engine.dispose(close=False)
 
 

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 
+import numpy
+from threadpoolctl import threadpool_info
+
 SOURCE_DIR = Path(__file__).resolve().parent
 PROJECT = "nn-runner"
 # Not declared dependencies of the project, but they decide what a run computes or records
@@ -90,8 +93,6 @@ def cpu_model():
 
 def numpy_simd():
     """NumPy's compiled-in SIMD baseline and the extensions it dispatches to on this CPU."""
-    import numpy
-
     simd = numpy.show_config(mode="dicts").get("SIMD Extensions", {})
     return {"numpy_simd_baseline": ",".join(simd.get("baseline", [])) or "none",
             "numpy_simd_found": ",".join(simd.get("found", [])) or "none"}
@@ -103,8 +104,6 @@ def threadpool_tags():
     A second library of the same kind gets blas_2_...; only libraries already loaded are seen, so
     call this after NumPy is imported.
     """
-    from threadpoolctl import threadpool_info
-
     tags, seen = {}, {}
     for lib in threadpool_info():
         api = lib.get("user_api", "unknown")

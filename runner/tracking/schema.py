@@ -3,7 +3,7 @@ Types only: the values are in the group's YAML files."""
 
 from dataclasses import dataclass
 
-from omegaconf import MISSING
+MISSING = "???"  # OmegaConf's mark of a value that the group's YAML must give (no Hydra import here)
 
 
 @dataclass

@@ -1,0 +1,83 @@
+"""What this project relies on in MLflow's, Hydra's and OmegaConf's non-public names (runner/tracking/mlflow_private.py,
+runner/hydra_private.py, runner/omegaconf_private.py), pinned: an upgrade that changes one fails here."""
+
+import numpy as np
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf, ValueNode
+
+from runner import hydra_private, omegaconf_private
+from runner.tracking import mlflow_private
+
+
+def test_mlflow_flattens_a_model_config_with_slashes():
+    flat = mlflow_private.flatten_model_config({"model": {"hidden": [4, 2], "activation": "tanh"}})
+    assert flat == {"model/hidden": [4, 2], "model/activation": "tanh"}
+
+
+def test_mlflow_context_tags_name_the_source_and_user():
+    tags = mlflow_private.context_tags()
+    assert {"mlflow.source.name", "mlflow.source.type", "mlflow.user"} <= set(tags)
+
+
+def test_mlflow_keeps_one_engine_per_database_and_gives_them_out(tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/engines.db"
+    MlflowClient(uri).search_experiments()
+    engines = mlflow_private.sqlalchemy_engines()
+    assert any(str(engine.url) == uri for engine in engines)
+    assert all(hasattr(engine, "dispose") for engine in engines)
+
+
+def test_mlflow_checks_a_serving_input_against_the_saved_model(tmp_path):
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    class Doubler(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
+            return 2 * np.asarray(model_input)
+
+    example = np.array([[1.0, 2.0]])
+    path = str(tmp_path / "model")
+    mlflow.pyfunc.save_model(path, python_model=Doubler(), input_example=example,
+                             signature=infer_signature(example, 2 * example))
+    serving_input = mlflow.models.Model.load(path).get_serving_input(path)
+    assert serving_input  # MLflow writes one from the input example
+    mlflow_private.validate_serving_input(path, serving_input)  # a fitting input passes
+    with pytest.raises(Exception):
+        mlflow_private.validate_serving_input(path, '{"inputs": [["not", "numbers", "at all"]]}')
+
+
+def test_hydra_names_a_job_by_its_overrides_without_the_excluded_keys():
+    parsed = OverridesParser.create().parse_overrides(["train.lr=0.5", "seed=2", "tracking.uri=sqlite:///x.db"])
+    assert hydra_private.overrides_dirname(parsed, "=", ",", ["tracking.uri"]) == "seed=2,train.lr=0.5"
+
+
+def test_hydra_tells_config_groups_from_keys():
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from runner.config import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        loader = GlobalHydra.instance().config_loader()
+        assert hydra_private.is_config_group(loader, "dataset") and hydra_private.is_config_group(loader, "train")
+        assert not hydra_private.is_config_group(loader, "seed")
+
+
+def test_hydra_keeps_a_failed_jobs_error_without_raising_it():
+    error = ValueError("bad")
+    job = JobReturn(status=JobStatus.FAILED, _return_value=error)
+    assert hydra_private.job_error(job) is error
+    with pytest.raises(ValueError):
+        job.return_value  # the public property raises it
+
+
+def test_omegaconf_gives_the_node_of_a_value_or_none():
+    cfg = OmegaConf.create({"train": {"lr": 0.5, "name": "${train.lr}"}, "hidden": [4]})
+    assert isinstance(omegaconf_private.node_at(cfg, "train.lr"), ValueNode)
+    assert not isinstance(omegaconf_private.node_at(cfg, "train"), ValueNode)
+    assert omegaconf_private.node_at(cfg, "train.missing") is None
+    assert omegaconf_private.node_at(cfg, "hidden.0") is None  # only through mappings

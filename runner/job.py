@@ -182,8 +182,8 @@ def record_result(run, cfg, data, overrides, result, facts, shared=None):
 def print_outputs(cfg, data, result):
     """Log the rows the seed prints: its last iteration's output (full batch), else the final weights' outputs."""
     if result.last_output is not None:
-        outputs, what = result.last_output, ("output of the last training iteration, before its update, as the "
-                                             "seed program prints it; predictions.csv also has the final weights'")
+        outputs, what = result.last_output, ("the last iteration's output, before its update, as the seed prints it "
+                                             "(predictions.csv: the final weights' outputs)")
     else:
         outputs, what = predict(result.weights, data.X, cfg.model.activation, cfg.model.output), "final weights' outputs"
     shown = f", first {SHOWN_PREDICTIONS} of {len(data.X)} rows" if len(data.X) > SHOWN_PREDICTIONS else ""
@@ -204,7 +204,7 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
     `trained` (a Trained) is logged as is instead of training.
     """
     data = prepare_job(cfg) if trained is None else trained.data
-    tracked_run, ui_command = mlflow_client().tracked_run, mlflow_client().ui_command
+    tracked_run, runs_page = mlflow_client().tracked_run, mlflow_client().runs_page
     facts = provenance.collect() if trained is None else trained.facts
     tags = run_tags(overrides, data, facts, extra_tags)
     with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id, experiment_id) as run:
@@ -230,5 +230,5 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
     print_outputs(cfg, data, result)
     uri = redact(cfg.tracking.uri)
     log.info("MLflow run %s in experiment %r at %s", run.run_id, cfg.tracking.experiment, uri)
-    log.info("open the UI: %s", ui_command(uri))
+    log.info("runs page: %s", runs_page(uri, run.experiment_id))
     return JobResult(run.run_id, result.errors[-1], digest, final_metrics)

@@ -59,7 +59,11 @@ def finished_sweep(tmp_path_factory):
     (parent,) = [r for r in runs if record.SWEEP_ID_TAG in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 2
-    return folder, uri, experiment_id, parent, children
+    # the sweep's last line: the experiment's runs page, on the port `mlflow ui` serves by default
+    (printed,) = [line for line in done.stdout.splitlines() if line.startswith("runs page: ")]
+    assert printed.startswith(f"runs page: http://127.0.0.1:5000/#/experiments/{experiment_id}/runs (serve it with: ")
+    page_path = printed.split()[2].removeprefix("http://127.0.0.1:5000")
+    return folder, uri, experiment_id, parent, children, page_path
 
 
 @pytest.fixture(scope="module")
@@ -130,11 +134,11 @@ def test_ui_nests_the_children_under_the_parent_and_shows_the_plots(finished_swe
     from PIL import Image
     from playwright.sync_api import expect
 
-    folder, uri, experiment_id, parent, children = finished_sweep
+    folder, uri, experiment_id, parent, children, page_path = finished_sweep
     url = mlflow_ui
 
-    # the runs table: one row for the sweep; its children appear under it once it is expanded
-    page.goto(f"{url}/#/experiments/{experiment_id}/runs")
+    # the runs table at the page the sweep printed: one row for the sweep; its children appear under it expanded
+    page.goto(f"{url}{page_path}")
     parent_link = run_link(page, experiment_id, parent.info.run_id).first
     expect(parent_link).to_have_text("sweep over train.lr", timeout=WAIT_MS)
     for child in children:

@@ -6,6 +6,7 @@ import itertools
 import numpy as np
 import pytest
 import sklearn.datasets
+from conftest import ROOT
 from seed_program import X as SEED_X
 from seed_program import Y as SEED_Y
 
@@ -205,3 +206,19 @@ def test_csv_digest_is_the_file_bytes(tmp_path):
     data = load_dataset("csv", path=str(path))
     assert data.file_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert data.source == str(path)
+
+
+@pytest.mark.parametrize("name", ["parity", "moons", "circles", "blobs", "seed"])
+def test_the_loaders_own_defaults_are_the_yaml_values(name):
+    """A default lives in conf/dataset/NAME.yaml; the loaders' keyword defaults (for callers outside nn-run) agree."""
+    import inspect
+
+    import yaml
+
+    values = yaml.safe_load((ROOT / "conf" / "dataset" / f"{name}.yaml").read_text())
+    loader = inspect.signature(DATASETS[name]).parameters.values()
+    shared = inspect.signature(load_dataset).parameters.values() if name == "seed" else []
+    checked = [p for p in [*loader, *shared] if p.default is not inspect.Parameter.empty]
+    assert checked or not list(loader)
+    for parameter in checked:
+        assert values[parameter.name] == parameter.default, parameter.name

@@ -37,7 +37,6 @@ def repo(tmp_path):
 def test_clean_checkout_records_commit_and_no_diff(repo):
     facts = provenance.collect(repo)
     assert facts.tags["git_commit"] == git(repo, "rev-parse", "HEAD").strip()
-    assert facts.tags["mlflow.source.git.commit"] == facts.tags["git_commit"]
     assert facts.tags["git_dirty"] == "false"
     assert facts.git_diff is None and "git_diff_sha256" not in facts.tags
 
@@ -55,7 +54,15 @@ def test_dirty_checkout_records_its_diff(repo):
 def test_outside_git_the_state_is_unknown(tmp_path):
     facts = provenance.collect(tmp_path)
     assert facts.tags["git_commit"] == "unknown" and facts.tags["git_dirty"] == "unknown"
-    assert facts.git_diff is None and "mlflow.source.git.commit" not in facts.tags
+    assert facts.git_diff is None
+
+
+def test_the_ui_shows_the_commit_only_when_it_is_known():
+    from runner.tracking.client import with_ui_tags
+
+    assert with_ui_tags({"git_commit": "abc123"})["mlflow.source.git.commit"] == "abc123"
+    assert "mlflow.source.git.commit" not in with_ui_tags({"git_commit": "unknown"})
+    assert with_ui_tags(None) == {}
 
 
 def test_versions_of_python_and_every_project_package():

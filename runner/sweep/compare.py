@@ -208,5 +208,5 @@ def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout, metric=record
             client.log_artifact(uri, parent.info.run_id, str(Path(folder, table)))
             client.log_artifact(uri, parent.info.run_id, str(Path(folder, plot)))
         print(f"logged {table} and {plot} to parent run {parent.info.run_id}", file=out)
-    print(f"open the UI: {client.ui_command(redact(uri))}", file=out)
+    print(f"runs page: {client.runs_page(uri, parent.info.experiment_id)}", file=out)
     return rows

@@ -14,6 +14,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # opt in by setting it to false
+# Quiet by MLflow's own settings, set before it is imported (a user's own values win): warnings and errors
+# still show; no INFO lines ("Creating initial MLflow database tables", "Validating input example") and no
+# tqdm bars over artifact transfers between a run's progress lines
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow  # noqa: E402  (after the telemetry default)
 import mlflow.pyfunc  # noqa: E402
@@ -32,7 +37,7 @@ from mlflow.entities import (  # noqa: E402
 )
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.models import Model, infer_signature  # noqa: E402
-from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT  # noqa: E402
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID  # noqa: E402
 
 from runner.tracking import mlflow_private  # noqa: E402
 from runner.tracking.store_lock import StoreError, sqlite_path, store_lock  # noqa: E402
@@ -48,8 +53,10 @@ MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 5000
 MAX_DATASET_DIGEST = 36
 FLUSH_SECONDS = 10.0  # a long run shows its curve in the UI while it trains
-PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under its parent
+PARENT_RUN_TAG = MLFLOW_PARENT_RUN_ID  # MLflow's own tag: the UI nests a run under its parent
+GIT_COMMIT_TAG = "git_commit"  # provenance's record of the code's commit, shown by the UI as MLflow's own tag too
 ERROR_TAG = "error"  # why a run ended FAILED
+UI_HOST, UI_PORT = "127.0.0.1", 5000  # where `mlflow ui` serves a local store's UI: loopback only
 
 
 def fit_param(value):
@@ -310,6 +317,14 @@ def forget_inherited_connections():
         engine.dispose(close=False)
 
 
+def with_ui_tags(tags):
+    """`tags` plus MLflow's own tags the UI shows for them: the source's git commit."""
+    tags = dict(tags or {})
+    if tags.get(GIT_COMMIT_TAG, "unknown") != "unknown":
+        tags[MLFLOW_GIT_COMMIT] = tags[GIT_COMMIT_TAG]
+    return tags
+
+
 @contextmanager
 def tracked_run(uri, experiment, run_name, tags=None, parent_run_id=None, experiment_id=None):
     """Open a run; on exit mark it FINISHED, FAILED (error kept as a tag) or KILLED (Ctrl-C).
@@ -319,7 +334,7 @@ def tracked_run(uri, experiment, run_name, tags=None, parent_run_id=None, experi
     Metric points buffered so far are written in every case.
     """
     client = client_for(uri)
-    tags = dict(tags or {})
+    tags = with_ui_tags(tags)
     if parent_run_id:
         tags[PARENT_RUN_TAG] = parent_run_id
     if not experiment_id:
@@ -350,7 +365,7 @@ def open_run(uri, experiment, run_name, tags):
     client = client_for(uri)
     with store_lock(uri):
         experiment_id = ensure_experiment(client, experiment)
-    return experiment_id, client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    return experiment_id, client.create_run(experiment_id, run_name=run_name, tags=with_ui_tags(tags)).info.run_id
 
 
 def close_run(uri, run_id, status, metrics):
@@ -427,7 +442,15 @@ def mlflow_executable():
 
 
 def ui_command(uri):
-    """The shell command that opens the MLflow UI on this tracking URI, on loopback."""
+    """The shell command that serves the MLflow UI for a local store, on loopback (None for a tracking server,
+    which serves its own UI)."""
     if is_server(uri):
-        return f"open {uri} in a browser"
-    return f"{mlflow_executable()} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+        return None
+    return f"{mlflow_executable()} ui --backend-store-uri {uri} --host {UI_HOST} --port {UI_PORT}"
+
+
+def runs_page(uri, experiment_id):
+    """Where the UI lists an experiment's runs (MLflow 3's UI opens elsewhere), and the command that serves it."""
+    if is_server(uri):
+        return f"{redact(uri).rstrip('/')}/#/experiments/{experiment_id}/runs"
+    return f"http://{UI_HOST}:{UI_PORT}/#/experiments/{experiment_id}/runs (serve it with: {ui_command(uri)})"

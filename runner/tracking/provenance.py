@@ -145,8 +145,6 @@ def collect(folder=None):
     }
     if diff:
         tags["git_diff_sha256"] = hashlib.sha256(diff.encode("utf-8", "surrogateescape")).hexdigest()
-    if commit != "unknown":
-        tags["mlflow.source.git.commit"] = commit  # shown by the MLflow UI
     for package in project_packages():
         tags[f"{package.replace('-', '_')}_version"] = package_version(package)
     tags.update(numeric_tags())

@@ -1,5 +1,0 @@
-"""`python -m runner` is `nn-run`."""
-
-from runner.cli.run import main
-
-main()

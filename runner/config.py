@@ -68,6 +68,8 @@ def check(cfg):
     _require(cfg.train.iterations >= 1, "train.iterations", cfg.train.iterations, "must be >= 1")
     _require(cfg.train.log_every >= 1, "train.log_every", cfg.train.log_every, "must be >= 1")
     _require(cfg.train.lr > 0 and math.isfinite(cfg.train.lr), "train.lr", cfg.train.lr, "must be a finite number > 0")
+    _require(cfg.train.checkpoint_every > 0, "train.checkpoint_every", cfg.train.checkpoint_every,
+             "must be > 0 seconds")
     check_model(cfg)
 
 

@@ -3,12 +3,14 @@
 import json
 import logging
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
 
+from runner import checkpoint
 from runner.config import ConfigError, check, check_fits_data
 from runner.data.datasets import load_dataset
 from runner.data.errors import DataError
@@ -126,14 +128,18 @@ def initial_weights(cfg, data):
     return init_weights(sizes, np.random.RandomState(cfg.seed), cfg.model.init)
 
 
-def train_job(cfg, data, on_log, progress=False):
-    """Train the network `cfg` describes on `data`, calling on_log(step, scores) at each logged step."""
+def train_job(cfg, data, on_log, progress=False, resume=None, checkpoints=None):
+    """Train the network `cfg` describes on `data`, calling on_log(step, scores) at each logged step.
+
+    `resume` (a TrainState) continues from a checkpoint; `checkpoints` (runner.checkpoint.Checkpointer) saves them.
+    """
     with progress_bar(cfg.train.iterations, enabled=progress) as bar:
         return train(initial_weights(cfg, data), data.X, data.y, iterations=cfg.train.iterations,
                      log_every=cfg.train.log_every, lr=cfg.train.lr, hidden_activation=cfg.model.activation,
                      output_activation=cfg.model.output, batch_size=cfg.train.batch_size,
                      rng=shuffle_rng(cfg.seed), X_test=data.X_test, y_test=data.y_test,
-                     classify=data.classes is not None, on_log=bar.wrap_log(on_log), **bar.train_hooks)
+                     classify=data.classes is not None, on_log=bar.wrap_log(on_log), resume=resume,
+                     checkpoints=checkpoints, **bar.train_hooks)
 
 
 def run_tags(overrides, data, facts, extra_tags=None):
@@ -193,8 +199,17 @@ def print_outputs(cfg, data, result):
                  " ".join(repr(float(v)) for v in output))
 
 
+def finished_result(cfg, run_id):
+    """The JobResult of a run that already finished (a resumed sweep keeps its finished jobs as they are)."""
+    run = mlflow_client().get_run(cfg.tracking.uri, run_id)
+    metrics = {k: v for k, v in run.data.metrics.items() if k.startswith(record.FINAL_PREFIX)}
+    log.info("MLflow run %s finished before: kept as it is", run_id)
+    return JobResult(run_id, metrics[record.final_metric(record.ERROR_METRIC)],
+                     run.data.tags.get(record.WEIGHTS_HASH_TAG), metrics)
+
+
 def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, progress=False, extra_tags=None,
-            trained=None):
+            trained=None, output_dir=None):
     """Train the network `cfg` describes and log it as one MLflow run; returns a JobResult.
 
     `parent_run_id` and `experiment_id` place the run in a sweep (runner/sweep/callback.py); `extra_tags` are
@@ -202,30 +217,57 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
     Raises ConfigError before any run exists when a value is not allowed, ServerUnreachable when
     tracking.uri names a server that does not answer. `progress` draws a progress bar on stderr.
     `trained` (a Trained) is logged as is instead of training.
+    `output_dir` (the Hydra job's folder) keeps the run's checkpoints (runner/checkpoint.py): a job
+    whose folder holds a checkpoint of this config continues that run, bit for bit, and one whose
+    run finished is kept as it is.
     """
     data = prepare_job(cfg) if trained is None else trained.data
     tracked_run, runs_page = mlflow_client().tracked_run, mlflow_client().runs_page
+    checkpointing = output_dir is not None and trained is None
+    config_sha = checkpoint.config_sha256(cfg) if checkpointing else None
+    meta = checkpoint.read_meta(output_dir) if checkpointing else None
+    if meta is not None and meta.get("config_sha256") != config_sha:
+        meta = None  # another config in the same folder: a new run
+    if meta is not None and meta["status"] == checkpoint.FINISHED:
+        return finished_result(cfg, meta["run_id"])
     facts = provenance.collect() if trained is None else trained.facts
     tags = run_tags(overrides, data, facts, extra_tags)
-    with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id, experiment_id) as run:
-        # a result trained elsewhere is written in one go when the run ends; a run that trains shows its params now
-        run.log_params({**flatten(cfg), **record.dataset_params(data)}, defer=trained is not None)
-        log_dataset_inputs(run, data)
+    with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id, experiment_id,
+                     resume_run_id=meta["run_id"] if meta else None) as run:
+        state, logged = None, set()
+        if meta is None:
+            # a result trained elsewhere is written in one go when the run ends; a run that trains shows its params now
+            run.log_params({**flatten(cfg), **record.dataset_params(data)}, defer=trained is not None)
+            log_dataset_inputs(run, data)
+        else:
+            state, logged = checkpoint.load_state(output_dir, meta), run.logged_points()
+            resumed_at = [*meta.get("resumed_at", []), state.step]
+            run.set_tags({record.RESUMED_AT_TAG: json.dumps(resumed_at)})
+            log.info("MLflow run %s resumes at step %d from its checkpoint in %s", run.run_id, state.step, output_dir)
 
         def on_log(step, scores):
             metrics = record.score_metrics(scores)
             for name, value in metrics.items():  # buffered before printed: a printed point survives Ctrl-C
-                run.log_metric(name, step, value)
+                if (name, step) not in logged:  # a resumed run logs no point twice
+                    run.log_metric(name, step, value)
             log.info("step %d: %s", step, ", ".join(f"{name} {value!r}" for name, value in metrics.items()))
 
         if trained is None:
-            result = train_job(cfg, data, on_log, progress)
+            saver = nullcontext()
+            if checkpointing:
+                saver = checkpoint.Checkpointer(output_dir, run.run_id, config_sha, cfg.train.checkpoint_every,
+                                                before_save=run.flush)
+                saver.resumed_at = resumed_at if meta else []
+            with saver:
+                result = train_job(cfg, data, on_log, progress, resume=state, checkpoints=saver or None)
         else:
             result = trained.result
             for step, scores in zip(result.steps, result.history):
                 on_log(step, scores)
         final_metrics, digest = record_result(run, cfg, data, overrides, result, facts,
                                               shared=None if trained is None else trained.shared)
+    if checkpointing:
+        checkpoint.mark_finished(output_dir, run.run_id, config_sha)
 
     print_outputs(cfg, data, result)
     uri = redact(cfg.tracking.uri)

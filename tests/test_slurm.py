@@ -4,12 +4,15 @@ Skipped, with the reason, where Debian's slurmctld/slurmd/slurm-client/munge are
 (`.ci/run` installs them) or the tests do not run as root.
 """
 
+import json
+import multiprocessing
 import subprocess
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import NN_RUN, runs_of
+from conftest import NN_RUN, compose_config, runs_of
 from servers import mlflow_server
 from slurm_cluster import (  # noqa: F401 (fixture)
     pid_alive,
@@ -20,10 +23,12 @@ from slurm_cluster import (  # noqa: F401 (fixture)
     step_daemons,
 )
 
+from runner import checkpoint
 from runner.tracking import record
 
 SWEEP_TIMEOUT = 240  # measured here: 15-18 s for the 3-job sweep below (2 CPUs: two jobs, then the third)
 WAIT_SECONDS = 60
+PREEMPTED_SWEEP_TIMEOUT = 300
 
 
 def wait_for(what, check, seconds=WAIT_SECONDS):
@@ -138,3 +143,98 @@ def test_a_submitit_slurm_sweep_lands_three_finished_children_under_one_parent(s
         history = client.get_metric_history(run.info.run_id, record.ERROR_METRIC)
         assert sorted(m.step for m in history) == [0, 100, 200]
         assert run.data.tags[record.WEIGHTS_HASH_TAG]
+
+
+def uninterrupted(overrides):
+    """(weights_sha256, [(step, error)]) of the config `overrides` trained in one go, as runner/job.py's
+    train_job trains it (runs in a process of its own, beside the Slurm job)."""
+    from runner.job import load_data, train_job
+
+    cfg = compose_config(*overrides)
+    points = []
+    result = train_job(cfg, load_data(cfg.dataset), lambda step, scores: points.append((step, scores.error)))
+    return record.weights_sha256(result.weights), points
+
+
+# seed 3 on the seed table: ~170,000 full-batch or ~115,000 mini-batch iterations/s here, so each job
+# trains ~20 s, long enough to be preempted after its first points reach the server (flushed every 10 s)
+PREEMPTED = {"full-batch": (0, 4_000_000), "mini-batches": (2, 2_500_000)}  # train.batch_size, train.iterations
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batching", PREEMPTED)
+def test_a_job_preempted_with_usr2_resumes_its_own_run_bit_for_bit(slurm, tracking_server, tmp_path, experiment,
+                                                                   batching):
+    import mlflow
+
+    batch_size, iterations = PREEMPTED[batching]
+    overrides = ["seed=3", f"train.batch_size={batch_size}", f"train.iterations={iterations}",
+                 "train.log_every=250000"]
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        expected = pool.submit(uninterrupted, overrides)  # trained meanwhile, on the other CPU
+        sweep_dir = tmp_path / "sweep"
+        log = open(tmp_path / "nn-run.log", "w")
+        sweep = subprocess.Popen(
+            [*NN_RUN, "-m", "hydra/launcher=submitit_slurm", f"hydra.launcher.partition={slurm.partition}",
+             # above 10 minutes: submitit calls any USR2 before min(80%, limit - 10 min) a preemption,
+             # later ones (all of them when the limit is 10 minutes or less) a time-out (max_num_timeout=0: FAILED)
+             "hydra.launcher.timeout_min=60", f"hydra.sweep.dir={sweep_dir}", *overrides,
+             f"tracking.uri={tracking_server}", f"tracking.experiment={experiment}"],
+            cwd=tmp_path, env=slurm.env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        client = mlflow.MlflowClient(tracking_server)
+        try:
+            def child():
+                found = [r for r in runs_of(client, experiment) if record.SWEEP_ID_TAG not in r.data.tags]
+                return found[0] if len(found) == 1 else None
+
+            def status_is(status):
+                return lambda: (run := child()) is not None and run.info.status == status
+
+            def training_shown():
+                run = child()
+                return run is not None and run.info.status == "RUNNING" and any(
+                    m.step > 0 for m in client.get_metric_history(run.info.run_id, record.ERROR_METRIC))
+
+            wait_for("child run with a point beyond step 0", training_shown, seconds=120)
+            (job,) = [j["id"] for j in slurm.squeue() if j["state"] == "RUNNING"]
+            signalled = time.monotonic()
+            slurm.cancel(job, "USR2")  # what Slurm sends before preempting the job or at its time limit
+            wait_for("child run KILLED", status_is("KILLED"))
+            killed = time.monotonic()
+            wait_for("requeued job", lambda: state_is(slurm, job, "PENDING"))
+            requeued = time.monotonic()
+            slurm.requeue_now(job)  # else Slurm starts it ~2 minutes later
+            wait_for("child run RUNNING again", status_is("RUNNING"))
+            running = time.monotonic()
+            code = sweep.wait(timeout=PREEMPTED_SWEEP_TIMEOUT)
+            ended = time.monotonic()
+        finally:
+            if sweep.poll() is None:
+                sweep.kill()
+                sweep.wait()
+            log.close()
+        output = (tmp_path / "nn-run.log").read_text(errors="replace")
+        assert code == 0, output[-3000:] + diagnostics(slurm, sweep_dir)
+        weights_sha, points = expected.result()
+    print(f"{batching}: USR2 -> run KILLED {killed - signalled:.1f} s, -> job PENDING {requeued - signalled:.1f} s; "
+          f"requeue_now -> run RUNNING {running - requeued:.1f} s; -> sweep ended {ended - running:.1f} s")
+
+    everything = runs_of(client, experiment)
+    (parent,) = [r for r in everything if record.SWEEP_ID_TAG in r.data.tags]
+    (run,) = [r for r in everything if r is not parent]  # one child: the requeued job continued it
+    assert parent.info.status == "FINISHED"
+    assert run.info.status == "FINISHED"
+    resumed_at = json.loads(run.data.tags[record.RESUMED_AT_TAG])
+    assert len(resumed_at) == 1 and 0 < resumed_at[0] < iterations, resumed_at
+    assert run.data.tags[record.WEIGHTS_HASH_TAG] == weights_sha
+    history = client.get_metric_history(run.info.run_id, record.ERROR_METRIC)
+    assert sorted((m.step, m.value) for m in history) == points  # each step once, the same bits
+
+    # the job's folder keeps only a note that its run finished (a resumed sweep skips it)
+    folder = Path(run.data.tags[record.HYDRA_OUTPUT_DIR_TAG])
+    assert folder == sweep_dir / "0"
+    assert json.loads((folder / "checkpoint.json").read_text()) == {
+        "run_id": run.info.run_id, "config_sha256": checkpoint.config_sha256(
+            compose_config(*overrides, f"tracking.experiment={experiment}")),
+        "status": "FINISHED"}
+    assert not (folder / "checkpoint.npz").exists()

@@ -41,9 +41,10 @@ def run_task(cfg, **job_options):
     in_sweep = {"parent_run_id": sweep.parent_run_id, "experiment_id": sweep.experiment_id} if sweep else {}
     progress = wanted(sys.stderr, multirun=sweep is not None)
     try:
+        output_dir = HydraConfig.get().runtime.output_dir
         result = run_job(cfg, HydraConfig.get().overrides.task, job.override_dirname or cfg.dataset.name,
-                         progress=progress, **in_sweep,
-                         extra_tags={HYDRA_OUTPUT_DIR_TAG: HydraConfig.get().runtime.output_dir}, **job_options)
+                         progress=progress, **in_sweep, extra_tags={HYDRA_OUTPUT_DIR_TAG: output_dir},
+                         output_dir=output_dir, **job_options)
     except (ConfigError, ServerUnreachable, StoreError, DivergenceError) as error:  # a diverged run is already FAILED
         if sweep is not None:
             raise
@@ -56,7 +57,25 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt  # SIGTERM (`kill`, a cluster scheduler's time limit) ends a run as Ctrl-C does
 
 
+def resume(argv):
+    """`nn-run resume RUN_ID [--tracking-uri URI]`: the overrides that continue the run, or exit 2 with one line."""
+    from runner.resume import ResumeError, resume_arguments
+    # stored_run imports MLflow (~1.5 s): only for this subcommand
+    from runner.tracking.stored_run import NotInStore
+
+    if len(argv) not in (1, 3) or (len(argv) == 3 and argv[1] != "--tracking-uri"):
+        print("usage: nn-run resume RUN_ID [--tracking-uri URI]", file=sys.stderr)
+        sys.exit(exit_codes.BAD_INPUT)
+    try:
+        return resume_arguments(argv[0], argv[2] if len(argv) == 3 else None)
+    except (ResumeError, NotInStore, StoreError, ServerUnreachable) as error:
+        print(f"nn-run: {error}", file=sys.stderr)
+        sys.exit(exit_codes.BAD_INPUT)
+
+
 def main():
+    if sys.argv[1:2] == ["resume"]:
+        sys.argv[1:] = resume(sys.argv[2:])
     signal.signal(signal.SIGTERM, _interrupt)
     # Hydra would print a traceback for any error that reaches it; nn-run reports errors itself (below)
     hydra_reports = bool(os.environ.get(FULL_ERROR))  # the user asked for Hydra's full traceback

@@ -20,3 +20,4 @@ class TrainConfig:
     lr: float = MISSING
     log_every: int = MISSING
     batch_size: int = MISSING
+    checkpoint_every: float = MISSING

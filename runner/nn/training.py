@@ -68,6 +68,22 @@ class TrainResult:
         return self.history[-1]
 
 
+@dataclass
+class TrainState:
+    """Everything exact continuation needs at the start of iteration `step`.
+
+    The weights; with mini-batches the row order of the current epoch and the shuffling
+    generator's state after its latest shuffle; the steps and scores recorded so far.
+    """
+
+    step: int
+    weights: list
+    order: np.ndarray | None = None
+    rng_state: dict | None = None
+    steps: list = field(default_factory=list)
+    history: list = field(default_factory=list)
+
+
 def stacked(shapes):
     """One flat buffer and a C-contiguous view into it for each shape, in order."""
     flat = np.empty(sum(int(np.prod(s)) for s in shapes))
@@ -205,6 +221,12 @@ class FullBatch:
     def restore(self):
         pass
 
+    def state(self):
+        return None, None
+
+    def set_state(self, order, rng_state):
+        pass
+
 
 class MiniBatches:
     """Iteration i updates on batch i % n_batches of an order that is shuffled when an epoch starts."""
@@ -260,6 +282,15 @@ class MiniBatches:
         np.copyto(self.order, order)
         self.rng.bit_generator.state = state
 
+    def state(self):
+        """(the current epoch's row order, the generator's state after its latest shuffle)."""
+        return self.order.copy(), self.rng.bit_generator.state
+
+    def set_state(self, order, rng_state):
+        np.copyto(self.order, order)
+        self.rng.bit_generator.state = rng_state
+        self.epoch_state = self.saved = (self.order.copy(), rng_state)
+
 
 def shuffle_rng(seed):
     """The generator that shuffles mini-batches: its own stream derived from the run's seed, apart from the init's."""
@@ -275,10 +306,10 @@ def non_finite(weights):
 class DivergenceGuard:
     """Checks the weights for NaN and inf, keeping the last good copy to replay from and name the first bad update."""
 
-    def __init__(self, weights_flat, weights, steps):
+    def __init__(self, weights_flat, weights, steps, start=0):
         self.weights_flat, self.weights, self.steps = weights_flat, weights, steps
         self.finite = np.empty(weights_flat.shape, dtype=bool)
-        self.saved, self.good = weights_flat.copy(), 0  # the weights at step `good` passed the last check
+        self.saved, self.good = weights_flat.copy(), start  # the weights at step `good` passed the last check
 
     def check(self, step):
         """Raise DivergenceError if the weights at `step` are not all finite, else save them."""
@@ -300,7 +331,8 @@ class DivergenceGuard:
 
 @np.errstate(over="ignore", invalid="ignore")  # exp overflowing in a saturated sigmoid is fine; NaN is caught
 def train(weights, X, y, *, iterations, log_every, lr=1.0, hidden_activation="sigmoid", output_activation="sigmoid",
-          batch_size=0, rng=None, X_test=None, y_test=None, classify=False, on_log=None, on_progress=None):
+          batch_size=0, rng=None, X_test=None, y_test=None, classify=False, on_log=None, on_progress=None,
+          resume=None, checkpoints=None):
     """Train copies of `weights`; record scores every `log_every` steps and after the last.
 
     The scores at step i are taken before iteration i's update, as the seed does; the extra
@@ -311,6 +343,9 @@ def train(weights, X, y, *, iterations, log_every, lr=1.0, hidden_activation="si
     `on_progress(done)` is called with the number of finished iterations between runs of them,
     at every logged step and divergence check (about every CHECK_ROWS rows of work): a progress
     bar costs the loop one call per run, nothing per iteration.
+    `resume` (a TrainState) continues a run from its step, bit for bit as if it had not stopped.
+    `checkpoints` (an object with `due()` and `save(state)`) is asked at the same moments whether
+    a checkpoint is due and handed the TrainState of that step.
     Raises DivergenceError as soon as a weight becomes NaN or inf.
     """
     X = np.ascontiguousarray(X, dtype=np.float64)
@@ -334,6 +369,12 @@ def train(weights, X, y, *, iterations, log_every, lr=1.0, hidden_activation="si
         test = Evaluator(views, np.ascontiguousarray(X_test, dtype=np.float64),
                          np.ascontiguousarray(y_test, dtype=np.float64), hidden_activation, output_activation, classify)
     result = TrainResult(weights=views)
+    i = 0
+    if resume is not None:
+        for view, w in zip(views, resume.weights):
+            view[...] = w
+        steps.set_state(resume.order, resume.rng_state)
+        result.steps, result.history, i = list(resume.steps), list(resume.history), resume.step
 
     def record(step):
         error, train_accuracy = steps.measure()
@@ -344,10 +385,13 @@ def train(weights, X, y, *, iterations, log_every, lr=1.0, hidden_activation="si
         if on_log is not None:
             on_log(step, scores)
 
-    check = DivergenceGuard(weights_flat, views, steps).check
+    check = DivergenceGuard(weights_flat, views, steps, start=i).check
     check_every = max(1, CHECK_ROWS // batch_rows)
-    i = 0
     while i < iterations:
+        if checkpoints is not None and checkpoints.due():
+            order, rng_state = steps.state()
+            checkpoints.save(TrainState(i, [w.copy() for w in views], order, rng_state, list(result.steps),
+                                        list(result.history)))
         check(i)
         stop = min(iterations, (i // log_every + 1) * log_every, (i // check_every + 1) * check_every)
         if i % log_every == 0:

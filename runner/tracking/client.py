@@ -121,6 +121,11 @@ class TrackedRun:
         self._written_params = {}  # every param written so far
         self._last_flush = time.monotonic()
 
+    def logged_points(self):
+        """{(metric key, step)} of every point this run has in the store (a resumed run logs none twice)."""
+        keys = self.client.get_run(self.run_id).data.metrics
+        return {(key, point.step) for key in keys for point in self.client.get_metric_history(self.run_id, key)}
+
     def log_params(self, params, defer=False):
         """Log a {key: str} dict, MAX_PARAMS_PER_BATCH at a time; `defer` holds them for the next flush.
 
@@ -326,9 +331,11 @@ def with_ui_tags(tags):
 
 
 @contextmanager
-def tracked_run(uri, experiment, run_name, tags=None, parent_run_id=None, experiment_id=None):
-    """Open a run; on exit mark it FINISHED, FAILED (error kept as a tag) or KILLED (Ctrl-C).
+def tracked_run(uri, experiment, run_name, tags=None, parent_run_id=None, experiment_id=None, resume_run_id=None):
+    """Open a run; on exit mark it FINISHED, FAILED (error kept as a tag) or KILLED (Ctrl-C, SIGTERM, a
+    preemption that ends the process to requeue it).
 
+    `resume_run_id` opens that existing run again (RUNNING) instead of creating one.
     `experiment_id`, when given, is used as is (a sweep's jobs get it from the sweep's parent
     process, which created the experiment); otherwise experiment `experiment` is found or created.
     Metric points buffered so far are written in every case.
@@ -337,13 +344,19 @@ def tracked_run(uri, experiment, run_name, tags=None, parent_run_id=None, experi
     tags = with_ui_tags(tags)
     if parent_run_id:
         tags[PARENT_RUN_TAG] = parent_run_id
-    if not experiment_id:
-        with store_lock(uri):  # two first runs would each create the experiment
-            experiment_id = ensure_experiment(client, experiment)
-    run = TrackedRun(client, client.create_run(experiment_id, run_name=run_name, tags=tags), uri)
+    if resume_run_id:
+        client.update_run(resume_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        if ERROR_TAG in client.get_run(resume_run_id).data.tags:  # ended FAILED by a sweep whose job it was
+            client.delete_tag(resume_run_id, ERROR_TAG)
+        run = TrackedRun(client, client.get_run(resume_run_id), uri)
+    else:
+        if not experiment_id:
+            with store_lock(uri):  # two first runs would each create the experiment
+                experiment_id = ensure_experiment(client, experiment)
+        run = TrackedRun(client, client.create_run(experiment_id, run_name=run_name, tags=tags), uri)
     try:
         yield run
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         run.flush()
         client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.KILLED))
         raise

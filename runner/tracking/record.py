@@ -23,6 +23,7 @@ OVERRIDES_TAG = "overrides"  # the job's command-line overrides as a JSON list
 DATASET_SHA256_TAG = "dataset_sha256"  # hex sha256 of the bytes of a dataset read from a file
 GIT_DIFF_FILE = "git.diff"  # `git diff HEAD` of the code when the checkout was dirty
 HYDRA_OUTPUT_DIR_TAG = "hydra_output_dir"  # the Hydra job's output folder, absolute
+RESUMED_AT_TAG = "resumed_at"  # JSON list of the steps a run was resumed from (its checkpoints)
 RERUN_OF_TAG = "rerun_of"  # on a reproduction: the run it reproduces
 DERIVED_FROM_TAG = "derived_from"  # on a run made from another run's config with overrides
 TRAINING_CONTEXT, TESTING_CONTEXT = "training", "testing"  # MLflow dataset-input contexts of the splits

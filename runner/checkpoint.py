@@ -1,0 +1,150 @@
+"""A run's training checkpoint in its Hydra output folder: written every few seconds of training and when the
+run is stopped, read back to continue the same run exactly.
+
+Two files beside the job's `.hydra/`: `checkpoint.npz` (the weights, the mini-batch order, plain
+arrays, no pickle) and `checkpoint.json` (the run it belongs to, its config's fingerprint, the step,
+the shuffling generator's state, the scores so far, its status). Both are replaced atomically.
+When the run finishes the arrays go and the JSON says FINISHED, so that a resumed sweep skips it.
+
+Stops are taken at the training loop's next safe point (every logged step and divergence check,
+about every thousand rows of work), never in the middle of an iteration: while training, SIGINT,
+SIGTERM and a SIGUSR2 that someone handles (submitit's preemption and time-limit signal) only
+mark the stop; the checkpoint is then written and the signal handed to its previous handler.
+"""
+
+import hashlib
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from runner.nn.metrics import Scores
+from runner.nn.training import TrainState
+
+ARRAYS_FILE = "checkpoint.npz"
+STATE_FILE = "checkpoint.json"
+RUNNING, FINISHED = "RUNNING", "FINISHED"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used for this config; the message is one line for the user."""
+
+
+def config_sha256(cfg):
+    """Fingerprint of a run's config (the task's keys, resolved): a checkpoint belongs to exactly one config."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    container.get("tracking", {}).pop("uri", None)  # the store's address may change (a moved server); not the run
+    return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()
+
+
+def read_meta(folder):
+    """The checkpoint.json of `folder` as a dict, or None when there is none."""
+    try:
+        with open(os.path.join(folder, STATE_FILE)) as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
+
+
+def _write_json(folder, meta):
+    path = os.path.join(folder, STATE_FILE)
+    with open(path + ".tmp", "w") as handle:
+        json.dump(meta, handle)
+    os.replace(path + ".tmp", path)
+
+
+def load_state(folder, meta):
+    """The TrainState saved in `folder` (meta: its read_meta)."""
+    with np.load(os.path.join(folder, ARRAYS_FILE), allow_pickle=False) as arrays:
+        weights = [arrays[f"layer_{k}"] for k in range(meta["layers"])]
+        order = arrays["order"] if "order" in arrays else None
+    history = [Scores(**scores) for scores in meta["history"]]
+    return TrainState(meta["step"], weights, order, meta["rng_state"], list(meta["steps"]), history)
+
+
+def mark_finished(folder, run_id, config_sha):
+    """The run finished: keep only a note that says so (a resumed sweep skips the job)."""
+    _write_json(folder, {"run_id": run_id, "config_sha256": config_sha, "status": FINISHED})
+    try:
+        os.remove(os.path.join(folder, ARRAYS_FILE))
+    except FileNotFoundError:
+        pass
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+
+
+class Checkpointer:
+    """Saves TrainStates of one run into `folder` every `every_seconds` of training and when a stop signal came.
+
+    `before_save()` runs first (the caller writes its buffered metric points, so that none taken
+    before the checkpoint's step is lost with the process). Use as a context manager around
+    training: it defers the stop signals to the next safe point (module docstring).
+    """
+
+    def __init__(self, folder, run_id, config_sha, every_seconds, before_save=None, clock=time.monotonic):
+        self.folder, self.run_id, self.config_sha = folder, run_id, config_sha
+        self.every, self.before_save, self.clock = every_seconds, before_save, clock
+        # the first safe point saves at once: a job requeued before its first periodic checkpoint continues its run
+        self.last, self.stopped_by, self.previous = -math.inf, None, {}
+        self.resumed_at = []
+        self.saves = 0
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            for signum in STOP_SIGNALS:
+                handler = signal.getsignal(signum)
+                if signum == signal.SIGUSR2 and not callable(handler):
+                    continue  # nobody handles it: its default (ending the process) is left alone
+                self.previous[signum] = handler
+                signal.signal(signum, self._note)
+        return self
+
+    def __exit__(self, *exc):
+        self._restore()
+        return False
+
+    def _restore(self):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
+
+    def _note(self, signum, frame):
+        if self.stopped_by is None:
+            self.stopped_by = signum
+
+    def due(self):
+        return self.stopped_by is not None or self.clock() - self.last >= self.every
+
+    def save(self, state):
+        """Write `state`, then hand a pending stop signal to the handler it would have reached."""
+        if self.before_save is not None:
+            self.before_save()
+        arrays = {f"layer_{k}": w for k, w in enumerate(state.weights)}
+        if state.order is not None:
+            arrays["order"] = state.order
+        path = os.path.join(self.folder, ARRAYS_FILE)
+        with open(path + ".tmp", "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(path + ".tmp", path)
+        _write_json(self.folder, {
+            "run_id": self.run_id, "config_sha256": self.config_sha, "status": RUNNING, "step": state.step,
+            "layers": len(state.weights), "rng_state": state.rng_state, "steps": list(state.steps),
+            "history": [asdict(scores) for scores in state.history], "resumed_at": self.resumed_at})
+        self.last, self.saves = self.clock(), self.saves + 1
+        if self.stopped_by is not None:
+            self._deliver()
+
+    def _deliver(self):
+        signum, handler = self.stopped_by, self.previous.get(self.stopped_by)
+        self._restore()
+        if callable(handler):
+            handler(signum, None)  # Ctrl-C's KeyboardInterrupt, nn-run's SIGTERM handler, submitit's requeue
+        raise KeyboardInterrupt  # a signal whose handler did not end the run ends it as Ctrl-C does

@@ -1,0 +1,155 @@
+"""Checkpoints and resume: a run stopped and continued ends bit-identical to the run done in one go.
+
+The oracle is the same training done without stopping, in this process. Resuming goes through
+the real files (runner/checkpoint.py), the real CLI (`nn-run`, Ctrl-C, `nn-run resume`) and a
+real SQLite store.
+"""
+
+import json
+import signal
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import NN_RUN, compose_config, runs_of
+
+from runner import checkpoint
+from runner.job import initial_weights, load_data
+from runner.nn.training import shuffle_rng, train
+from runner.tracking import record
+
+
+class StopAt:
+    """Checkpoints at the first safe point at or after `step`, into `folder`, through runner.checkpoint's files."""
+
+    def __init__(self, folder, step):
+        self.saver = checkpoint.Checkpointer(folder, "run", "sha", every_seconds=1e9)
+        self.step, self.saved = step, None
+        self._pending = True
+
+    def due(self):
+        return self._pending
+
+    def save(self, state):
+        if state.step >= self.step:
+            self.saver.save(state)
+            self._pending = False
+            raise KeyboardInterrupt  # the stop
+
+
+def training(cfg, data, **options):
+    return train(initial_weights(cfg, data), data.X, data.y, iterations=cfg.train.iterations,
+                 log_every=cfg.train.log_every, lr=cfg.train.lr, hidden_activation=cfg.model.activation,
+                 output_activation=cfg.model.output, batch_size=cfg.train.batch_size, rng=shuffle_rng(cfg.seed),
+                 X_test=data.X_test, y_test=data.y_test, classify=data.classes is not None, **options)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["train.iterations=3000", "train.log_every=500"],
+    ["dataset=iris", "train.batch_size=16", "train.lr=0.05", "train.iterations=700", "train.log_every=100"],
+    ["dataset=moons", "model.output=softmax", "model.activation=tanh", "train.batch_size=7", "train.lr=0.1",
+     "train.iterations=500", "train.log_every=50"],
+], ids=["full batch", "mini-batches with a test split", "softmax mini-batches"])
+@pytest.mark.parametrize("where", [0.001, 0.37, 0.9])
+def test_stopped_and_resumed_training_is_the_training_done_in_one_go(tmp_path, overrides, where):
+    cfg = compose_config(*overrides)
+    data = load_data(cfg.dataset)
+    whole = training(cfg, data)
+    with pytest.raises(KeyboardInterrupt):
+        training(cfg, data, checkpoints=StopAt(str(tmp_path), max(1, int(where * cfg.train.iterations))))
+    meta = checkpoint.read_meta(str(tmp_path))
+    state = checkpoint.load_state(str(tmp_path), meta)
+    assert 0 < state.step and state.steps == [s for s in whole.steps if s < state.step]
+    resumed = training(cfg, data, resume=state)
+    assert all(np.array_equal(a, b) for a, b in zip(resumed.weights, whole.weights))
+    assert resumed.steps == whole.steps and resumed.history == whole.history
+    if whole.last_output is not None:
+        assert np.array_equal(resumed.last_output, whole.last_output)
+
+
+def nn_run(cwd, *args):
+    return subprocess.run([*NN_RUN, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def points(client, run_id, key=record.ERROR_METRIC):
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [[], ["train.batch_size=2"]], ids=["full batch", "mini-batches"])
+def test_ctrl_c_then_nn_run_resume_continues_the_same_run_bit_for_bit(tmp_path, tracking_uri, experiment, client,
+                                                                      how):
+    from conftest import interrupt_after
+
+    common = ["train.iterations=2000000", "train.log_every=250000", *how, f"tracking.uri={tracking_uri}",
+              f"tracking.experiment={experiment}"]
+    code, _ = interrupt_after([*NN_RUN, *common], tmp_path, "step 250000: error")
+    assert code == 130
+    (stopped,) = runs_of(client, experiment)
+    assert stopped.info.status == "KILLED"
+    run_id = stopped.info.run_id
+    folder = stopped.data.tags[record.HYDRA_OUTPUT_DIR_TAG]
+    step = checkpoint.read_meta(folder)["step"]
+    assert step >= 250000
+
+    done = nn_run(tmp_path, "resume", run_id, "--tracking-uri", tracking_uri)
+    assert done.returncode == 0, done.stderr
+    assert f"MLflow run {run_id} resumes at step {step}" in done.stdout + done.stderr
+    (resumed,) = runs_of(client, experiment)  # the same run, no second one
+    assert resumed.info.run_id == run_id and resumed.info.status == "FINISHED"
+    assert json.loads(resumed.data.tags[record.RESUMED_AT_TAG]) == [step]
+    assert checkpoint.read_meta(folder)["status"] == checkpoint.FINISHED
+
+    cfg = compose_config(*common)
+    whole = training(cfg, load_data(cfg.dataset))
+    assert resumed.data.tags[record.WEIGHTS_HASH_TAG] == record.weights_sha256(whole.weights)
+    assert points(client, run_id) == list(zip(whole.steps, whole.errors))  # each step once, every bit
+
+    again = nn_run(tmp_path, "resume", run_id, "--tracking-uri", tracking_uri)
+    assert again.returncode == 2 and again.stderr.strip() == f"nn-run: run {run_id} finished: there is nothing to resume"
+
+
+def test_resume_refuses_with_one_line_and_creates_nothing(tmp_path, tracking_uri, experiment, client):
+    from conftest import interrupt_after
+
+    data = tmp_path / "data.csv"
+    data.write_text("a,b,label\n" + "".join(f"{i % 3},{i % 5},{i % 2}\n" for i in range(40)))
+    common = ["dataset=csv", "dataset.path=data.csv", "train.iterations=100000000", "train.log_every=20000",
+              f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}"]
+    code, _ = interrupt_after([*NN_RUN, *common], tmp_path, "step 20000: error")
+    assert code == 130
+    (run,) = runs_of(client, experiment)
+    run_id, folder = run.info.run_id, run.data.tags[record.HYDRA_OUTPUT_DIR_TAG]
+    meta = checkpoint.read_meta(folder)
+
+    def refused(expected):
+        done = nn_run(tmp_path, "resume", run_id, "--tracking-uri", tracking_uri)
+        assert done.returncode == 2 and done.stderr.strip() == f"nn-run: {expected}"
+        assert [r.info.run_id for r in runs_of(client, experiment)] == [run_id]
+        assert client.get_run(run_id).info.status == "KILLED"  # untouched
+
+    data.write_text(data.read_text() + "1,1,1\n")
+    refused(f"dataset.path='data.csv' has changed since run {run_id}: sha256 "
+            f"{record.file_sha256(data)}, recorded {run.data.tags[record.DATASET_SHA256_TAG]}: "
+            "the run cannot be resumed")
+    # a checkpoint made with another config than the one the run's overrides compose to now
+    (tmp_path / folder / checkpoint.STATE_FILE).write_text(json.dumps({**meta, "config_sha256": "0" * 64}))
+    refused(f"the config of run {run_id} has changed since its checkpoint (the configs in "
+            f"{__import__('runner.config').config.CONFIG_DIR} compose to another config for its overrides): "
+            "it cannot be resumed")
+    (tmp_path / folder / checkpoint.STATE_FILE).unlink()
+    refused(f"run {run_id} has no checkpoint to resume from (looked in {folder})")
+    done = nn_run(tmp_path, "resume", "0" * 32, "--tracking-uri", tracking_uri)
+    assert done.returncode == 2 and done.stderr.strip().startswith("nn-run: no run '00000000")
+
+
+def test_a_checkpoint_costs_little(tmp_path):
+    """What a checkpoint of the default network writes: two small files, replaced atomically."""
+    cfg = compose_config()
+    data = load_data(cfg.dataset)
+    saver = checkpoint.Checkpointer(str(tmp_path), "run", "sha", every_seconds=0.0)
+    result = train(initial_weights(cfg, data), data.X, data.y, iterations=3000, log_every=1000, checkpoints=saver)
+    assert saver.saves >= 3000 // 256  # every safe point: each divergence check of a 4-row table
+    state = checkpoint.load_state(str(tmp_path), checkpoint.read_meta(str(tmp_path)))
+    assert {p.name for p in tmp_path.iterdir()} == {checkpoint.ARRAYS_FILE, checkpoint.STATE_FILE}
+    assert state.step < 3000 and result.steps[:len(state.steps)] == state.steps

@@ -153,3 +153,49 @@ def test_a_checkpoint_costs_little(tmp_path):
     state = checkpoint.load_state(str(tmp_path), checkpoint.read_meta(str(tmp_path)))
     assert {p.name for p in tmp_path.iterdir()} == {checkpoint.ARRAYS_FILE, checkpoint.STATE_FILE}
     assert state.step < 3000 and result.steps[:len(state.steps)] == state.steps
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_continued_into_its_folder_keeps_its_finished_runs_and_resumes_the_stopped_one(
+        tmp_path, tracking_uri, experiment, client):
+    import os
+
+    sweep = ["-m", "seed=1,2,3,4,5,6", "train.iterations=300000", "train.log_every=100000",
+             "hydra.sweep.dir=the_sweep", "tracking.log_model=false", f"tracking.uri={tracking_uri}",
+             f"tracking.experiment={experiment}"]
+    proc = subprocess.Popen([*NN_RUN, *sweep], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    fourth_started = False
+    for line in proc.stdout:
+        fourth_started = fourth_started or "#3 : seed=4" in line
+        if fourth_started and "step 100000: error" in line:  # the 4th job is mid-training
+            break
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    before = {r.info.run_id: r for r in runs_of(client, experiment)}
+    (parent,) = [r for r in before.values() if record.SWEEP_ID_TAG in r.data.tags]
+    children = [r for r in before.values() if r is not parent]
+    assert sorted(c.info.status for c in children) == ["FINISHED"] * 3 + ["KILLED"]
+    assert parent.info.status == "KILLED"
+
+    done = nn_run(tmp_path, *sweep)
+    assert done.returncode == 0, done.stderr
+    after = {r.info.run_id: r for r in runs_of(client, experiment)}
+    assert set(before) <= set(after) and len(after) == 7  # one parent, six children: two new, none again
+    assert after[parent.info.run_id].info.status == "FINISHED"
+    for child in children:
+        now = after[child.info.run_id]
+        assert now.info.status == "FINISHED"
+        if child.info.status == "FINISHED":  # kept as it was
+            assert now.info.end_time == child.info.end_time and record.RESUMED_AT_TAG not in now.data.tags
+        else:
+            (step,) = json.loads(now.data.tags[record.RESUMED_AT_TAG])
+            assert step >= 100000
+            cfg = compose_config(f"seed={child.data.params['seed']}", "train.iterations=300000",
+                                 "train.log_every=100000")
+            whole = training(cfg, load_data(cfg.dataset))
+            assert now.data.tags[record.WEIGHTS_HASH_TAG] == record.weights_sha256(whole.weights)
+            assert points(client, now.info.run_id) == list(zip(whole.steps, whole.errors))
+    assert sorted(int(r.data.params["seed"]) for r in after.values() if r.info.run_id != parent.info.run_id) == [
+        1, 2, 3, 4, 5, 6]
+    assert os.path.isdir(tmp_path / "the_sweep")

@@ -194,7 +194,6 @@ class SweepTracking(Callback):
             sys.exit(exit_codes.BAD_INPUT)
 
     def _open_parent(self, config):
-
         check_server(config.tracking.uri)  # in seconds, before MLflow's import and its minutes of retries
         _check_launcher(config.hydra.launcher)
         open_run = mlflow_client().open_run
@@ -215,7 +214,14 @@ class SweepTracking(Callback):
             record.SWEEPER_TAG: OmegaConf.select(config, "hydra.runtime.choices.hydra/sweeper"),
         }
         uri = config.tracking.uri
-        experiment_id, run_id = open_run(uri, config.tracking.experiment, sweep_name(config, list(swept)), tags)
+        earlier = self._earlier_parent(config, tags[record.OVERRIDES_TAG])
+        if earlier is not None:  # the same sweep into its own folder: continue it
+            sweep_id, experiment_id, run_id = earlier.sweep_id, earlier.experiment_id, earlier.parent_run_id
+            mlflow_client().reopen_run(uri, run_id)
+            log.info("sweep parent run %s continues: finished jobs are kept, stopped ones resume from their "
+                     "checkpoints, the others run", run_id)
+        else:
+            experiment_id, run_id = open_run(uri, config.tracking.experiment, sweep_name(config, list(swept)), tags)
         self._parent = (uri, run_id)
         self._planned = planned_jobs(config)
         self._unnamed = set(OmegaConf.select(config, "hydra.job.config.override_dirname.exclude_keys") or [])
@@ -224,6 +230,20 @@ class SweepTracking(Callback):
         atexit.register(self._end_parent, completed=False)
         log.info("sweep parent run %s in experiment %r at %s", run_id, config.tracking.experiment, redact(uri))
         return SweepContext(sweep_id, experiment_id, run_id)
+
+    def _earlier_parent(self, config, overrides_tag):
+        """The SweepContext of this sweep folder's earlier start with the same overrides, or None."""
+        try:
+            context = _read_context(config.hydra)
+        except SweepError:
+            return None
+        client = mlflow_client()
+        try:
+            parent = client.get_run(config.tracking.uri, context.parent_run_id)
+        except client.MlflowException:  # another store: the folder's sweep is not there
+            return None
+        same = parent.data.tags.get(record.OVERRIDES_TAG) == overrides_tag
+        return context if same and parent.info.experiment_id == context.experiment_id else None
 
     def on_job_end(self, config, job_return, **kwargs):
         """In the job's process: a job whose config was rejected has no run; note it on the parent."""

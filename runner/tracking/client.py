@@ -381,6 +381,11 @@ def open_run(uri, experiment, run_name, tags):
     return experiment_id, client.create_run(experiment_id, run_name=run_name, tags=with_ui_tags(tags)).info.run_id
 
 
+def reopen_run(uri, run_id):
+    """Mark an ended run RUNNING again (a sweep continued into its own folder)."""
+    client_for(uri).update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+
+
 def close_run(uri, run_id, status, metrics):
     """Log {name: value} metrics (at step 0) to a run opened by open_run and end it with `status` ("FAILED")."""
     client = client_for(uri)

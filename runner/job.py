@@ -259,7 +259,8 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
                                                 before_save=run.flush)
                 saver.resumed_at = resumed_at if meta else []
             with saver:
-                result = train_job(cfg, data, on_log, progress, resume=state, checkpoints=saver or None)
+                result = train_job(cfg, data, on_log, progress, resume=state,
+                                   checkpoints=saver if checkpointing else None)
         else:
             result = trained.result
             for step, scores in zip(result.steps, result.history):

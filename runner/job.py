@@ -218,8 +218,8 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
     tracking.uri names a server that does not answer. `progress` draws a progress bar on stderr.
     `trained` (a Trained) is logged as is instead of training.
     `output_dir` (the Hydra job's folder) keeps the run's checkpoints (runner/checkpoint.py): a job
-    whose folder holds a checkpoint of this config continues that run, bit for bit, and one whose
-    run finished is kept as it is.
+    whose folder holds a checkpoint of this config continues that run, bit for bit, and in a sweep
+    one whose run finished is kept as it is.
     """
     data = prepare_job(cfg) if trained is None else trained.data
     tracked_run, runs_page = mlflow_client().tracked_run, mlflow_client().runs_page
@@ -229,7 +229,9 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
     if meta is not None and meta.get("config_sha256") != config_sha:
         meta = None  # another config in the same folder: a new run
     if meta is not None and meta["status"] == checkpoint.FINISHED:
-        return finished_result(cfg, meta["run_id"])
+        if parent_run_id is not None:  # a sweep continued into its folder keeps its finished jobs
+            return finished_result(cfg, meta["run_id"])
+        meta = None  # a single run into the folder of a finished one (a fixed hydra.run.dir) is a new run
     facts = provenance.collect() if trained is None else trained.facts
     tags = run_tags(overrides, data, facts, extra_tags)
     with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id, experiment_id,

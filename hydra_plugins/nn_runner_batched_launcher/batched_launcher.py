@@ -10,9 +10,16 @@ job (a group of one, mini-batches, a rejected config, a network that diverged) r
 task function as usual. The jobs run in `n_jobs` processes forked from the sweep's process
 (forked_jobs.py); each trains its share of every batch, then runs its jobs in order. With
 n_jobs=1 they run in this process, one after the other, as with the basic launcher.
+
+Only nn-run's own task function has its jobs batched (batching hands a job's precomputed result to
+nn-run's task function in place of the app's). The jobs of any other app run as Hydra's basic
+launcher runs them, in the same workers: each config composed by Hydra's config loader when its
+job's turn comes, the app's task function run through `run_job`, Hydra's logging set again after
+each job. Nothing of nn-run's training or tracking (MLflow) is imported for them.
 """
 
 import logging
+import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -52,67 +59,121 @@ class BatchedLauncher(Launcher):
         if n_jobs < 1 and n_jobs != -1:
             raise ValueError(f"hydra.launcher.n_jobs={n_jobs} is not allowed: must be >= 1, or -1 for one per CPU")
         self.max_batch, self.n_jobs = max_batch, n_jobs
-        self.config = self.task_function = self.hydra_context = None
+        self.config = self.task_function = self.hydra_context = self.composed = None
 
     def setup(self, *, hydra_context, task_function, config):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
-        self.composed = ComposedConfigs(hydra_context.config_loader)
+        # another app's configs are Hydra's own, composed when their job runs (as the basic launcher does)
+        self.composed = ComposedConfigs(hydra_context.config_loader) if is_nn_run(task_function) else None
 
     def launch(self, job_overrides, initial_job_idx):
-        from runner.job import release_batch
-        from runner.sweep.batches import plan_batches, share_out, train_batch
-        from runner.tracking.client import forget_inherited_connections
-
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        log.info(f"Launching {len(job_overrides)} jobs, batched")
-        configs = []
-        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            sweep_config = self.composed.take(self.config, list(overrides))
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = idx
-                sweep_config.hydra.job.num = idx
-            configs.append(sweep_config)
-        task_configs = [_without_hydra(cfg) for cfg in configs]
-        batches = plan_batches(task_configs, self.max_batch)
-        for batch in batches:
-            log.info(f"Training {len(batch)} networks together: jobs "
-                     f"#{', #'.join(str(initial_job_idx + p) for p in batch)}")
-        workers = workers_for(self.n_jobs, len(configs))
+        count = len(job_overrides)
+        if self.composed is None:
+            log.info(f"Launching {count} jobs, none batched: the task function is not nn-run's")
+            configs, task_configs, batches = [None] * count, None, []
+            workers = workers_for(self.n_jobs, count)
+            shares, after_fork = _in_turns(count, workers), None
+        else:
+            # nn-run's sweep modules import numpy's training code and MLflow: only an nn-run sweep needs them
+            from runner.sweep.batches import plan_batches, share_out
+            from runner.tracking.client import forget_inherited_connections
+
+            log.info(f"Launching {count} jobs, batched")
+            configs = [self._job_config(self.composed.take(self.config, list(overrides)), idx)
+                       for idx, overrides in enumerate(job_overrides, start=initial_job_idx)]
+            task_configs = [_without_hydra(cfg) for cfg in configs]
+            batches = plan_batches(task_configs, self.max_batch)
+            for batch in batches:
+                log.info(f"Training {len(batch)} networks together: jobs "
+                         f"#{', #'.join(str(initial_job_idx + p) for p in batch)}")
+            workers = workers_for(self.n_jobs, count)
+            shares, after_fork = share_out(batches, count, workers), forget_inherited_connections
         if workers > 1:
-            log.info(f"Running the jobs in {workers} processes, each training its share of every batch")
-        shares = share_out(batches, len(configs), workers)
+            log.info(f"Running the jobs in {workers} processes"
+                     f"{'' if self.composed is None else ', each training its share of every batch'}")
 
         def run_share(share):
             """Train this share's part of every batch, then run its jobs through Hydra's run_job, in order."""
             parts, positions = share
-            trained, shared = {}, []
-            for part in parts:
-                results = train_batch([task_configs[p] for p in part])
-                trained.update(zip(part, results))
-                logged = [result for result in results if result is not None]
-                if logged:
-                    shared.append(logged[0].shared)  # one dict for the whole part
+            trained, shared = _train(parts, task_configs)
             runs = []
             try:
                 for position in positions:
+                    idx = initial_job_idx + position
                     done = trained.pop(position, None)
-                    log.info(f"\t#{initial_job_idx + position} : "
-                             f"{' '.join(filter_overrides(job_overrides[position]))}"
+                    log.info(f"\t#{idx} : {' '.join(filter_overrides(job_overrides[position]))}"
                              f"{' (batched)' if done is not None else ''}")
-                    runs.append(run_job(hydra_context=self.hydra_context, config=configs[position],
+                    config = configs[position]
+                    if config is None:  # composed now, as the basic launcher composes a job's config
+                        loader = self.hydra_context.config_loader
+                        config = self._job_config(loader.load_sweep_config(self.config, list(job_overrides[position])),
+                                                  idx)
+                    runs.append(run_job(hydra_context=self.hydra_context, config=config,
                                         task_function=self.task_function if done is None else _logging_task(done),
                                         job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+                    configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)  # after a job, as basic
             finally:
-                for batch in shared:
-                    release_batch(batch)
+                _release(shared)
             return runs
 
-        done = run_in_workers([partial(run_share, share) for share in shares], after_fork=forget_inherited_connections)
+        done = run_in_workers([partial(run_share, share) for share in shares], after_fork=after_fork)
         by_position = dict(zip((p for _, positions in shares for p in positions), (r for runs in done for r in runs)))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        return [by_position[p] for p in range(len(configs))]
+        return [by_position[p] for p in range(count)]
+
+    @staticmethod
+    def _job_config(sweep_config, idx):
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = idx
+            sweep_config.hydra.job.num = idx
+        return sweep_config
+
+
+def is_nn_run(task_function):
+    """Whether `task_function` is nn-run's own (runner/cli/run.py), the only one whose jobs can be batched.
+
+    Hydra hands launchers the function under `@hydra.main`, which the decorated one wraps. When
+    nn-run's module is not loaded, the task cannot be nn-run's (and nothing of nn-run is imported).
+    """
+    module = sys.modules.get("runner.cli.run")
+    main = getattr(module, "hydra_main", None)
+    return main is not None and task_function is getattr(main, "__wrapped__", main)
+
+
+def _in_turns(count, workers):
+    """Jobs 0..count-1 dealt in turns among `workers` processes, as runner.sweep.batches.share_out deals lone jobs."""
+    return [([], list(range(worker, count, workers))) for worker in range(min(workers, count))]
+
+
+def _train(parts, task_configs):
+    """Train each batch part of a share: ({job position: runner.job.Trained or None}, [each part's shared dict])."""
+    trained, shared = {}, []
+    if not parts:
+        return trained, shared
+    # only a share with a batch part trains here (an nn-run sweep): numpy's training code is imported then
+    from runner.sweep.batches import train_batch
+
+    for part in parts:
+        results = train_batch([task_configs[p] for p in part])
+        trained.update(zip(part, results))
+        logged = [result for result in results if result is not None]
+        if logged:
+            shared.append(logged[0].shared)  # one dict for the whole part
+    return trained, shared
+
+
+def _release(shared):
+    """Free what the jobs of each trained batch part shared, once they have run (runner.job.release_batch)."""
+    if not shared:
+        return
+    # present only after training a batch part (an nn-run sweep): see _train
+    from runner.job import release_batch
+
+    for batch in shared:
+        release_batch(batch)
 
 
 class ComposedConfigs:

@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import NN_RUN, compose_config, runs_of
 from servers import mlflow_server
@@ -121,9 +122,13 @@ def test_a_submitit_slurm_sweep_lands_three_finished_children_under_one_parent(s
     print(f"3-job submitit_slurm sweep: {seconds:.1f} s")
 
     # the jobs were Slurm's: one array of three tasks, all COMPLETED, each with submitit's files
-    jobs = [j for j in slurm.squeue() if "_" in j["id"]]
+    def array_tasks():
+        return [j for j in slurm.squeue() if "_" in j["id"]]
+
+    jobs = array_tasks()
     assert sorted(j["id"].split("_")[1] for j in jobs) == ["0", "1", "2"], slurm.squeue()
-    assert {j["state"] for j in jobs} == {"COMPLETED"}
+    # submitit reads a job's result file as soon as it is written: its Slurm job may still be ending then
+    wait_for("all tasks COMPLETED", lambda: {j["state"] for j in array_tasks()} == {"COMPLETED"}, seconds=30)
     array = jobs[0]["id"].split("_")[0]
     assert all((sweep_dir / ".submitit" / f"{array}_{n}" / f"{array}_{n}_0_result.pkl").exists() for n in range(3))
 
@@ -146,14 +151,14 @@ def test_a_submitit_slurm_sweep_lands_three_finished_children_under_one_parent(s
 
 
 def uninterrupted(overrides):
-    """(weights_sha256, [(step, error)]) of the config `overrides` trained in one go, as runner/job.py's
+    """(weights, [(step, error)]) of the config `overrides` trained in one go, as runner/job.py's
     train_job trains it (runs in a process of its own, beside the Slurm job)."""
     from runner.job import load_data, train_job
 
     cfg = compose_config(*overrides)
     points = []
     result = train_job(cfg, load_data(cfg.dataset), lambda step, scores: points.append((step, scores.error)))
-    return record.weights_sha256(result.weights), points
+    return [w.copy() for w in result.weights], points
 
 
 # seed 3 on the seed table: ~170,000 full-batch or ~115,000 mini-batch iterations/s here, so each job
@@ -164,8 +169,10 @@ PREEMPTED = {"full-batch": (0, 4_000_000), "mini-batches": (2, 2_500_000)}  # tr
 @pytest.mark.slow
 @pytest.mark.parametrize("batching", PREEMPTED)
 def test_a_job_preempted_with_usr2_resumes_its_own_run_bit_for_bit(slurm, tracking_server, tmp_path, experiment,
-                                                                   batching):
+                                                                   batching, monkeypatch):
     import mlflow
+
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     batch_size, iterations = PREEMPTED[batching]
     overrides = ["seed=3", f"train.batch_size={batch_size}", f"train.iterations={iterations}",
@@ -173,6 +180,7 @@ def test_a_job_preempted_with_usr2_resumes_its_own_run_bit_for_bit(slurm, tracki
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         expected = pool.submit(uninterrupted, overrides)  # trained meanwhile, on the other CPU
         sweep_dir = tmp_path / "sweep"
+        earlier = {j["id"] for j in slurm.squeue()}  # the module's cluster ran other tests' jobs
         log = open(tmp_path / "nn-run.log", "w")
         sweep = subprocess.Popen(
             [*NN_RUN, "-m", "hydra/launcher=submitit_slurm", f"hydra.launcher.partition={slurm.partition}",
@@ -196,7 +204,7 @@ def test_a_job_preempted_with_usr2_resumes_its_own_run_bit_for_bit(slurm, tracki
                     m.step > 0 for m in client.get_metric_history(run.info.run_id, record.ERROR_METRIC))
 
             wait_for("child run with a point beyond step 0", training_shown, seconds=120)
-            (job,) = [j["id"] for j in slurm.squeue() if j["state"] == "RUNNING"]
+            (job,) = [j["id"] for j in slurm.squeue() if j["id"] not in earlier and j["state"] == "RUNNING"]
             signalled = time.monotonic()
             slurm.cancel(job, "USR2")  # what Slurm sends before preempting the job or at its time limit
             wait_for("child run KILLED", status_is("KILLED"))
@@ -208,25 +216,37 @@ def test_a_job_preempted_with_usr2_resumes_its_own_run_bit_for_bit(slurm, tracki
             running = time.monotonic()
             code = sweep.wait(timeout=PREEMPTED_SWEEP_TIMEOUT)
             ended = time.monotonic()
+            assert code == 0, f"nn-run -m exited with {code}"
+            wait_for("the job COMPLETED", lambda: state_is(slurm, job, "COMPLETED"), seconds=30)
+            assert slurm.job(job)["Restarts"] == "1"
+        except (AssertionError, ValueError, subprocess.TimeoutExpired) as error:
+            runs = [(r.info.run_id, r.info.status, r.data.tags.get(record.RESUMED_AT_TAG),
+                     r.data.tags.get("error")) for r in runs_of(client, experiment)]
+            output = (tmp_path / "nn-run.log").read_text(errors="replace")
+            raise AssertionError(f"{error}\nruns: {runs}\nsqueue: {slurm.squeue()}\n--- nn-run -m ---\n"
+                                 f"{output[-3000:]}\n{diagnostics(slurm, sweep_dir)}") from error
         finally:
             if sweep.poll() is None:
                 sweep.kill()
                 sweep.wait()
             log.close()
-        output = (tmp_path / "nn-run.log").read_text(errors="replace")
-        assert code == 0, output[-3000:] + diagnostics(slurm, sweep_dir)
-        weights_sha, points = expected.result()
+        weights, points = expected.result()
     print(f"{batching}: USR2 -> run KILLED {killed - signalled:.1f} s, -> job PENDING {requeued - signalled:.1f} s; "
-          f"requeue_now -> run RUNNING {running - requeued:.1f} s; -> sweep ended {ended - running:.1f} s")
+          f"requeue_now -> run RUNNING {running - requeued:.1f} s (USR2 -> RUNNING {running - signalled:.1f} s); "
+          f"-> sweep ended {ended - running:.1f} s")
 
     everything = runs_of(client, experiment)
     (parent,) = [r for r in everything if record.SWEEP_ID_TAG in r.data.tags]
     (run,) = [r for r in everything if r is not parent]  # one child: the requeued job continued it
     assert parent.info.status == "FINISHED"
+    assert parent.data.metrics[record.CHILDREN_FINISHED_METRIC] == 1
     assert run.info.status == "FINISHED"
     resumed_at = json.loads(run.data.tags[record.RESUMED_AT_TAG])
     assert len(resumed_at) == 1 and 0 < resumed_at[0] < iterations, resumed_at
-    assert run.data.tags[record.WEIGHTS_HASH_TAG] == weights_sha
+    assert run.data.tags[record.WEIGHTS_HASH_TAG] == record.weights_sha256(weights)
+    stored = record.read_weights(client.download_artifacts(run.info.run_id, record.WEIGHTS_DIR, str(tmp_path / "dl"))
+                                 .rsplit("/", 1)[0])
+    assert len(stored) == len(weights) and all(np.array_equal(a, b) for a, b in zip(stored, weights))
     history = client.get_metric_history(run.info.run_id, record.ERROR_METRIC)
     assert sorted((m.step, m.value) for m in history) == points  # each step once, the same bits
 

@@ -63,7 +63,8 @@ def test_default_run_records_the_seed_program(tracking_uri, experiment, client, 
     assert np.array_equal(rows[:, 5:6], seed_l2)  # what the seed prints: its last iteration's output
 
     logged = yaml.safe_load(open(os.path.join(folder, record.CONFIG_FILE)))
-    assert logged["train"] == {"iterations": 60000, "lr": 1.0, "log_every": 10000, "batch_size": 0}
+    assert logged["train"] == {"iterations": 60000, "lr": 1.0, "log_every": 10000, "batch_size": 0,
+                               "checkpoint_every": 60.0}
     assert yaml.safe_load(open(os.path.join(folder, record.OVERRIDES_FILE))) == [
         f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}"]
 

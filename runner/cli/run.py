@@ -15,6 +15,7 @@ from runner.config import CONFIG_DIR, PRIMARY_CONFIG, ConfigError
 from runner.job import run_job
 from runner.nn.training import DivergenceError
 from runner.progress import wanted
+from runner.resume import ResumeError, resume_arguments
 from runner.sweep.callback import end_after_error, job_context, note_interrupted
 from runner.tracking.record import HYDRA_OUTPUT_DIR_TAG
 from runner.tracking.store_lock import StoreError
@@ -59,7 +60,6 @@ def _interrupt(signum, frame):
 
 def resume(argv):
     """`nn-run resume RUN_ID [--tracking-uri URI]`: the overrides that continue the run, or exit 2 with one line."""
-    from runner.resume import ResumeError, resume_arguments
     # stored_run imports MLflow (~1.5 s): only for this subcommand
     from runner.tracking.stored_run import NotInStore
 

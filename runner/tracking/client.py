@@ -37,7 +37,11 @@ from mlflow.entities import (  # noqa: E402
 )
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.models import Model, infer_signature  # noqa: E402
-from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID  # noqa: E402
+from mlflow.utils.mlflow_tags import (  # noqa: E402
+    MLFLOW_DATASET_CONTEXT,
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_PARENT_RUN_ID,
+)
 
 from runner.tracking import mlflow_private  # noqa: E402
 from runner.tracking.store_lock import StoreError, sqlite_path, store_lock  # noqa: E402

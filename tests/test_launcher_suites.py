@@ -13,6 +13,21 @@ from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, Launche
 from hydra_plugins.nn_runner_batched_launcher.batched_launcher import BatchedLauncher
 
 
+@pytest.fixture(autouse=True)
+def version_base_1_1():
+    """Hydra's suites expect the defaults of a process where no version_base was chosen (Hydra 1.1's: a job
+    changes into its folder); other tests of the session composed configs with version_base=None."""
+    import hydra.version
+
+    from packaging.version import Version
+
+    chosen = hydra.version.getbase()
+    hydra.version.setbase("1.1")
+    yield
+    if isinstance(chosen, Version):  # else no version_base was chosen before: 1.1's defaults stay
+        hydra.version.VersionBase.instance().setbase(chosen)
+
+
 def test_discovery():
     """Hydra finds the launcher through its plugin scan, as it finds any launcher plugin."""
     assert BatchedLauncher.__name__ in [x.__name__ for x in Plugins.instance().discover(Launcher)]

@@ -15,6 +15,15 @@ ROOT = Path(__file__).resolve().parent.parent
 NN_RUN = [sys.executable, "-m", "runner"]
 
 
+@pytest.fixture(autouse=True)
+def sys_path_as_found():
+    """Loading an MLflow model puts its code folder (a copy of runner/) first on sys.path, and a process spawned
+    later would import that copy; each test leaves sys.path as it found it."""
+    saved = list(sys.path)
+    yield
+    sys.path[:] = saved
+
+
 @pytest.fixture(scope="session")
 def tracking_uri(tmp_path_factory):
     """A real SQLite store shared by the session's tests (creating one costs ~3 s); tests use own experiments."""

@@ -89,12 +89,13 @@ class Checkpointer:
     training: it defers the stop signals to the next safe point (module docstring).
     """
 
-    def __init__(self, folder, run_id, config_sha, every_seconds, before_save=None, clock=time.monotonic):
+    def __init__(self, folder, run_id, config_sha, every_seconds, before_save=None, resumed_at=(),
+                 clock=time.monotonic):
         self.folder, self.run_id, self.config_sha = folder, run_id, config_sha
         self.every, self.before_save, self.clock = every_seconds, before_save, clock
         # the first safe point saves at once: a job requeued before its first periodic checkpoint continues its run
         self.last, self.stopped_by, self.previous = -math.inf, None, {}
-        self.resumed_at = []
+        self.resumed_at = list(resumed_at)  # the steps this run was resumed from, kept in every checkpoint
         self.saves = 0
 
     def __enter__(self):

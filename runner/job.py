@@ -236,7 +236,7 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
     tags = run_tags(overrides, data, facts, extra_tags)
     with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id, experiment_id,
                      resume_run_id=meta["run_id"] if meta else None) as run:
-        state, logged = None, set()
+        state, logged, resumed_at = None, set(), []
         if meta is None:
             # a result trained elsewhere is written in one go when the run ends; a run that trains shows its params now
             run.log_params({**flatten(cfg), **record.dataset_params(data)}, defer=trained is not None)
@@ -255,14 +255,10 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
             log.info("step %d: %s", step, ", ".join(f"{name} {value!r}" for name, value in metrics.items()))
 
         if trained is None:
-            saver = nullcontext()
-            if checkpointing:
-                saver = checkpoint.Checkpointer(output_dir, run.run_id, config_sha, cfg.train.checkpoint_every,
-                                                before_save=run.flush)
-                saver.resumed_at = resumed_at if meta else []
-            with saver:
-                result = train_job(cfg, data, on_log, progress, resume=state,
-                                   checkpoints=saver if checkpointing else None)
+            saver = checkpoint.Checkpointer(output_dir, run.run_id, config_sha, cfg.train.checkpoint_every,
+                                            before_save=run.flush, resumed_at=resumed_at) if checkpointing else None
+            with saver or nullcontext():
+                result = train_job(cfg, data, on_log, progress, resume=state, checkpoints=saver)
         else:
             result = trained.result
             for step, scores in zip(result.steps, result.history):

@@ -71,15 +71,19 @@ class SweepContext:
     parent_run_id: str
 
 
+def sweep_arguments(config):
+    """The sweep's arguments as Hydra's sweepers read them: `hydra.sweeper.params`, then the command line."""
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    return [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+
+
 def swept_values(config):
     """{key: values} for every config key a sweep varies, from `hydra.sweeper.params` and the command line.
 
     The values are the sweep's text (`0.1,1,10`, `interval(0.1, 1)`); a command-line override of a
     key that `hydra.sweeper.params` also sweeps wins, as in Hydra's sweepers.
     """
-    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
-    candidates = [f"{key}={value}" for key, value in params.items()]
-    candidates += list(config.hydra.overrides.task)
+    candidates = sweep_arguments(config)
     swept = {}
     for text, override in zip(candidates, OverridesParser.create().parse_overrides(candidates)):
         if override.is_sweep_override():
@@ -103,10 +107,8 @@ def planned_jobs(config):
     """
     if OmegaConf.select(config, "hydra.runtime.choices.hydra/sweeper") != "basic":
         return None
-    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
-    texts = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
     try:
-        parsed = OverridesParser.create().parse_overrides(texts)
+        parsed = OverridesParser.create().parse_overrides(sweep_arguments(config))
         choices = {}
         for override in parsed:
             key = override.get_key_element()

@@ -1,12 +1,17 @@
-"""A real, throwaway single-node Slurm cluster on this machine, for tests and for `make slurm`.
+"""A real, throwaway single-node Slurm cluster on this machine, with accounting, for tests and for `make slurm`.
 
-Debian's packages (`slurmctld slurmd slurm-client munge`, Slurm 22.05; `.ci/run` installs them)
-run one controller and one node as root. Everything of the cluster lives in one folder: its
-`slurm.conf` (free ports, talking over 127.0.0.1), state, spool, logs and PID files. munged is the
-machine's own (its socket and key are the packages' defaults): it is started as the `munge` user
-when it is not running, and then stopped again by this code, by its PID, but only if it was started
-here. The daemons are stopped by the PIDs in their PID files (SIGTERM, a bounded wait, SIGKILL),
-after the cluster's jobs are cancelled.
+Debian's packages (`slurmctld slurmd slurmdbd slurm-client munge mariadb-server`, Slurm 22.05;
+`.ci/run` installs them) run one controller, one node and the accounting daemon as root.
+Everything of the cluster lives in one folder: its `slurm.conf` and `slurmdbd.conf` (free ports,
+talking over 127.0.0.1), state, spool, the accounting database (a MariaDB of its own, `db/`, on a
+loopback port and its own socket), logs and PID files. munged is the machine's own (its socket and
+key are the packages' defaults): it is started as the `munge` user when it is not running, and then
+stopped again by this code, by its PID, but only if it was started here. The daemons are stopped by
+the PIDs in their PID files (SIGTERM, a bounded wait, SIGKILL), after the cluster's jobs are cancelled.
+
+Accounting (`slurmdbd` over MariaDB) is what makes `sacct` answer: submitit learns from it that a
+job ended without writing its result (`scancel`, a time limit); without it `nn-run -m` would wait
+for such a job forever.
 
     with slurm_cluster() as cluster:                      # or the fixture `slurm` below
         subprocess.run(["sbatch", ...], env=cluster.env)  # env carries SLURM_CONF
@@ -22,6 +27,7 @@ Only the standard library is used, so this runs with any Python 3.11.
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -33,9 +39,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PACKAGES = "slurmctld slurmd slurm-client munge"
-DAEMONS = {"slurmctld": "/usr/sbin/slurmctld", "slurmd": "/usr/sbin/slurmd", "munged": "/usr/sbin/munged"}
-CLIENTS = ("sinfo", "squeue", "scontrol", "scancel", "sbatch", "srun", "munge", "unmunge")
+PACKAGES = "slurmctld slurmd slurmdbd slurm-client munge mariadb-server"
+DAEMONS = {"slurmctld": "/usr/sbin/slurmctld", "slurmd": "/usr/sbin/slurmd", "munged": "/usr/sbin/munged",
+           "slurmdbd": "/usr/sbin/slurmdbd", "mariadbd": "/usr/sbin/mariadbd"}
+CLIENTS = ("sinfo", "squeue", "scontrol", "scancel", "sbatch", "srun", "sacct", "sacctmgr", "munge", "unmunge",
+           "mariadb", "mariadb-install-db")
+ACCOUNTING_DB = "slurm_acct_db"
+DB_USER = "slurm"  # slurmdbd's MariaDB user (from 127.0.0.1 only, a new random password at every start)
+SOCKET_PATH_MAX = 107  # a Unix socket's path, in bytes (sun_path is 108 with its NUL)
 MUNGE_DIRS = ("/run/munge", "/var/log/munge", "/var/lib/munge")
 MUNGE_PID_FILE = Path("/run/munge/munged.pid")
 PARTITION = "debug"
@@ -175,21 +186,55 @@ def node_line():
     return line.strip() + " NodeAddr=127.0.0.1 State=UNKNOWN"
 
 
+@dataclass
+class Ports:
+    """The cluster's loopback ports, picked free at each start."""
+
+    slurmctld: int
+    slurmd: int
+    slurmdbd: int
+    mariadb: int
+
+
+def write_dbd_conf(folder, ports, password):
+    """slurmdbd.conf beside slurm.conf (slurmdbd reads it from SLURM_CONF's folder), mode 600: it holds a password."""
+    path = folder / "slurmdbd.conf"
+    path.unlink(missing_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(f"""\
+# The accounting daemon of the throwaway cluster written by tests/slurm_cluster.py; every path is in this folder.
+AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort={ports.slurmdbd}
+SlurmUser=root
+PidFile={folder}/slurmdbd.pid
+LogFile={folder}/log/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={ports.mariadb}
+StorageUser={DB_USER}
+StoragePass={password}
+StorageLoc={ACCOUNTING_DB}
+""")
+    return path
+
+
 def write_conf(folder, name="nnrunner"):
-    """Write slurm.conf (and its folders) into `folder`; returns (conf path, node name)."""
+    """Write slurm.conf (and its folders) into `folder`; returns (conf path, node name, Ports)."""
     folder = Path(folder).resolve()
     for sub in ("state", "spool", "log"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     node = node_line()
     node_name = node.split()[0].split("=", 1)[1]
-    ctld_port, slurmd_port = free_ports(2)
+    ports = Ports(*free_ports(4))
     conf = folder / "slurm.conf"
     conf.write_text(f"""\
 # A throwaway single-node Slurm cluster written by tests/slurm_cluster.py; every path is in this folder.
 ClusterName={name}
 SlurmctldHost={socket.gethostname().split('.')[0]}(127.0.0.1)
-SlurmctldPort={ctld_port}
-SlurmdPort={slurmd_port}
+SlurmctldPort={ports.slurmctld}
+SlurmdPort={ports.slurmd}
 AuthType=auth/munge
 CredType=cred/munge
 SlurmUser=root
@@ -200,7 +245,9 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 MpiDefault=none
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort={ports.slurmdbd}
 JobCompType=jobcomp/none
 ReturnToService=2
 MailProg=/bin/true
@@ -213,7 +260,7 @@ SlurmdLogFile={folder}/log/slurmd.log
 {node}
 PartitionName={PARTITION} Nodes={node_name} Default=YES MaxTime=INFINITE State=UP
 """)
-    return conf, node_name
+    return conf, node_name, ports
 
 
 def munge_works():
@@ -247,6 +294,89 @@ def start_munged():
     if pid is None or not pid_is(pid, "munged"):
         raise RuntimeError(f"munged answers but {MUNGE_PID_FILE} names no munged process")
     return pid
+
+
+def port_open(port):
+    """Whether something accepts connections on 127.0.0.1:`port`."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def mariadb_socket(folder):
+    path = Path(folder) / "mariadb.sock"
+    if len(str(path).encode()) > SOCKET_PATH_MAX:
+        raise RuntimeError(f"{path} is too long for a Unix socket ({SOCKET_PATH_MAX} bytes at most): "
+                           "start the cluster in a folder with a shorter path")
+    return path
+
+
+def sql(folder, statement):
+    """Run `statement` on the cluster's MariaDB as its root (through its socket); returns the output."""
+    done = subprocess.run(["mariadb", "--no-defaults", f"--socket={mariadb_socket(folder)}", "-uroot", "-N", "-B",
+                           "-e", statement], capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise RuntimeError(f"mariadb exited with {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def wait_until(what, check, seconds, logs):
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} within {seconds} s\n{logs()}")
+        time.sleep(0.1)
+
+
+def start_database(folder, ports, password):
+    """Start the cluster's own MariaDB on 127.0.0.1:`ports.mariadb`, its data in `folder`/db (made at the first
+    start, kept by later ones), root reachable only through its socket; give slurmdbd a user with `password`."""
+    db, log = folder / "db", folder / "log" / "mariadb.log"
+    sock = mariadb_socket(folder)
+    if not (db / "mysql").is_dir():
+        shutil.rmtree(db, ignore_errors=True)
+        done = subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={db}", "--user=root",
+                               "--skip-test-db"], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"mariadb-install-db exited with {done.returncode}: {done.stderr.strip()[-2000:]}")
+    # setsid -f: mariadbd does not daemonize itself; it must outlive `make slurm` and be no child of pytest
+    subprocess.run(["setsid", "-f", DAEMONS["mariadbd"], "--no-defaults", f"--datadir={db}", f"--socket={sock}",
+                    f"--port={ports.mariadb}", "--bind-address=127.0.0.1", f"--pid-file={folder}/mariadb.pid",
+                    "--user=root", "--skip-name-resolve", f"--log-error={log}",
+                    "--innodb-lock-wait-timeout=900"],  # what slurmdbd asks for
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
+                   timeout=30)
+
+    def answers():
+        pid = read_pid(folder / "mariadb.pid")
+        if pid is not None and not pid_alive(pid):
+            raise RuntimeError(f"mariadbd ended\n{log_tail(log)}")
+        try:
+            return sql(folder, "SELECT 1").strip() == "1"
+        except RuntimeError:
+            return False
+
+    wait_until("MariaDB did not answer", answers, START_SECONDS, lambda: log_tail(log))
+    sql(folder, f"CREATE OR REPLACE USER '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{password}'; "
+                f"GRANT ALL ON {ACCOUNTING_DB}.* TO '{DB_USER}'@'127.0.0.1';")
+
+
+def start_slurmdbd(folder, ports, env):
+    """Start slurmdbd (it daemonizes, reading slurmdbd.conf beside SLURM_CONF) and wait until it listens."""
+    log = folder / "log" / "slurmdbd.log"
+    done = subprocess.run([DAEMONS["slurmdbd"]], capture_output=True, text=True, timeout=60, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"slurmdbd exited with {done.returncode}: {done.stderr.strip()}\n{log_tail(log)}")
+
+    def listens():
+        pid = read_pid(folder / "slurmdbd.pid")
+        if pid is not None and not pid_alive(pid):
+            raise RuntimeError(f"slurmdbd ended\n{log_tail(log)}")
+        return port_open(ports.slurmdbd)
+
+    wait_until("slurmdbd did not listen", listens, START_SECONDS, lambda: log_tail(log))
 
 
 @dataclass
@@ -308,8 +438,15 @@ class SlurmCluster:
             self.run("scancel", *{j["id"].split("_")[0] for j in jobs}, check=False)
             time.sleep(0.5)
 
+    def sacct(self, job_id):
+        """What accounting (slurmdbd) says of a job, as `sacct -X` prints it: [{'id', 'state', 'exit_code'}],
+        one per job or array task ('state' e.g. 'COMPLETED', 'CANCELLED by 0', 'TIMEOUT')."""
+        out = self.run("sacct", "-X", "-n", "-P", "-j", str(job_id), "-o", "JobID,State,ExitCode").stdout
+        return [dict(zip(("id", "state", "exit_code"), line.split("|"))) for line in out.splitlines()]
+
     def logs(self):
-        return "\n".join(log_tail(self.folder / "log" / name) for name in ("slurmctld.log", "slurmd.log"))
+        return "\n".join(log_tail(self.folder / "log" / name)
+                         for name in ("slurmctld.log", "slurmd.log", "slurmdbd.log", "mariadb.log"))
 
 
 def client_env(conf):
@@ -327,11 +464,15 @@ def start(folder):
         raise RuntimeError(reason)
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    conf, node = write_conf(folder)
+    conf, node, ports = write_conf(folder)
+    password = secrets.token_hex(16)
+    write_dbd_conf(folder, ports, password)
     cluster = SlurmCluster(folder, conf, node, client_env(conf))
     munged = start_munged()
     save_state(folder, munged)
     try:
+        start_database(folder, ports, password)
+        start_slurmdbd(folder, ports, cluster.env)
         for daemon in ("slurmctld", "slurmd"):
             done = subprocess.run([DAEMONS[daemon], "-f", str(conf)], capture_output=True, text=True,
                                   timeout=60, env=cluster.env)
@@ -379,8 +520,9 @@ def stop(folder):
         deadline = time.monotonic() + CANCEL_SECONDS + 10
         while step_daemons(folder) and time.monotonic() < deadline:
             time.sleep(0.2)
-    for daemon in ("slurmd", "slurmctld"):
-        report[daemon] = stop_pid(read_pid(folder / f"{daemon}.pid"), daemon)
+    for daemon in ("slurmd", "slurmctld", "slurmdbd", "mariadbd"):
+        pid_file = folder / ("mariadb.pid" if daemon == "mariadbd" else f"{daemon}.pid")
+        report[daemon] = stop_pid(read_pid(pid_file), daemon)
     lingering = step_daemons(folder)
     for pid in lingering:  # only when a step outlived its cancellation: its tasks first, then the step
         for task in descendants(pid):

@@ -75,7 +75,8 @@ def test_the_cluster_runs_a_job_requeues_it_at_once_and_stops_leaving_no_daemon(
         pytest.skip(reason)
     with slurm_cluster(tmp_path / "cluster") as cluster:
         assert cluster.node_state() == "idle" and cluster.env["SLURM_CONF"] == str(cluster.conf)
-        pids = {name: read_pid(cluster.folder / f"{name}.pid") for name in ("slurmctld", "slurmd")}
+        daemons = ("slurmctld", "slurmd", "slurmdbd", "mariadb")
+        pids = {name: read_pid(cluster.folder / f"{name}.pid") for name in daemons}
         assert all(pid_alive(pid) for pid in pids.values())
         out = cluster.run("sbatch", "--parsable", "--requeue", "-o", str(tmp_path / "job-%j.out"),
                           "--wrap", "srun sleep 317").stdout
@@ -88,6 +89,8 @@ def test_the_cluster_runs_a_job_requeues_it_at_once_and_stops_leaving_no_daemon(
         assert cluster.job(job)["Restarts"] == "1"
         cluster.requeue_now(job)
         wait_for("restarted job", lambda: state_is(cluster, job, "RUNNING"), seconds=30)
+        # accounting (slurmdbd) has it too: what submitit asks when a job ends without its result
+        wait_for("the job in sacct", lambda: [r["state"] for r in cluster.sacct(job)] == ["RUNNING"], seconds=30)
         tasks = wait_for("job's task", lambda: task_pids("sleep", "317"))
         # leaving the block with the job still running: its steps are cancelled, the daemons stopped
     assert not any(pid_alive(pid) for pid in pids.values())
@@ -298,14 +301,13 @@ def test_a_cancelled_job_ends_its_run_killed_with_its_points_and_the_sweep_count
 
     # ~20 s of training here: cancelled once its first points are on the server
     overrides = ["seed=3", "train.iterations=4000000", "train.log_every=250000"]
-    earlier = {j["id"] for j in slurm.squeue()}
     sweep, sweep_dir, output = start_sweep(slurm, tmp_path, tracking_server, experiment,
                                            "hydra.launcher.timeout_min=60", *overrides)
     client = mlflow.MlflowClient(tracking_server)
     try:
         wait_for("child run with a point beyond step 0",
                  lambda: [r for r in children_of(client, experiment) if has_trained(client, r)], seconds=120)
-        (job,) = [j["id"] for j in slurm.squeue() if j["id"] not in earlier and j["state"] == "RUNNING"]
+        job = submitted_job(sweep_dir)
         cancelled = time.monotonic()
         slurm.cancel(job)
         # accounting tells submitit the job ended without a result: the sweep ends (without it, it waited forever)
@@ -409,7 +411,8 @@ def test_a_job_at_its_time_limit_resumes_its_run_bit_for_bit_and_one_past_max_nu
         weights, points = expected.result()
     everything = runs_of(client, experiment)
     parents = {r.data.tags[record.SWEEP_DIR_TAG]: r for r in everything if record.SWEEP_ID_TAG in r.data.tags}
-    children = {r.data.tags[record.HYDRA_OUTPUT_DIR_TAG]: r for r in everything if record.SWEEP_ID_TAG not in r.data.tags}
+    children = {r.data.tags[record.HYDRA_OUTPUT_DIR_TAG]: r for r in everything
+                if record.SWEEP_ID_TAG not in r.data.tags}
     assert len(parents) == len(children) == 2
 
     # past max_num_timeout: FAILED, saying why, with its checkpoint kept
@@ -421,7 +424,8 @@ def test_a_job_at_its_time_limit_resumes_its_run_bit_for_bit_and_one_past_max_nu
     assert run.data.tags["error"] == reason
     assert meta["run_id"] == run.info.run_id and meta["status"] == "RUNNING" and meta["step"] > 0
     text = ending_log.read_text(errors="replace")
-    assert ending_code == exit_codes.FAILED and f"nn-run: job {run.info.run_name}: FAILED: {reason}" in text.splitlines()
+    assert ending_code == exit_codes.FAILED
+    assert f"nn-run: job {run.info.run_name}: FAILED: {reason}" in text.splitlines(), text[-3000:]
     assert parent.data.metrics[record.CHILDREN_FAILED_METRIC] == 1
 
     # within max_num_timeout: each time-out requeued, each slot continued the run, bit for bit

@@ -597,7 +597,8 @@ def main(argv):
         print(f"Slurm cluster up in {time.monotonic() - began:.1f} s: node {cluster.node} idle in partition "
               f"{cluster.partition} (slurmctld PID {read_pid(folder / 'slurmctld.pid')}, slurmd PID "
               f"{read_pid(folder / 'slurmd.pid')}, munged {'PID %d' % munged if munged else 'already running'}); "
-              f"logs in {folder / 'log'}. Use it with:\nexport SLURM_CONF={conf}")
+              f"accounting by slurmdbd (PID {read_pid(folder / 'slurmdbd.pid')}) into MariaDB (PID "
+              f"{read_pid(folder / 'mariadb.pid')}); logs in {folder / 'log'}. Use it with:\nexport SLURM_CONF={conf}")
         return 0
     if command == "status":
         if not running:

@@ -1,7 +1,9 @@
 """nn-run on a real Slurm: a throwaway single-node cluster (tests/slurm_cluster.py) and a real `mlflow server`.
 
-Skipped, with the reason, where Debian's slurmctld/slurmd/slurm-client/munge are not installed
-(`.ci/run` installs them) or the tests do not run as root.
+The cluster has accounting (slurmdbd over its own MariaDB), so submitit sees from `sacct` that a
+job ended without its result (scancel, a time limit). Skipped, with the reason, where Debian's
+slurmctld/slurmd/slurmdbd/slurm-client/munge/mariadb-server are not installed (`.ci/run` installs
+them) or the tests do not run as root.
 """
 
 import json

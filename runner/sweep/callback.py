@@ -330,7 +330,10 @@ def stopped_child(run, launcher_said=None):
     """One line on a child its process ended KILLED (it took SIGTERM or SIGINT), and where it can resume from."""
     said = f" (the launcher reported {launcher_said})" if launcher_said else ""
     folder = run.data.tags.get(record.HYDRA_OUTPUT_DIR_TAG)
-    meta = checkpoint.read_meta(folder) if folder else None
+    try:
+        meta = checkpoint.read_meta(folder) if folder else None
+    except (OSError, ValueError):  # a folder this machine cannot read: the line says less
+        meta = None
     if meta is None or meta.get("run_id") != run.info.run_id or meta.get("status") != checkpoint.RUNNING:
         return f"job {run.info.run_name}: KILLED{said}"
     return (f"job {run.info.run_name}: KILLED{said}; its checkpoint at step {meta['step']} is kept in {folder}: "

@@ -315,8 +315,9 @@ def mariadb_socket(folder):
 
 def sql(folder, statement):
     """Run `statement` on the cluster's MariaDB as its root (through its socket); returns the output."""
-    done = subprocess.run(["mariadb", "--no-defaults", f"--socket={mariadb_socket(folder)}", "-uroot", "-N", "-B",
-                           "-e", statement], capture_output=True, text=True, timeout=30)
+    # on stdin, not in the arguments: other users can read a process's arguments, and it may hold a password
+    done = subprocess.run(["mariadb", "--no-defaults", f"--socket={mariadb_socket(folder)}", "-uroot", "-N", "-B"],
+                          input=statement, capture_output=True, text=True, timeout=30)
     if done.returncode != 0:
         raise RuntimeError(f"mariadb exited with {done.returncode}: {done.stderr.strip()}")
     return done.stdout

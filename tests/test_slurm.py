@@ -155,116 +155,6 @@ def test_a_submitit_slurm_sweep_lands_three_finished_children_under_one_parent(s
         assert run.data.tags[record.WEIGHTS_HASH_TAG]
 
 
-def uninterrupted(overrides):
-    """(weights, [(step, error)]) of the config `overrides` trained in one go, as runner/job.py's
-    train_job trains it (runs in a process of its own, beside the Slurm job)."""
-    from runner.job import load_data, train_job
-
-    cfg = compose_config(*overrides)
-    points = []
-    result = train_job(cfg, load_data(cfg.dataset), lambda step, scores: points.append((step, scores.error)))
-    return [w.copy() for w in result.weights], points
-
-
-# seed 3 on the seed table: ~170,000 full-batch or ~115,000 mini-batch iterations/s here, so each job
-# trains ~20 s, long enough to be preempted after its first points reach the server (flushed every 10 s)
-PREEMPTED = {"full-batch": (0, 4_000_000), "mini-batches": (2, 2_500_000)}  # train.batch_size, train.iterations
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("batching", PREEMPTED)
-def test_a_job_preempted_with_usr2_resumes_its_own_run_bit_for_bit(slurm, tracking_server, tmp_path, experiment,
-                                                                   batching, monkeypatch):
-    import mlflow
-
-    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-    batch_size, iterations = PREEMPTED[batching]
-    overrides = ["seed=3", f"train.batch_size={batch_size}", f"train.iterations={iterations}",
-                 "train.log_every=250000"]
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        expected = pool.submit(uninterrupted, overrides)  # trained meanwhile, on the other CPU
-        sweep_dir = tmp_path / "sweep"
-        earlier = {j["id"] for j in slurm.squeue()}  # the module's cluster ran other tests' jobs
-        log = open(tmp_path / "nn-run.log", "w")
-        sweep = subprocess.Popen(
-            [*NN_RUN, "-m", "hydra/launcher=submitit_slurm", f"hydra.launcher.partition={slurm.partition}",
-             # above 10 minutes: submitit calls any USR2 before min(80%, limit - 10 min) a preemption,
-             # later ones (all of them when the limit is 10 minutes or less) a time-out (max_num_timeout=0: FAILED)
-             "hydra.launcher.timeout_min=60", f"hydra.sweep.dir={sweep_dir}", *overrides,
-             f"tracking.uri={tracking_server}", f"tracking.experiment={experiment}"],
-            cwd=tmp_path, env=slurm.env, stdout=log, stderr=subprocess.STDOUT, text=True)
-        client = mlflow.MlflowClient(tracking_server)
-        try:
-            def child():
-                found = [r for r in runs_of(client, experiment) if record.SWEEP_ID_TAG not in r.data.tags]
-                return found[0] if len(found) == 1 else None
-
-            def status_is(status):
-                return lambda: (run := child()) is not None and run.info.status == status
-
-            def training_shown():
-                run = child()
-                return run is not None and run.info.status == "RUNNING" and any(
-                    m.step > 0 for m in client.get_metric_history(run.info.run_id, record.ERROR_METRIC))
-
-            wait_for("child run with a point beyond step 0", training_shown, seconds=120)
-            (job,) = [j["id"] for j in slurm.squeue() if j["id"] not in earlier and j["state"] == "RUNNING"]
-            signalled = time.monotonic()
-            slurm.cancel(job, "USR2")  # what Slurm sends before preempting the job or at its time limit
-            wait_for("child run KILLED", status_is("KILLED"))
-            killed = time.monotonic()
-            wait_for("requeued job", lambda: state_is(slurm, job, "PENDING"))
-            requeued = time.monotonic()
-            slurm.requeue_now(job)  # else Slurm starts it ~2 minutes later
-            wait_for("child run RUNNING again", status_is("RUNNING"))
-            running = time.monotonic()
-            code = sweep.wait(timeout=PREEMPTED_SWEEP_TIMEOUT)
-            ended = time.monotonic()
-            assert code == 0, f"nn-run -m exited with {code}"
-            wait_for("the job COMPLETED", lambda: state_is(slurm, job, "COMPLETED"), seconds=30)
-            assert slurm.job(job)["Restarts"] == "1"
-        except (AssertionError, ValueError, subprocess.TimeoutExpired) as error:
-            runs = [(r.info.run_id, r.info.status, r.data.tags.get(record.RESUMED_AT_TAG),
-                     r.data.tags.get("error")) for r in runs_of(client, experiment)]
-            output = (tmp_path / "nn-run.log").read_text(errors="replace")
-            raise AssertionError(f"{error}\nruns: {runs}\nsqueue: {slurm.squeue()}\n--- nn-run -m ---\n"
-                                 f"{output[-3000:]}\n{diagnostics(slurm, sweep_dir)}") from error
-        finally:
-            if sweep.poll() is None:
-                sweep.kill()
-                sweep.wait()
-            log.close()
-        weights, points = expected.result()
-    print(f"{batching}: USR2 -> run KILLED {killed - signalled:.1f} s, -> job PENDING {requeued - signalled:.1f} s; "
-          f"requeue_now -> run RUNNING {running - requeued:.1f} s (USR2 -> RUNNING {running - signalled:.1f} s); "
-          f"-> sweep ended {ended - running:.1f} s")
-
-    everything = runs_of(client, experiment)
-    (parent,) = [r for r in everything if record.SWEEP_ID_TAG in r.data.tags]
-    (run,) = [r for r in everything if r is not parent]  # one child: the requeued job continued it
-    assert parent.info.status == "FINISHED"
-    assert parent.data.metrics[record.CHILDREN_FINISHED_METRIC] == 1
-    assert run.info.status == "FINISHED"
-    resumed_at = json.loads(run.data.tags[record.RESUMED_AT_TAG])
-    assert len(resumed_at) == 1 and 0 < resumed_at[0] < iterations, resumed_at
-    assert run.data.tags[record.WEIGHTS_HASH_TAG] == record.weights_sha256(weights)
-    stored = record.read_weights(client.download_artifacts(run.info.run_id, record.WEIGHTS_DIR, str(tmp_path / "dl"))
-                                 .rsplit("/", 1)[0])
-    assert len(stored) == len(weights) and all(np.array_equal(a, b) for a, b in zip(stored, weights))
-    history = client.get_metric_history(run.info.run_id, record.ERROR_METRIC)
-    assert sorted((m.step, m.value) for m in history) == points  # each step once, the same bits
-
-    # the job's folder keeps only a note that its run finished (a resumed sweep skips it)
-    folder = Path(run.data.tags[record.HYDRA_OUTPUT_DIR_TAG])
-    assert folder == sweep_dir / "0"
-    assert json.loads((folder / "checkpoint.json").read_text()) == {
-        "run_id": run.info.run_id, "config_sha256": checkpoint.config_sha256(
-            compose_config(*overrides, f"tracking.experiment={experiment}")),
-        "status": "FINISHED"}
-    assert not (folder / "checkpoint.npz").exists()
-
-
 def start_sweep(slurm, tmp_path, tracking_server, experiment, *overrides, name="sweep"):
     """`nn-run -m` with the submitit_slurm launcher on the test cluster, in the background; returns
     (the process, its sweep folder `tmp_path`/`name`, its output file)."""
@@ -294,6 +184,107 @@ def explain(error, client, experiment, slurm, sweep_dir, output):
     text = Path(output).read_text(errors="replace")
     return AssertionError(f"{error}\nruns: {runs}\nsqueue: {slurm.squeue()}\n--- nn-run -m ---\n"
                           f"{text[-3000:]}\n{diagnostics(slurm, sweep_dir)}")
+
+
+def submitted_job(sweep_dir):
+    """The Slurm job id of a one-job submitit sweep (its folder under .submitit/), once submitted."""
+    folders = [p.name for p in (sweep_dir / ".submitit").glob("*") if p.is_dir()]
+    return folders[0] if len(folders) == 1 else None
+
+
+def uninterrupted(overrides):
+    """(weights, [(step, error)]) of the config `overrides` trained in one go, as runner/job.py's
+    train_job trains it (runs in a process of its own, beside the Slurm job)."""
+    from runner.job import load_data, train_job
+
+    cfg = compose_config(*overrides)
+    points = []
+    result = train_job(cfg, load_data(cfg.dataset), lambda step, scores: points.append((step, scores.error)))
+    return [w.copy() for w in result.weights], points
+
+
+# seed 3 on the seed table: ~170,000 full-batch or ~115,000 mini-batch iterations/s here, so each job
+# trains ~20 s, long enough to be preempted after its first points reach the server (flushed every 10 s)
+PREEMPTED = {"full-batch": (0, 4_000_000), "mini-batches": (2, 2_500_000)}  # train.batch_size, train.iterations
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batching", PREEMPTED)
+def test_a_job_preempted_with_usr2_resumes_its_own_run_bit_for_bit(slurm, tracking_server, tmp_path, experiment,
+                                                                   batching, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    batch_size, iterations = PREEMPTED[batching]
+    overrides = ["seed=3", f"train.batch_size={batch_size}", f"train.iterations={iterations}",
+                 "train.log_every=250000"]
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        expected = pool.submit(uninterrupted, overrides)  # trained meanwhile, on the other CPU
+        # above 10 minutes: submitit calls any USR2 before min(80%, limit - 10 min) a preemption,
+        # later ones (all of them when the limit is 10 minutes or less) a time-out (max_num_timeout=0: FAILED)
+        sweep, sweep_dir, output = start_sweep(slurm, tmp_path, tracking_server, experiment,
+                                               "hydra.launcher.timeout_min=60", *overrides)
+        client = mlflow.MlflowClient(tracking_server)
+        try:
+            def child():
+                found = children_of(client, experiment)
+                return found[0] if len(found) == 1 else None
+
+            def status_is(status):
+                return lambda: (run := child()) is not None and run.info.status == status
+
+            wait_for("child run with a point beyond step 0",
+                     lambda: (run := child()) is not None and has_trained(client, run), seconds=120)
+            job = submitted_job(sweep_dir)
+            signalled = time.monotonic()
+            slurm.cancel(job, "USR2")  # what Slurm sends before preempting the job or at its time limit
+            wait_for("child run KILLED", status_is("KILLED"))
+            killed = time.monotonic()
+            wait_for("requeued job", lambda: state_is(slurm, job, "PENDING"))
+            requeued = time.monotonic()
+            slurm.requeue_now(job)  # else Slurm starts it ~2 minutes later
+            wait_for("child run RUNNING again", status_is("RUNNING"))
+            running = time.monotonic()
+            code = sweep.wait(timeout=PREEMPTED_SWEEP_TIMEOUT)
+            ended = time.monotonic()
+            assert code == 0, f"nn-run -m exited with {code}"
+            wait_for("the job COMPLETED", lambda: state_is(slurm, job, "COMPLETED"), seconds=30)
+            assert slurm.job(job)["Restarts"] == "1"
+        except (AssertionError, ValueError, subprocess.TimeoutExpired) as error:
+            raise explain(error, client, experiment, slurm, sweep_dir, output) from error
+        finally:
+            if sweep.poll() is None:
+                sweep.kill()
+                sweep.wait()
+        weights, points = expected.result()
+    print(f"{batching}: USR2 -> run KILLED {killed - signalled:.1f} s, -> job PENDING {requeued - signalled:.1f} s; "
+          f"requeue_now -> run RUNNING {running - requeued:.1f} s (USR2 -> RUNNING {running - signalled:.1f} s); "
+          f"-> sweep ended {ended - running:.1f} s")
+
+    everything = runs_of(client, experiment)
+    (parent,) = [r for r in everything if record.SWEEP_ID_TAG in r.data.tags]
+    (run,) = [r for r in everything if r is not parent]  # one child: the requeued job continued it
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics[record.CHILDREN_FINISHED_METRIC] == 1
+    assert run.info.status == "FINISHED"
+    resumed_at = json.loads(run.data.tags[record.RESUMED_AT_TAG])
+    assert len(resumed_at) == 1 and 0 < resumed_at[0] < iterations, resumed_at
+    assert run.data.tags[record.WEIGHTS_HASH_TAG] == record.weights_sha256(weights)
+    stored = record.read_weights(client.download_artifacts(run.info.run_id, record.WEIGHTS_DIR, str(tmp_path / "dl"))
+                                 .rsplit("/", 1)[0])
+    assert len(stored) == len(weights) and all(np.array_equal(a, b) for a, b in zip(stored, weights))
+    history = client.get_metric_history(run.info.run_id, record.ERROR_METRIC)
+    assert sorted((m.step, m.value) for m in history) == points  # each step once, the same bits
+
+    # the job's folder keeps only a note that its run finished (a resumed sweep skips it)
+    folder = Path(run.data.tags[record.HYDRA_OUTPUT_DIR_TAG])
+    assert folder == sweep_dir / "0"
+    assert json.loads((folder / "checkpoint.json").read_text()) == {
+        "run_id": run.info.run_id, "config_sha256": checkpoint.config_sha256(
+            compose_config(*overrides, f"tracking.experiment={experiment}")),
+        "status": "FINISHED"}
+    assert not (folder / "checkpoint.npz").exists()
 
 
 @pytest.mark.slow
@@ -342,12 +333,6 @@ def test_a_cancelled_job_ends_its_run_killed_with_its_points_and_the_sweep_count
     assert (f"nn-run: job {run.info.run_name}: KILLED (the launcher reported job {job} {state}); its checkpoint at "
             f"step {meta['step']} is kept in {sweep_dir / '0'}: the same sweep into the same folder resumes it"
             ) in text.splitlines(), text[-3000:]
-
-
-def submitted_job(sweep_dir):
-    """The Slurm job id of a one-job submitit sweep (its folder under .submitit/), once submitted."""
-    folders = [p.name for p in (sweep_dir / ".submitit").glob("*") if p.is_dir()]
-    return folders[0] if len(folders) == 1 else None
 
 
 # Slurm's shortest time limit is a minute. Its controller checks limits every 30 s and sends the warning signal

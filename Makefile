@@ -65,8 +65,8 @@ clean:
 # tests use (tests/slurm_cluster.py; needs Debian's slurmctld slurmd slurmdbd slurm-client munge
 # mariadb-server and root). Its slurm.conf, slurmdbd.conf, state, accounting database, logs and PID
 # files are under .slurm/; it prints the `export SLURM_CONF=...` line for your shell. `make slurm-stop`
-# cancels its jobs and stops its daemons by PID (slurmd, slurmctld, slurmdbd, its MariaDB, and munged
-# if `make slurm` started it). See docs/slurm.md.
+# cancels its jobs and stops its daemons by PID (slurmd, slurmctld, slurmdbd, its MariaDB and its own
+# munged). See docs/slurm.md.
 SLURM_DIR := .slurm
 SLURM_PYTHON = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 

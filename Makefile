@@ -61,11 +61,12 @@ server-stop:
 clean:
 	rm -rf $(VENV) outputs multirun mlruns mlflow.db mlflow.db.lock
 
-# `make slurm`: a throwaway single-node Slurm cluster on this machine, the one the tests use
-# (tests/slurm_cluster.py; needs Debian's slurmctld slurmd slurm-client munge and root). Its
-# slurm.conf, state, logs and PID files are under .slurm/; it prints the `export SLURM_CONF=...`
-# line for your shell. `make slurm-stop` cancels its jobs and stops its daemons by PID (and munged,
-# if `make slurm` started it). See docs/slurm.md.
+# `make slurm`: a throwaway single-node Slurm cluster with accounting on this machine, the one the
+# tests use (tests/slurm_cluster.py; needs Debian's slurmctld slurmd slurmdbd slurm-client munge
+# mariadb-server and root). Its slurm.conf, slurmdbd.conf, state, accounting database, logs and PID
+# files are under .slurm/; it prints the `export SLURM_CONF=...` line for your shell. `make slurm-stop`
+# cancels its jobs and stops its daemons by PID (slurmd, slurmctld, slurmdbd, its MariaDB and its own
+# munged). See docs/slurm.md.
 SLURM_DIR := .slurm
 SLURM_PYTHON = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 

@@ -9,7 +9,8 @@ When the run finishes the arrays go and the JSON says FINISHED, so that a resume
 Stops are taken at the training loop's next safe point (every logged step and divergence check,
 about every thousand rows of work), never in the middle of an iteration: while training, SIGINT,
 SIGTERM and a SIGUSR2 that someone handles (submitit's preemption and time-limit signal) only
-mark the stop; the checkpoint is then written and the signal handed to its previous handler.
+mark the stop; the checkpoint is then written and the signal handed to its previous handler. A
+SIGUSR2 after training, while the run is recorded, is not handed on (Checkpointer.release).
 """
 
 import hashlib
@@ -34,6 +35,11 @@ RUNNING, FINISHED = "RUNNING", "FINISHED"
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used for this config; the message is one line for the user."""
+
+
+class StopHandlerError(RuntimeError):
+    """A stop signal's own handler raised (submitit's, for a job timed out more often than it may be requeued):
+    the run ends FAILED, and its error says which signal, where the checkpoint is, and what the handler said."""
 
 
 def config_sha256(cfg):
@@ -96,7 +102,7 @@ class Checkpointer:
         # the first safe point saves at once: a job requeued before its first periodic checkpoint continues its run
         self.last, self.stopped_by, self.previous = -math.inf, None, {}
         self.resumed_at = list(resumed_at)  # the steps this run was resumed from, kept in every checkpoint
-        self.saves = 0
+        self.saves, self.late = 0, None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
@@ -108,9 +114,23 @@ class Checkpointer:
                 signal.signal(signum, self._note)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
+        held = self.previous.pop(signal.SIGUSR2, None) if exc_type is None else None
         self._restore()
+        if held is not None:  # training is over: see release()
+            self.previous[signal.SIGUSR2] = held
+            signal.signal(signal.SIGUSR2, self._note_late)
         return False
+
+    def _note_late(self, signum, frame):
+        self.late = signum
+
+    def release(self):
+        """Call once the run is recorded: SIGUSR2 goes to its handler again. One (submitit's time-limit or
+        preemption warning) that came after training was only noted, and is dropped: handed on, it would requeue
+        the job and throw the recording away, and the job ends by itself now. Returns True when one came."""
+        self._restore()
+        return self.late is not None
 
     def _restore(self):
         for signum, handler in self.previous.items():
@@ -141,11 +161,15 @@ class Checkpointer:
             "history": [asdict(scores) for scores in state.history], "resumed_at": self.resumed_at})
         self.last, self.saves = self.clock(), self.saves + 1
         if self.stopped_by is not None:
-            self._deliver()
+            self._deliver(state.step)
 
-    def _deliver(self):
+    def _deliver(self, step):
         signum, handler = self.stopped_by, self.previous.get(self.stopped_by)
         self._restore()
         if callable(handler):
-            handler(signum, None)  # Ctrl-C's KeyboardInterrupt, nn-run's SIGTERM handler, submitit's requeue
+            try:
+                handler(signum, None)  # Ctrl-C's KeyboardInterrupt, nn-run's SIGTERM handler, submitit's requeue
+            except Exception as error:
+                raise StopHandlerError(f"{signal.Signals(signum).name} at step {step}, checkpoint kept in "
+                                       f"{self.folder}; then {type(error).__name__}: {error}") from error
         raise KeyboardInterrupt  # a signal whose handler did not end the run ends it as Ctrl-C does

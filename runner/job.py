@@ -234,6 +234,7 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
         meta = None  # a single run into the folder of a finished one (a fixed hydra.run.dir) is a new run
     facts = provenance.collect() if trained is None else trained.facts
     tags = run_tags(overrides, data, facts, extra_tags)
+    saver = None
     with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id, experiment_id,
                      resume_run_id=meta["run_id"] if meta else None) as run:
         state, logged, resumed_at = None, set(), []
@@ -267,6 +268,8 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
                                               shared=None if trained is None else trained.shared)
     if checkpointing:
         checkpoint.mark_finished(output_dir, run.run_id, config_sha)
+    if saver is not None and saver.release():
+        log.info("SIGUSR2 (time limit or preemption) came after training: the run is recorded, the job ends now")
 
     print_outputs(cfg, data, result)
     uri = redact(cfg.tracking.uri)

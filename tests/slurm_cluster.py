@@ -1,12 +1,18 @@
-"""A real, throwaway single-node Slurm cluster on this machine, for tests and for `make slurm`.
+"""A real, throwaway single-node Slurm cluster on this machine, with accounting, for tests and for `make slurm`.
 
-Debian's packages (`slurmctld slurmd slurm-client munge`, Slurm 22.05; `.ci/run` installs them)
-run one controller and one node as root. Everything of the cluster lives in one folder: its
-`slurm.conf` (free ports, talking over 127.0.0.1), state, spool, logs and PID files. munged is the
-machine's own (its socket and key are the packages' defaults): it is started as the `munge` user
-when it is not running, and then stopped again by this code, by its PID, but only if it was started
-here. The daemons are stopped by the PIDs in their PID files (SIGTERM, a bounded wait, SIGKILL),
-after the cluster's jobs are cancelled.
+Debian's packages (`slurmctld slurmd slurmdbd slurm-client munge mariadb-server`, Slurm 22.05;
+`.ci/run` installs them) run one controller, one node and the accounting daemon as root.
+Everything of the cluster lives in one folder: its `slurm.conf` and `slurmdbd.conf` (free ports,
+talking over 127.0.0.1), state, spool, the accounting database (a MariaDB of its own, `db/`, on a
+loopback port and its own socket), logs and PID files. munged is the cluster's own too: its own key
+(`munge/munge.key`, random) and socket (in a folder of its own under /tmp, which munged wants every
+user to be able to reach; named in slurm.conf's `AuthInfo`), so two clusters on one machine (two test
+runs, `make slurm` beside the tests) never share or stop each other's. The daemons are stopped by the
+PIDs in their PID files (SIGTERM, a bounded wait, SIGKILL), after the cluster's jobs are cancelled.
+
+Accounting (`slurmdbd` over MariaDB) is what makes `sacct` answer: submitit learns from it that a
+job ended without writing its result (`scancel`, a time limit); without it `nn-run -m` would wait
+for such a job forever.
 
     with slurm_cluster() as cluster:                      # or the fixture `slurm` below
         subprocess.run(["sbatch", ...], env=cluster.env)  # env carries SLURM_CONF
@@ -21,7 +27,7 @@ Only the standard library is used, so this runs with any Python 3.11.
 
 import json
 import os
-import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -33,11 +39,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PACKAGES = "slurmctld slurmd slurm-client munge"
-DAEMONS = {"slurmctld": "/usr/sbin/slurmctld", "slurmd": "/usr/sbin/slurmd", "munged": "/usr/sbin/munged"}
-CLIENTS = ("sinfo", "squeue", "scontrol", "scancel", "sbatch", "srun", "munge", "unmunge")
-MUNGE_DIRS = ("/run/munge", "/var/log/munge", "/var/lib/munge")
-MUNGE_PID_FILE = Path("/run/munge/munged.pid")
+PACKAGES = "slurmctld slurmd slurmdbd slurm-client munge mariadb-server"
+DAEMONS = {"slurmctld": "/usr/sbin/slurmctld", "slurmd": "/usr/sbin/slurmd", "munged": "/usr/sbin/munged",
+           "slurmdbd": "/usr/sbin/slurmdbd", "mariadbd": "/usr/sbin/mariadbd"}
+CLIENTS = ("sinfo", "squeue", "scontrol", "scancel", "sbatch", "srun", "sacct", "sacctmgr", "munge", "unmunge",
+           "mariadb", "mariadb-install-db")
+ACCOUNTING_DB = "slurm_acct_db"
+DB_USER = "slurm"  # slurmdbd's MariaDB user (from 127.0.0.1 only, a new random password at every start)
+SOCKET_PATH_MAX = 107  # a Unix socket's path, in bytes (sun_path is 108 with its NUL)
+MUNGE_KEY_BYTES = 1024  # what Debian's munge package makes (mungekey's default)
 PARTITION = "debug"
 START_SECONDS = 60  # measured here: the node is idle 0.06-1.1 s after start
 STOP_SECONDS = 15
@@ -54,10 +64,6 @@ def slurm_missing():
                 f".ci/run installs Debian's {PACKAGES} (apt, as root)")
     if os.geteuid() != 0:
         return "the local Slurm cluster runs its daemons as root (SlurmUser=root); not root here"
-    try:
-        pwd.getpwnam("munge")
-    except KeyError:
-        return "there is no 'munge' user to run munged as (Debian's munge package creates it)"
     return None
 
 
@@ -175,22 +181,58 @@ def node_line():
     return line.strip() + " NodeAddr=127.0.0.1 State=UNKNOWN"
 
 
-def write_conf(folder, name="nnrunner"):
-    """Write slurm.conf (and its folders) into `folder`; returns (conf path, node name)."""
+@dataclass
+class Ports:
+    """The cluster's loopback ports, picked free at each start."""
+
+    slurmctld: int
+    slurmd: int
+    slurmdbd: int
+    mariadb: int
+
+
+def write_dbd_conf(folder, ports, password, munge_socket):
+    """slurmdbd.conf beside slurm.conf (slurmdbd reads it from SLURM_CONF's folder), mode 600: it holds a password."""
+    path = folder / "slurmdbd.conf"
+    path.unlink(missing_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(f"""\
+# The accounting daemon of the throwaway cluster written by tests/slurm_cluster.py; every path is in this folder.
+AuthType=auth/munge
+AuthInfo=socket={munge_socket}
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort={ports.slurmdbd}
+SlurmUser=root
+PidFile={folder}/slurmdbd.pid
+LogFile={folder}/log/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={ports.mariadb}
+StorageUser={DB_USER}
+StoragePass={password}
+StorageLoc={ACCOUNTING_DB}
+""")
+    return path
+
+
+def write_conf(folder, munge_socket, name="nnrunner"):
+    """Write slurm.conf (and its folders) into `folder`; returns (conf path, node name, Ports)."""
     folder = Path(folder).resolve()
     for sub in ("state", "spool", "log"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     node = node_line()
     node_name = node.split()[0].split("=", 1)[1]
-    ctld_port, slurmd_port = free_ports(2)
+    ports = Ports(*free_ports(4))
     conf = folder / "slurm.conf"
     conf.write_text(f"""\
 # A throwaway single-node Slurm cluster written by tests/slurm_cluster.py; every path is in this folder.
 ClusterName={name}
 SlurmctldHost={socket.gethostname().split('.')[0]}(127.0.0.1)
-SlurmctldPort={ctld_port}
-SlurmdPort={slurmd_port}
+SlurmctldPort={ports.slurmctld}
+SlurmdPort={ports.slurmd}
 AuthType=auth/munge
+AuthInfo=socket={munge_socket}
 CredType=cred/munge
 SlurmUser=root
 SlurmdUser=root
@@ -200,7 +242,10 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 MpiDefault=none
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort={ports.slurmdbd}
+AccountingStoragePass={munge_socket}
 JobCompType=jobcomp/none
 ReturnToService=2
 MailProg=/bin/true
@@ -213,40 +258,125 @@ SlurmdLogFile={folder}/log/slurmd.log
 {node}
 PartitionName={PARTITION} Nodes={node_name} Default=YES MaxTime=INFINITE State=UP
 """)
-    return conf, node_name
+    return conf, node_name, ports
 
 
-def munge_works():
-    """Whether a munged answers on the default socket (`munge -n | unmunge` succeeds)."""
+def munge_works(socket_path):
+    """Whether the munged on `socket_path` answers (`munge -n | unmunge` succeeds)."""
     try:
-        cred = subprocess.run(["munge", "-n"], capture_output=True, timeout=10)
+        cred = subprocess.run(["munge", "-n", "-S", str(socket_path)], capture_output=True, timeout=10)
         if cred.returncode != 0:
             return False
-        return subprocess.run(["unmunge"], input=cred.stdout, capture_output=True, timeout=10).returncode == 0
+        return subprocess.run(["unmunge", "-S", str(socket_path)], input=cred.stdout, capture_output=True,
+                              timeout=10).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
 
-def start_munged():
-    """Start the machine's munged as `munge` unless one answers; returns its PID if started here, else None."""
-    if munge_works():
-        return None
-    user = pwd.getpwnam("munge")
-    for path in MUNGE_DIRS:
-        os.makedirs(path, exist_ok=True)
-        os.chown(path, user.pw_uid, user.pw_gid)
-    done = subprocess.run(["runuser", "-u", "munge", "--", DAEMONS["munged"], "--force"],
-                          capture_output=True, text=True, timeout=30)
-    deadline = time.monotonic() + 10
-    while not munge_works():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"munged did not start (exit {done.returncode}): {done.stderr.strip()}\n"
-                               f"{log_tail('/var/log/munge/munged.log')}")
-        time.sleep(0.1)
-    pid = read_pid(MUNGE_PID_FILE)
+def start_munged(folder, socket_path):
+    """Start the cluster's own munged (as root) with its own key, PID file and seed in `folder`/munge and its
+    socket at `socket_path`; returns its PID."""
+    own = folder / "munge"
+    own.mkdir(mode=0o700, exist_ok=True)
+    key = own / "munge.key"
+    if not key.exists():
+        with open(os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400), "wb") as handle:
+            handle.write(secrets.token_bytes(MUNGE_KEY_BYTES))
+    log = folder / "log" / "munged.log"
+    done = subprocess.run([DAEMONS["munged"], f"--socket={socket_path}", f"--key-file={key}",
+                           f"--pid-file={own / 'munged.pid'}", f"--seed-file={own / 'munged.seed'}",
+                           f"--log-file={log}"], capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise RuntimeError(f"munged exited with {done.returncode}: {done.stderr.strip()}\n{log_tail(log)}")
+    wait_until("munged did not answer", lambda: munge_works(socket_path), 10, lambda: log_tail(log))
+    pid = read_pid(own / "munged.pid")
     if pid is None or not pid_is(pid, "munged"):
-        raise RuntimeError(f"munged answers but {MUNGE_PID_FILE} names no munged process")
+        raise RuntimeError(f"munged answers but {own / 'munged.pid'} names no munged process")
     return pid
+
+
+def port_open(port):
+    """Whether something accepts connections on 127.0.0.1:`port`."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def mariadb_socket(folder):
+    path = Path(folder) / "mariadb.sock"
+    if len(str(path).encode()) > SOCKET_PATH_MAX:
+        raise RuntimeError(f"{path} is too long for a Unix socket ({SOCKET_PATH_MAX} bytes at most): "
+                           "start the cluster in a folder with a shorter path")
+    return path
+
+
+def sql(folder, statement):
+    """Run `statement` on the cluster's MariaDB as its root (through its socket); returns the output."""
+    # on stdin, not in the arguments: other users can read a process's arguments, and it may hold a password
+    done = subprocess.run(["mariadb", "--no-defaults", f"--socket={mariadb_socket(folder)}", "-uroot", "-N", "-B"],
+                          input=statement, capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise RuntimeError(f"mariadb exited with {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def wait_until(what, check, seconds, logs):
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} within {seconds} s\n{logs()}")
+        time.sleep(0.1)
+
+
+def start_database(folder, ports, password):
+    """Start the cluster's own MariaDB on 127.0.0.1:`ports.mariadb`, its data in `folder`/db (made at the first
+    start, kept by later ones), root reachable only through its socket; give slurmdbd a user with `password`."""
+    db, log = folder / "db", folder / "log" / "mariadb.log"
+    sock = mariadb_socket(folder)
+    if not (db / "mysql").is_dir():
+        shutil.rmtree(db, ignore_errors=True)
+        done = subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={db}", "--user=root",
+                               "--skip-test-db"], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"mariadb-install-db exited with {done.returncode}: {done.stderr.strip()[-2000:]}")
+    # setsid -f: mariadbd does not daemonize itself; it must outlive `make slurm` and be no child of pytest
+    subprocess.run(["setsid", "-f", DAEMONS["mariadbd"], "--no-defaults", f"--datadir={db}", f"--socket={sock}",
+                    f"--port={ports.mariadb}", "--bind-address=127.0.0.1", f"--pid-file={folder}/mariadb.pid",
+                    "--user=root", "--skip-name-resolve", f"--log-error={log}",
+                    "--innodb-lock-wait-timeout=900"],  # what slurmdbd asks for
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
+                   timeout=30)
+
+    def answers():
+        pid = read_pid(folder / "mariadb.pid")
+        if pid is not None and not pid_alive(pid):
+            raise RuntimeError(f"mariadbd ended\n{log_tail(log)}")
+        try:
+            return sql(folder, "SELECT 1").strip() == "1"
+        except RuntimeError:
+            return False
+
+    wait_until("MariaDB did not answer", answers, START_SECONDS, lambda: log_tail(log))
+    sql(folder, f"CREATE OR REPLACE USER '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{password}'; "
+                f"GRANT ALL ON {ACCOUNTING_DB}.* TO '{DB_USER}'@'127.0.0.1';")
+
+
+def start_slurmdbd(folder, ports, env):
+    """Start slurmdbd (it daemonizes, reading slurmdbd.conf beside SLURM_CONF) and wait until it listens."""
+    log = folder / "log" / "slurmdbd.log"
+    done = subprocess.run([DAEMONS["slurmdbd"]], capture_output=True, text=True, timeout=60, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"slurmdbd exited with {done.returncode}: {done.stderr.strip()}\n{log_tail(log)}")
+
+    def listens():
+        pid = read_pid(folder / "slurmdbd.pid")
+        if pid is not None and not pid_alive(pid):
+            raise RuntimeError(f"slurmdbd ended\n{log_tail(log)}")
+        return port_open(ports.slurmdbd)
+
+    wait_until("slurmdbd did not listen", listens, START_SECONDS, lambda: log_tail(log))
 
 
 @dataclass
@@ -308,8 +438,15 @@ class SlurmCluster:
             self.run("scancel", *{j["id"].split("_")[0] for j in jobs}, check=False)
             time.sleep(0.5)
 
+    def sacct(self, job_id):
+        """What accounting (slurmdbd) says of a job, as `sacct -X` prints it: [{'id', 'state', 'exit_code'}],
+        one per job or array task ('state' e.g. 'COMPLETED', 'CANCELLED by 0', 'TIMEOUT')."""
+        out = self.run("sacct", "-X", "-n", "-P", "-j", str(job_id), "-o", "JobID,State,ExitCode").stdout
+        return [dict(zip(("id", "state", "exit_code"), line.split("|"))) for line in out.splitlines()]
+
     def logs(self):
-        return "\n".join(log_tail(self.folder / "log" / name) for name in ("slurmctld.log", "slurmd.log"))
+        return "\n".join(log_tail(self.folder / "log" / name)
+                         for name in ("slurmctld.log", "slurmd.log", "slurmdbd.log", "mariadb.log"))
 
 
 def client_env(conf):
@@ -317,21 +454,28 @@ def client_env(conf):
 
 
 def start(folder):
-    """Write the config into `folder`, start munged (if needed), slurmctld and slurmd; wait for an idle node.
+    """Write the config into `folder`, start munged, MariaDB, slurmdbd, slurmctld and slurmd; wait for an idle node.
 
-    Returns (SlurmCluster, PID of munged if started here else None). On failure everything started
-    here is stopped again and the error carries the logs' tails.
+    Returns (SlurmCluster, PID of its munged). On failure everything started here is stopped again and
+    the error carries the logs' tails.
     """
     reason = slurm_missing()
     if reason:
         raise RuntimeError(reason)
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    conf, node = write_conf(folder)
+    socket_dir = Path(tempfile.mkdtemp(prefix="nn-runner-munge-"))
+    socket_dir.chmod(0o755)  # munged wants its socket's folder open to all (it checks)
+    save_state(folder, socket_dir)
+    munge_socket = socket_dir / "munge.socket"
+    conf, node, ports = write_conf(folder, munge_socket)
+    password = secrets.token_hex(16)
+    write_dbd_conf(folder, ports, password, munge_socket)
     cluster = SlurmCluster(folder, conf, node, client_env(conf))
-    munged = start_munged()
-    save_state(folder, munged)
     try:
+        munged = start_munged(folder, munge_socket)
+        start_database(folder, ports, password)
+        start_slurmdbd(folder, ports, cluster.env)
         for daemon in ("slurmctld", "slurmd"):
             done = subprocess.run([DAEMONS[daemon], "-f", str(conf)], capture_output=True, text=True,
                                   timeout=60, env=cluster.env)
@@ -355,12 +499,12 @@ def start(folder):
     return cluster, munged
 
 
-def save_state(folder, munged):
-    (Path(folder) / STATE_FILE).write_text(json.dumps({"munged_pid": munged}) + "\n")
+def save_state(folder, socket_dir):
+    (Path(folder) / STATE_FILE).write_text(json.dumps({"munge_socket_dir": str(socket_dir)}) + "\n")
 
 
 def stop(folder):
-    """Cancel the cluster's jobs, stop slurmd, slurmctld and (if started by `start`) munged, by PID.
+    """Cancel the cluster's jobs, stop slurmd, slurmctld, slurmdbd, MariaDB and munged by PID.
 
     Returns {program: what happened}.
     """
@@ -379,8 +523,9 @@ def stop(folder):
         deadline = time.monotonic() + CANCEL_SECONDS + 10
         while step_daemons(folder) and time.monotonic() < deadline:
             time.sleep(0.2)
-    for daemon in ("slurmd", "slurmctld"):
-        report[daemon] = stop_pid(read_pid(folder / f"{daemon}.pid"), daemon)
+    for daemon in ("slurmd", "slurmctld", "slurmdbd", "mariadbd"):
+        pid_file = folder / ("mariadb.pid" if daemon == "mariadbd" else f"{daemon}.pid")
+        report[daemon] = stop_pid(read_pid(pid_file), daemon)
     lingering = step_daemons(folder)
     for pid in lingering:  # only when a step outlived its cancellation: its tasks first, then the step
         for task in descendants(pid):
@@ -391,11 +536,13 @@ def stop(folder):
         stop_pid(pid, "slurmstepd", seconds=5)
     if lingering:
         report["slurmstepd"] = f"{len(lingering)} killed"
+    report["munged"] = stop_pid(read_pid(folder / "munge" / "munged.pid"), "munged")
     try:
-        munged = json.loads((folder / STATE_FILE).read_text()).get("munged_pid")
+        socket_dir = json.loads((folder / STATE_FILE).read_text()).get("munge_socket_dir")
     except (OSError, ValueError):
-        munged = None
-    report["munged"] = stop_pid(munged, "munged") if munged else "not started here"
+        socket_dir = None
+    if socket_dir and Path(socket_dir).name.startswith("nn-runner-munge-"):
+        shutil.rmtree(socket_dir, ignore_errors=True)
     (folder / STATE_FILE).unlink(missing_ok=True)
     return report
 
@@ -454,8 +601,9 @@ def main(argv):
             return 1
         print(f"Slurm cluster up in {time.monotonic() - began:.1f} s: node {cluster.node} idle in partition "
               f"{cluster.partition} (slurmctld PID {read_pid(folder / 'slurmctld.pid')}, slurmd PID "
-              f"{read_pid(folder / 'slurmd.pid')}, munged {'PID %d' % munged if munged else 'already running'}); "
-              f"logs in {folder / 'log'}. Use it with:\nexport SLURM_CONF={conf}")
+              f"{read_pid(folder / 'slurmd.pid')}, munged PID {munged}); "
+              f"accounting by slurmdbd (PID {read_pid(folder / 'slurmdbd.pid')}) into MariaDB (PID "
+              f"{read_pid(folder / 'mariadb.pid')}); logs in {folder / 'log'}. Use it with:\nexport SLURM_CONF={conf}")
         return 0
     if command == "status":
         if not running:

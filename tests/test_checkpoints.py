@@ -156,6 +156,24 @@ def test_a_checkpoint_costs_little(tmp_path):
     assert state.step < 3000 and result.steps[:len(state.steps)] == state.steps
 
 
+def test_a_time_limit_signal_after_training_waits_for_the_recording_and_is_dropped(tmp_path):
+    """submitit's SIGUSR2 handler requeues the job and exits: after training, that would throw the recording away."""
+    import os
+
+    handed = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: handed.append(signum))  # submitit's stand-in
+    try:
+        saver = checkpoint.Checkpointer(str(tmp_path), "run", "sha", every_seconds=1e9)
+        with saver:
+            pass  # training, to its end
+        os.kill(os.getpid(), signal.SIGUSR2)  # while the run is recorded
+        assert handed == [] and saver.release() is True
+        os.kill(os.getpid(), signal.SIGUSR2)  # the handler has it again
+        assert handed == [signal.SIGUSR2]
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
 @pytest.mark.slow
 def test_an_interrupted_sweep_continued_into_its_folder_keeps_its_finished_runs_and_resumes_the_stopped_one(
         tmp_path, tracking_uri, experiment, client):

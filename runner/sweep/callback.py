@@ -10,7 +10,9 @@ metrics.
 
 The end accounts for every job, whatever the launcher: a child still RUNNING whose process is
 gone (SIGKILL, the OOM killer; runner/tracking/run_owner.py) ends FAILED with an `error` tag that says so,
-and jobs of the basic sweeper that never ran are counted and named on the parent.
+jobs of the basic sweeper that never ran are counted and named on the parent, and a child that its
+cluster stopped (`scancel`: it ended KILLED, counted with the failed) is named with the checkpoint it
+resumes from.
 """
 
 import atexit
@@ -34,7 +36,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from runner import exit_codes
+from runner import checkpoint, exit_codes
 from runner.config import ConfigError
 from runner.hydra_private import job_error
 from runner.job import mlflow_client, redact_overrides
@@ -130,6 +132,11 @@ def launcher_report(error):
     """What a launcher said about a worker that died, in a few words ('exit codes SIGKILL(-9)'), or None."""
     if error is None:
         return None
+    # submitit's words for a job that ended without its result (scancel, a time limit): Slurm's state from sacct
+    found = re.search(r"Job (\S+) \(task: \d+\) with path .*\s+has not produced any output \(state: ([^)]*)\)",
+                      str(error))
+    if found is not None:
+        return f"job {found.group(1)} {found.group(2)}"
     found = re.search(r"exit codes? of the workers? (?:are|is) \{([^}]*)\}|exit code (-?\d+)", str(error))
     if found is None:
         return None
@@ -277,7 +284,8 @@ class SweepTracking(Callback):
                                                         mlflow_client().get_run, mlflow_client().set_run_tags)
 
         parent = get_run(uri, run_id)
-        children, lost = settle_children(uri, child_runs(uri, parent), completed, launcher_report(error))
+        launcher_said = launcher_report(error)
+        children, lost = settle_children(uri, child_runs(uri, parent), completed, launcher_said)
         rejected = [k for k in parent.data.tags if k.startswith(record.REJECTED_TAG_PREFIX)]
         not_run = jobs_not_run(self._planned, children, rejected, self._unnamed)
         if not_run:
@@ -303,6 +311,12 @@ class SweepTracking(Callback):
         log.info("sweep parent run %s %s: %d children finished, %d failed, %d jobs rejected, %d not run", run_id,
                  status, len(finished), len(children) - len(finished), len(rejected), len(not_run))
         lines = [f"job {run.info.run_name}: lost: {reason}" for run, reason in lost]
+        if not _interrupted:  # stopped by its cluster (scancel, a time limit), not by the user
+            lost_ids, error_tag = {run.info.run_id for run, _ in lost}, mlflow_client().ERROR_TAG
+            lines += [f"job {run.info.run_name}: FAILED: {run.data.tags[error_tag].strip().splitlines()[0]}"
+                      for run in children if run.info.status == "FAILED" and run.info.run_id not in lost_ids
+                      and run.data.tags.get(error_tag, "").strip()]
+            lines += [stopped_child(run, launcher_said) for run in children if run.info.status == "KILLED"]
         lines += [f"job #{num} ({name}): never ran" for num, name in not_run]
         if self.compare:
             try:
@@ -310,6 +324,20 @@ class SweepTracking(Callback):
             except Exception as failure:  # the sweep is recorded; `nn-compare` can try again
                 log.warning("could not compare the sweep: %s: %s", type(failure).__name__, failure)
         return lines
+
+
+def stopped_child(run, launcher_said=None):
+    """One line on a child its process ended KILLED (it took SIGTERM or SIGINT), and where it can resume from."""
+    said = f" (the launcher reported {launcher_said})" if launcher_said else ""
+    folder = run.data.tags.get(record.HYDRA_OUTPUT_DIR_TAG)
+    try:
+        meta = checkpoint.read_meta(folder) if folder else None
+    except (OSError, ValueError):  # a folder this machine cannot read: the line says less
+        meta = None
+    if meta is None or meta.get("run_id") != run.info.run_id or meta.get("status") != checkpoint.RUNNING:
+        return f"job {run.info.run_name}: KILLED{said}"
+    return (f"job {run.info.run_name}: KILLED{said}; its checkpoint at step {meta['step']} is kept in {folder}: "
+            "the same sweep into the same folder resumes it")
 
 
 def end_after_error(error):

@@ -228,7 +228,7 @@ class Floor:
     @classmethod
     def median(cls, floors):
         """Each part's median over `floors`."""
-        return cls(**{f.name: statistics.median(getattr(one, f.name) for one in floors)
+        return cls(**{f.name: f.type(statistics.median(getattr(one, f.name) for one in floors))
                       for f in dataclasses.fields(cls)})
 
     def lines(self):

@@ -1,40 +1,43 @@
-"""Jobs per second of a seed sweep of the seed experiment: the batched launcher against basic and joblib.
+"""Jobs per second of a seed sweep: the batched launcher against basic, joblib and the floor, in one run.
 
-Each variant is a fresh `nn-run -m seed=range(...)` process with the default settings (60,000
+Each sweep is a fresh `nn-run -m seed=range(...)` process with the default settings (60,000
 iterations, model logging, the comparison at the end), timed end to end against one
-already-created SQLite store. The batched launcher runs the whole sweep; basic and joblib
-(n_jobs=2, this machine's cores) would take minutes at 256 jobs, so they run samples of
---sample and 2 x --sample jobs, and the time of N jobs is extrapolated from that line (the
-fixed cost of start-up counted once, the slope as the cost per job). Prints wall time per job
-and the ratios of jobs per second; medians over --repeats. Also times the training alone
-(runner.nn.stacked.train_stacked on N seed networks, in this process): the ratio joblib would lose
-by if start-up and logging cost nothing, the ceiling of the batched launcher's ratio.
+already-created SQLite store. The batched launcher runs the whole sweep, with and without the
+model; basic and joblib (n_jobs=2, this machine's cores) would take minutes at 256 jobs, so they
+run samples of --sample and 2 x --sample jobs, and the time of N jobs is extrapolated from that
+line (the fixed cost of start-up counted once, the slope as the cost per job).
+
+The floor (benchmarks/floor.py), measured in this process between the sweeps: one child's record,
+copied from a batched sweep's child and written with the fewest public MlflowClient calls, plus
+training alone per job in a batch of --floor-batch networks, plus Hydra's run_job around a no-op
+task; CPU time, spread over the cores a sweep uses. No launcher that keeps every child's full record
+and Hydra's per-job semantics can go below it. Prints medians over --repeats: wall time per job,
+as a ratio to the floor and joblib's jobs per second against each.
 Usage: python benchmarks/batched_sweep.py [--sizes 64 256] [--sample 8] [--repeats 1] [--iterations 60000]
 """
 
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 
-import numpy as np
-from default_run import timed  # this folder is on the path when the script runs
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from runner.data.datasets import load_dataset
-from runner.nn.network import init_weights, layer_sizes
-from runner.nn.stacked import train_stacked
+import floor  # noqa: E402  (this folder is on the path when the script runs)
+from default_run import timed  # noqa: E402
 
 LAUNCHERS = {
     "basic": [],
     "joblib n_jobs=2": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
 }
 BATCHED = ["hydra/launcher=batched"]
-VARIANTS = {  # name: extra arguments of the batched sweep
-    "batched": BATCHED,
-    "batched, hydra.launcher.n_jobs=1": BATCHED + ["hydra.launcher.n_jobs=1"],
-    "batched, tracking.log_model=false": BATCHED + ["tracking.log_model=false"],
+VARIANTS = {  # name: (extra arguments of the batched sweep, whether its children log a model)
+    "batched": (BATCHED, True),
+    "batched, tracking.log_model=false": (BATCHED + ["tracking.log_model=false"], False),
 }
 
 
@@ -43,14 +46,8 @@ def sweep(jobs, iterations, extra):
             *extra]
 
 
-def training_alone(n, iterations):
-    """Seconds train_stacked takes for n seed networks (seeds 1..n), the seed experiment's settings."""
-    data = load_dataset("seed")
-    sizes = layer_sizes(data.X.shape[1], [4], data.y.shape[1])
-    initials = [init_weights(sizes, np.random.RandomState(seed), "uniform") for seed in range(1, n + 1)]
-    start = time.perf_counter()
-    train_stacked(initials, data.X, data.y, lrs=[1.0] * n, iterations=iterations, log_every=10000)
-    return time.perf_counter() - start
+def load():
+    return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main():
@@ -59,25 +56,38 @@ def main():
     parser.add_argument("--sample", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=60000)
+    parser.add_argument("--floor-batch", type=int, default=256, help="networks trained together for the floor")
     args = parser.parse_args()
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     small, large = args.sample, 2 * args.sample
+    print(f"before: {load()}", flush=True)
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
+        uri = f"sqlite:///{folder}/mlflow.db"
         timed([sys.executable, "-m", "runner", "train.iterations=1"], folder)  # the store's tables, once
         batched = {n: {name: [] for name in VARIANTS} for n in args.sizes}
-        trained = {n: [] for n in args.sizes}
         samples = {name: {small: [], large: []} for name in LAUNCHERS}
+        floors = []
         for _ in range(args.repeats):
+            parent = None
             for n in args.sizes:
-                for name, extra in VARIANTS.items():
+                for name, (extra, _) in VARIANTS.items():
                     batched[n][name].append(timed(sweep(n, args.iterations, extra), folder))
-                trained[n].append(training_alone(n, args.iterations))
+                    if name == "batched":
+                        parent = floor.latest_parent(uri)
             for name, extra in LAUNCHERS.items():
                 for jobs in (small, large):
                     samples[name][jobs].append(timed(sweep(jobs, args.iterations, extra), folder))
+            # in a process of its own: the floor's Hydra and MLflow state stays out of the next sweeps' timing
+            done = subprocess.run([sys.executable, floor.__file__, "--uri", uri, "--parent", parent,
+                                   "--iterations", str(args.iterations), "--batch", str(args.floor_batch),
+                                   "--json"], check=True, capture_output=True, text=True)
+            floors.append(floor.Floor.from_json(done.stdout.strip().splitlines()[-1]))
+    print(f"after: {load()}; {time.perf_counter() - started:.0f} s in all")
 
+    best = floor.Floor.median(floors)
     print(f"seed sweep, {args.iterations} iterations a job, medians of {args.repeats}; basic and joblib "
           f"extrapolated from samples of {small} and {large} jobs")
+    print("\n".join(best.lines()))
     for name, times in samples.items():
         t_small, t_large = statistics.median(times[small]), statistics.median(times[large])
         print(f"  {name}: {small} jobs {t_small:.1f} s, {large} jobs {t_large:.1f} s, "
@@ -87,15 +97,16 @@ def main():
         for name, times in samples.items():
             t_small, t_large = statistics.median(times[small]), statistics.median(times[large])
             estimates[name] = t_small + (n - small) * (t_large - t_small) / (large - small)
-        print(f"{n} jobs:")
-        for name, estimate in estimates.items():
-            print(f"  {name:<36} {estimate:7.1f} s (estimate)  {1000 * estimate / n:6.0f} ms per job")
-        rows = {**{name: statistics.median(values) for name, values in batched[n].items()},
-                "training alone (ceiling)": statistics.median(trained[n])}
-        for name, wall in rows.items():
-            ratios = ", ".join(f"{estimates[other] / wall:.1f}x {other}" for other in estimates)
-            print(f"  {name:<36} {wall:7.1f} s             {1000 * wall / n:6.0f} ms per job  "
-                  f"jobs/s: {ratios}")
+        print(f"{n} jobs:{'':<32} {'wall':>8} {'per job':>10} {'/ floor':>8}   jobs/s against")
+        rows = {f"{name} (estimate)": (wall, True) for name, wall in estimates.items()}
+        rows.update({name: (statistics.median(batched[n][name]), with_model)
+                     for name, (_, with_model) in VARIANTS.items()})
+        for name, (wall, with_model) in rows.items():
+            per_job = wall / n
+            against = [f"{estimates[other] / wall:.1f}x {other}" for other in estimates if other not in name]
+            print(f"  {name:<38} {wall:7.1f} s {1000 * per_job:7.0f} ms {per_job / best.per_job(with_model):7.2f}x   "
+                  f"{', '.join(against)}")
+        print("  (/ floor: wall time per job over the floor's, the floor without the model for the sweep without it)")
 
 
 if __name__ == "__main__":

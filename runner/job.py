@@ -164,6 +164,7 @@ def record_result(run, cfg, data, overrides, result, facts, shared=None):
     for name, value in final_metrics.items():
         run.log_metric(name, cfg.train.iterations, value)
     digest = record.weights_sha256(result.weights)
+    run.set_tags({record.WEIGHTS_HASH_TAG: digest}, defer=True)  # written with the final metrics (and model links)
     with tempfile.TemporaryDirectory() as folder:
         record.write_weights(folder, result.weights)
         record.write_predictions(folder, data.X, data.y, predictions, last_output=result.last_output)
@@ -181,7 +182,6 @@ def record_result(run, cfg, data, overrides, result, facts, shared=None):
             log_network_model(run, MODEL_CODE_FILE, folder, len(result.weights), data.X, predictions,
                               OmegaConf.to_container(cfg.model, resolve=True), step=cfg.train.iterations,
                               copies=copies)
-    run.set_tags({record.WEIGHTS_HASH_TAG: digest}, defer=True)  # written with the final metrics as the run ends
     return final_metrics, digest
 
 

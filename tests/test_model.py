@@ -1,6 +1,7 @@
 """The MLflow model of a run: models from code, loaded with mlflow.pyfunc and served over HTTP."""
 
 import json
+import modulefinder
 import os
 import subprocess
 import sys
@@ -15,11 +16,11 @@ from oracles import forward
 from seed_program import X as SEED_X
 from servers import model_server
 
-from runner.job import run_job
+from runner.job import MODEL_CODE_FILE, run_job
 from runner.nn.network import predict
 from runner.pyfunc_model import predict_arguments
 from runner.tracking import record
-from runner.tracking.model_export import pip_requirements
+from runner.tracking.model_export import PACKAGE_DIR, code_modules, pip_requirements
 
 X = SEED_X.astype(np.float64)  # the signature takes float64, as the runner's data sets are
 
@@ -99,6 +100,8 @@ def test_model_is_code_and_npy_files_with_signature_example_and_pinned_requireme
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".cloudpickle"))]  # nothing that runs on load
     assert {"artifacts/layer_0.npy", "artifacts/layer_1.npy", "artifacts/layer_2.npy", "pyfunc_model.py",
             "code/runner/nn/network.py", "code/runner/nn/activations.py"} <= files
+    # the code is what pyfunc_model.py imports of the runner, nothing else (the package has 45 files)
+    assert {f for f in files if f.startswith("code/")} == {f"code/{module}" for module in imported_runner_modules()}
 
     mlmodel = yaml.safe_load(open(os.path.join(folder, "MLmodel")))
     flavor = mlmodel["flavors"]["python_function"]
@@ -123,6 +126,29 @@ def test_model_is_code_and_npy_files_with_signature_example_and_pinned_requireme
                                             filter_string=f"source_run_id = '{run_id}'")
     assert sorted((m.key, m.step) for m in logged.metrics) == [
         (record.ERROR_METRIC, 300), (record.final_metric(record.ERROR_METRIC), 300)]
+
+
+def imported_runner_modules(script=MODEL_CODE_FILE, package_dir=PACKAGE_DIR):
+    """The oracle: the package's modules that Python's own modulefinder finds `script` importing."""
+    finder = modulefinder.ModuleFinder(path=[str(package_dir.parent)])  # the package's modules, not the world's
+    finder.run_script(str(script))
+    return {os.path.relpath(module.__file__, package_dir.parent) for name, module in finder.modules.items()
+            if name.split(".")[0] == package_dir.name}
+
+
+def test_the_models_code_is_every_module_its_file_imports_through_any_import_form(tmp_path):
+    package = tmp_path / "pkg"
+    files = {"__init__.py": "", "a/__init__.py": "import json\n", "a/b.py": "from pkg.c import d\n",
+             "c/__init__.py": "", "c/d.py": "def f():\n    import pkg.e  # imported only when called\n",
+             "e.py": "import os\n", "unused.py": "", "c/unused.py": ""}
+    for name, text in files.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(text)
+    script = tmp_path / "model.py"
+    script.write_text("import numpy\nimport pkg.a.b\n")
+    expected = {"pkg/__init__.py", "pkg/a/__init__.py", "pkg/a/b.py", "pkg/c/__init__.py", "pkg/c/d.py", "pkg/e.py"}
+    assert set(code_modules(script, package)) == imported_runner_modules(script, package) == expected
+    assert set(code_modules(MODEL_CODE_FILE)) == imported_runner_modules() >= {"runner/nn/network.py"}
 
 
 def test_log_model_false_logs_no_model(tracking_uri, experiment, client):

@@ -22,14 +22,19 @@ STEP = 300
 VOLATILE = ("artifact_path", "model_id", "model_uuid", "run_id", "utc_time_created")  # differ between any two models
 
 
-def log_network(uri, experiment, weights, copies):
-    """A run like a job's: params, metric points, the weights as files, then the model; returns its id."""
+def log_network(uri, experiment, weights, copies, flush_first=False):
+    """A run like a job's: params, metric points, the weights as files, then the model; returns its id.
+
+    `flush_first` writes the params and points before the model (as a run that trains does now and then).
+    """
     predictions = predict(weights, X)
     with tracked_run(uri, experiment, "net") as run:
         run.log_params({"seed": "1", "model.hidden": "[4]"}, defer=True)
         for step in (0, 100, STEP):
             run.log_metric(record.ERROR_METRIC, step, 0.5 / (step + 1))
         run.log_metric(record.final_metric(record.ERROR_METRIC), STEP, 0.25)
+        if flush_first:
+            run.flush()
         with tempfile.TemporaryDirectory() as folder:
             record.write_weights(folder, weights)
             log_network_model(run, MODEL_CODE_FILE, folder, len(weights), X, predictions, MODEL_SECTION, step=STEP,
@@ -79,6 +84,19 @@ def test_each_copy_is_the_record_model_log_makes(tracking_uri, experiment, clien
                 value.pop("uri")
         assert mlmodel == mlmodel_1
         assert mlmodel["model_size_bytes"] > 0 and mlmodel["signature"]
+
+
+def test_a_copy_links_points_written_before_it_as_model_log_does(tracking_uri, experiment, client):
+    copies = ModelCopies()
+    weights = weights_of(6)
+    log_network(tracking_uri, experiment, weights_of(7), copies=copies)  # the model is saved by an earlier run
+    alone = model_record(client, log_network(tracking_uri, experiment, weights, None, flush_first=True))
+    copied = model_record(client, log_network(tracking_uri, experiment, weights, copies, flush_first=True))
+    (params, step, model, links, files, _), (params_1, step_1, model_1, links_1, files_1, _) = copied, alone
+    assert params == params_1 and step == step_1 == STEP and model.params == model_1.params
+    assert [link[:3] for link in links] == [link[:3] for link in links_1] == [
+        (record.ERROR_METRIC, 0.5 / (STEP + 1), STEP), (record.final_metric(record.ERROR_METRIC), 0.25, STEP)]
+    assert files == files_1
 
 
 def test_copies_carry_their_own_weights_and_predict_with_them(tracking_uri, experiment, client, tmp_path):

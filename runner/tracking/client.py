@@ -148,9 +148,19 @@ class TrackedRun:
         """{key: value} of every param logged to this run so far (deferred ones included)."""
         return dict(self._written_params)
 
-    def points_at_top_step(self):
-        """(step, the metric points written at it): the highest step written so far, where a model is logged."""
-        return self._top_step, list(self._top_points)
+    def link_to_model(self, model_id, step):
+        """Link the metric points at `step` to the logged model `model_id` when `step` is the run's last step (as
+        Model.log links them): buffered points are written with the link at the next flush, points already written
+        are written again with it (the store keeps one row of each)."""
+        steps = [point.step for point in self._metrics] + [s for s in (self._top_step,) if s is not None]
+        if not steps or max(steps) != step:
+            return
+
+        def linked(m):
+            return Metric(m.key, m.value, m.timestamp, m.step, run_id=self.run_id, model_id=model_id)
+
+        again = [linked(m) for m in self._top_points] if self._top_step == step else []
+        self._metrics = [linked(m) if m.step == step else m for m in self._metrics] + again
 
     def log_metric(self, key, step, value):
         """Buffer one metric point; written at the latest FLUSH_SECONDS later or by flush()."""
@@ -212,16 +222,16 @@ class TrackedRun:
 
         `code_file` calls mlflow.models.set_model; `artifacts` maps names to local files the model
         loads; the signature is inferred from the example input and output. The metric points at
-        `step` are linked to the model (they are flushed first). With `copies` (a ModelCopies
-        shared by runs whose models differ only in their artifact files), the model is saved and
-        checked once and this run logs a copy of it with its own files.
+        `step` are linked to the model. With `copies` (a ModelCopies shared by runs whose models
+        differ only in their artifact files), the model is saved and checked once and this run logs
+        a copy of it with its own files, its buffered params, points and tags written with the links.
         """
-        self.flush()
         if copies is not None:
             copies.log(self, name, code_file, artifacts=artifacts, code_paths=code_paths, model_config=model_config,
                        input_example=input_example, output_example=output_example,
                        pip_requirements=pip_requirements, step=step)
             return f"runs:/{self.run_id}/{name}"
+        self.flush()
         # Model.log finds the store and the experiment of the model through MLflow's global state
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_experiment(experiment_id=self.experiment_id)
@@ -271,6 +281,11 @@ class ModelCopies:
         os.remove(os.path.join(path, "MLmodel"))  # and its own MLmodel
         self._context_tags = mlflow_private.context_tags()
 
+    @property
+    def saved(self):
+        """Whether the model is saved already (the arguments of log that make it are then not used)."""
+        return self._folder is not None
+
     def close(self):
         """Remove the saved model's folder."""
         if self._folder is not None:
@@ -289,30 +304,39 @@ class ModelCopies:
                                            tags=self._context_tags, params=run.params)
         try:
             client.log_outputs(run.run_id, [LoggedModelOutput(model.model_id, step=step)])
-            top_step, points = run.points_at_top_step()  # a model is logged at the run's last step
-            linked = [Metric(m.key, m.value, m.timestamp, m.step, run_id=run.run_id, model_id=model.model_id)
-                      for m in points if top_step == step]
-            client.log_batch(run.run_id, metrics=linked, synchronous=True)
-            with tempfile.TemporaryDirectory() as folder:
-                mlmodel = Model.from_dict(self._mlmodel.to_dict())
-                sources = mlmodel.flavors["python_function"]["artifacts"]
-                for key, local in artifacts.items():
-                    target = os.path.join(folder, sources[key]["path"])
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
-                    shutil.copyfile(local, target)
-                    sources[key]["uri"] = local
-                mlmodel.artifact_path, mlmodel.run_id = model.artifact_location, run.run_id
-                mlmodel.model_uuid = mlmodel.model_id = model.model_id
-                mlmodel.utc_time_created = str(datetime.datetime.utcnow())
-                mlmodel.save(os.path.join(folder, "MLmodel"))
-                client.log_model_artifacts(model.model_id, self._folder.name)
-                client.log_model_artifacts(model.model_id, folder)
+            run.link_to_model(model.model_id, step)
+            # as Model.log logs a model config: flattened with "/", each value as str() makes it
+            run.log_params({key: str(value) for key, value in mlflow_private.flatten_model_config(model_config).items()},
+                           defer=True)
+            self._log_files(client, run, model, artifacts)
+            run.flush()  # params, metric points (the model's links among them) and tags: one log_batch
         except BaseException:
             client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
             raise
         client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
-        # as Model.log logs a model config: flattened with "/", each value as str() makes it
-        run.log_params({key: str(value) for key, value in mlflow_private.flatten_model_config(model_config).items()})
+
+    def _log_files(self, client, run, model, artifacts):
+        """The saved model's files with this run's weights (`artifacts`) and MLmodel, in one log_model_artifacts call:
+        the run's own files are put into the saved model's folder for it, and taken out again."""
+        folder, own = self._folder.name, []
+        mlmodel = Model.from_dict(self._mlmodel.to_dict())
+        sources = mlmodel.flavors["python_function"]["artifacts"]
+        try:
+            for key, local in artifacts.items():
+                own.append(os.path.join(folder, sources[key]["path"]))
+                os.makedirs(os.path.dirname(own[-1]), exist_ok=True)
+                shutil.copyfile(local, own[-1])
+                sources[key]["uri"] = local
+            mlmodel.artifact_path, mlmodel.run_id = model.artifact_location, run.run_id
+            mlmodel.model_uuid = mlmodel.model_id = model.model_id
+            mlmodel.utc_time_created = str(datetime.datetime.utcnow())
+            own.append(os.path.join(folder, "MLmodel"))
+            mlmodel.save(own[-1])
+            client.log_model_artifacts(model.model_id, folder)
+        finally:
+            for path in own:
+                if os.path.exists(path):
+                    os.remove(path)
 
 
 def forget_inherited_connections():

@@ -286,8 +286,10 @@ def _square_and_pid(k):
     return k * k, os.getpid(), _FORKED == [os.getpid()]
 
 
-@pytest.mark.parametrize("setting, rule", [("n_jobs=0", "must be >= 1, or -1 for one per CPU"),
-                                           ("max_batch=0", "must be >= 1")])
+@pytest.mark.parametrize("setting, rule", [
+    ("n_jobs=0", "must be >= 1, or -1 for one per CPU (with an executor: one job per max_batch jobs)"),
+    ("max_batch=0", "must be >= 1"),
+    ("executor=pbs", "must be null (forked processes here) or one of submitit's local, slurm")])
 def test_a_bad_launcher_setting_stops_the_sweep_before_any_run(tmp_path, tracking_uri, experiment, client,
                                                                 setting, rule):
     done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=batched", f"hydra.launcher.{setting}",

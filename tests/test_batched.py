@@ -333,3 +333,22 @@ def test_an_interrupted_sweep_ends_every_workers_run_killed_and_leaves_no_proces
     for child in children:  # the points taken before the interruption are kept
         steps = [m.step for m in client.get_metric_history(child.info.run_id, record.ERROR_METRIC)]
         assert {0, 20000} <= set(steps)
+
+
+def test_a_batched_sweep_run_again_into_its_folder_keeps_its_finished_children(tmp_path, tracking_uri, experiment,
+                                                                                client):
+    # what a requeued Slurm share does too (tests/test_batched_slurm.py): finished jobs leave their batch
+    args = ("hydra/launcher=batched", "hydra.launcher.n_jobs=1", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            "seed=1,2,3", *TINY)
+    first = nn_run_m(tmp_path, tracking_uri, experiment, *args)
+    assert first.returncode == 0, first.stderr
+    _, children = sweep_of(client, experiment)
+    assert all(json.loads((tmp_path / "sweep" / str(n) / "checkpoint.json").read_text())["status"] == "FINISHED"
+               for n in range(3))
+    again = nn_run_m(tmp_path, tracking_uri, experiment, *args)
+    assert again.returncode == 0, again.stderr
+    assert "(batched)" not in again.stdout and again.stdout.count("finished before: kept as it is") == 3
+    parent, kept = sweep_of(client, experiment)
+    assert parent.info.status == "FINISHED" and parent.data.metrics[record.CHILDREN_FINISHED_METRIC] == 3
+    assert sorted((c.info.run_id, c.info.end_time) for c in kept) == sorted(
+        (c.info.run_id, c.info.end_time) for c in children)

@@ -167,8 +167,9 @@ def test_batched_sweep_of_seeds_and_learning_rates_logs_each_child_as_its_single
 
 
 def test_mixed_shapes_split_into_batches_and_a_lone_job_runs_as_usual(tmp_path, tracking_uri, experiment, client):
-    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=batched", "model.hidden=[3],[5]", "seed=1,2",
-                    "train.batch_size=0,2", *TINY)
+    args = ("hydra/launcher=batched", f"hydra.sweep.dir={tmp_path / 'sweep'}", "model.hidden=[3],[5]", "seed=1,2",
+            "train.batch_size=0,2", *TINY)
+    done = nn_run_m(tmp_path, tracking_uri, experiment, *args)
     assert done.returncode == 0, done.stderr
     # jobs: hidden [3] and [5], seeds 1 and 2, full batch and batches of 2; the full-batch jobs of
     # one shape share a batch, the mini-batch ones run alone
@@ -183,6 +184,18 @@ def test_mixed_shapes_split_into_batches_and_a_lone_job_runs_as_usual(tmp_path, 
     assert_children_are_their_single_runs(client, tracking_uri, experiment,
                                           [c for c in children if c.data.params["train.batch_size"] == "0"][:2],
                                           tmp_path)
+
+    # the same sweep again into its folder keeps every child, batched ones too (what a requeued Slurm share does,
+    # tests/test_batched_slurm.py): their FINISHED notes take them out of their batch
+    assert all(json.loads((tmp_path / "sweep" / str(n) / "checkpoint.json").read_text())["status"] == "FINISHED"
+               for n in range(8))
+    again = nn_run_m(tmp_path, tracking_uri, experiment, *args)
+    assert again.returncode == 0, again.stderr
+    assert "(batched)" not in again.stdout and again.stdout.count("finished before: kept as it is") == 8
+    parent, kept = sweep_of(client, experiment)
+    assert parent.info.status == "FINISHED" and parent.data.metrics[record.CHILDREN_FINISHED_METRIC] == 8
+    assert sorted((c.info.run_id, c.info.end_time) for c in kept) == sorted(
+        (c.info.run_id, c.info.end_time) for c in children)
 
 
 def test_a_diverging_network_fails_only_its_own_child_with_the_single_runs_error(
@@ -333,22 +346,3 @@ def test_an_interrupted_sweep_ends_every_workers_run_killed_and_leaves_no_proces
     for child in children:  # the points taken before the interruption are kept
         steps = [m.step for m in client.get_metric_history(child.info.run_id, record.ERROR_METRIC)]
         assert {0, 20000} <= set(steps)
-
-
-def test_a_batched_sweep_run_again_into_its_folder_keeps_its_finished_children(tmp_path, tracking_uri, experiment,
-                                                                                client):
-    # what a requeued Slurm share does too (tests/test_batched_slurm.py): finished jobs leave their batch
-    args = ("hydra/launcher=batched", "hydra.launcher.n_jobs=1", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-            "seed=1,2,3", *TINY)
-    first = nn_run_m(tmp_path, tracking_uri, experiment, *args)
-    assert first.returncode == 0, first.stderr
-    _, children = sweep_of(client, experiment)
-    assert all(json.loads((tmp_path / "sweep" / str(n) / "checkpoint.json").read_text())["status"] == "FINISHED"
-               for n in range(3))
-    again = nn_run_m(tmp_path, tracking_uri, experiment, *args)
-    assert again.returncode == 0, again.stderr
-    assert "(batched)" not in again.stdout and again.stdout.count("finished before: kept as it is") == 3
-    parent, kept = sweep_of(client, experiment)
-    assert parent.info.status == "FINISHED" and parent.data.metrics[record.CHILDREN_FINISHED_METRIC] == 3
-    assert sorted((c.info.run_id, c.info.end_time) for c in kept) == sorted(
-        (c.info.run_id, c.info.end_time) for c in children)

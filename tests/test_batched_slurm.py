@@ -23,7 +23,7 @@ SEEDS = 256
 TRAIN = ["train.iterations=2000", "train.log_every=1000"]  # a second of stacked training per 128 networks
 # the children's weights are the point: no logged model (~50 ms a child), no ranking of 256 runs at the end
 LEAN = ["tracking.log_model=false", "hydra.callbacks.sweep_tracking.compare=false"]
-SWEEP_TIMEOUT = 420  # measured here: 256 seeds in 2 Slurm jobs, one preempted and requeued, 190 s under load 6
+SWEEP_TIMEOUT = 420  # measured here: 256 seeds in 2 Slurm jobs, one preempted and requeued: ~50 s at load 3, ~2 min at 6
 
 
 def single_runs(seeds):

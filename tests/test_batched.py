@@ -167,8 +167,9 @@ def test_batched_sweep_of_seeds_and_learning_rates_logs_each_child_as_its_single
 
 
 def test_mixed_shapes_split_into_batches_and_a_lone_job_runs_as_usual(tmp_path, tracking_uri, experiment, client):
-    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=batched", "model.hidden=[3],[5]", "seed=1,2",
-                    "train.batch_size=0,2", *TINY)
+    args = ("hydra/launcher=batched", f"hydra.sweep.dir={tmp_path / 'sweep'}", "model.hidden=[3],[5]", "seed=1,2",
+            "train.batch_size=0,2", *TINY)
+    done = nn_run_m(tmp_path, tracking_uri, experiment, *args)
     assert done.returncode == 0, done.stderr
     # jobs: hidden [3] and [5], seeds 1 and 2, full batch and batches of 2; the full-batch jobs of
     # one shape share a batch, the mini-batch ones run alone
@@ -183,6 +184,18 @@ def test_mixed_shapes_split_into_batches_and_a_lone_job_runs_as_usual(tmp_path, 
     assert_children_are_their_single_runs(client, tracking_uri, experiment,
                                           [c for c in children if c.data.params["train.batch_size"] == "0"][:2],
                                           tmp_path)
+
+    # the same sweep again into its folder keeps every child, batched ones too (what a requeued Slurm share does,
+    # tests/test_batched_slurm.py): their FINISHED notes take them out of their batch
+    assert all(json.loads((tmp_path / "sweep" / str(n) / "checkpoint.json").read_text())["status"] == "FINISHED"
+               for n in range(8))
+    again = nn_run_m(tmp_path, tracking_uri, experiment, *args)
+    assert again.returncode == 0, again.stderr
+    assert "(batched)" not in again.stdout and again.stdout.count("finished before: kept as it is") == 8
+    parent, kept = sweep_of(client, experiment)
+    assert parent.info.status == "FINISHED" and parent.data.metrics[record.CHILDREN_FINISHED_METRIC] == 8
+    assert sorted((c.info.run_id, c.info.end_time) for c in kept) == sorted(
+        (c.info.run_id, c.info.end_time) for c in children)
 
 
 def test_a_diverging_network_fails_only_its_own_child_with_the_single_runs_error(
@@ -286,8 +299,10 @@ def _square_and_pid(k):
     return k * k, os.getpid(), _FORKED == [os.getpid()]
 
 
-@pytest.mark.parametrize("setting, rule", [("n_jobs=0", "must be >= 1, or -1 for one per CPU"),
-                                           ("max_batch=0", "must be >= 1")])
+@pytest.mark.parametrize("setting, rule", [
+    ("n_jobs=0", "must be >= 1, or -1 for one per CPU (with an executor: one job per max_batch jobs)"),
+    ("max_batch=0", "must be >= 1"),
+    ("executor=pbs", "must be null (forked processes here) or one of submitit's local, slurm")])
 def test_a_bad_launcher_setting_stops_the_sweep_before_any_run(tmp_path, tracking_uri, experiment, client,
                                                                 setting, rule):
     done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=batched", f"hydra.launcher.{setting}",

@@ -8,8 +8,10 @@ files, callbacks (the sweep's MLflow parent run, runner/sweep/callback.py) and J
 launcher: a batched job's task function logs its precomputed result as the job's run, any other
 job (a group of one, mini-batches, a rejected config, a network that diverged) runs nn-run's
 task function as usual. The jobs run in `n_jobs` processes forked from the sweep's process
-(forked_jobs.py); each trains its share of every batch, then runs its jobs in order. With
-n_jobs=1 they run in this process, one after the other, as with the basic launcher.
+(forked_jobs.py); each trains its share of every batch, then runs its jobs in order (shares.py).
+With n_jobs=1 they run in this process, one after the other, as with the basic launcher. With
+`executor=local|slurm` each share is a submitit job instead (submitted.py): a Slurm sweep of a
+thousand seeds is `n_jobs` Slurm jobs, each logging its children under the one parent run.
 
 Only nn-run's own task function has its jobs batched (batching hands a job's precomputed result to
 nn-run's task function in place of the app's). The jobs of any other app run as Hydra's basic
@@ -20,31 +22,61 @@ each job. Nothing of nn-run's training or tracking (MLflow) is imported for them
 
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.utils import configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import configure_log, setup_globals
 from hydra.plugins.launcher import Launcher
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from hydra_plugins.nn_runner_batched_launcher.derived_configs import DerivedConfigs
 from hydra_plugins.nn_runner_batched_launcher.forked_jobs import (
     run_in_workers,
     workers_for,
 )
+from hydra_plugins.nn_runner_batched_launcher.shares import Sweep, run_share, without_hydra
+from hydra_plugins.nn_runner_batched_launcher.submitted import EXECUTORS, run_submitted
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class BatchedLauncherConf:
-    """hydra/launcher=batched; every key is documented in the README (Batched sweeps)."""
+    """hydra/launcher=batched; docs/sweeps.md (Batched sweeps) and docs/slurm.md say more."""
 
     _target_: str = "hydra_plugins.nn_runner_batched_launcher.batched_launcher.BatchedLauncher"
     max_batch: int = 1024  # most networks trained in one computation; a larger group is cut into batches
-    n_jobs: int = -1  # processes that run the jobs (log the trained networks, train the others); -1: one per CPU
+    # processes that run the jobs (log the trained networks, train the others); -1: one per CPU.
+    # With an executor: how many submitit jobs (-1: one per max_batch jobs)
+    n_jobs: int = -1
+    executor: Optional[str] = None  # null: forked processes here; local or slurm: each share is a submitit job
+    # the keys below are hydra-submitit-launcher's (SlurmQueueConf), used with an executor; local takes the first 7
+    submitit_folder: str = "${hydra.sweep.dir}/.submitit/%j"  # submitit's job files (pickles, logs)
+    timeout_min: int = 60  # time limit of each job, in minutes
+    cpus_per_task: Optional[int] = None  # CPUs of each job
+    gpus_per_node: Optional[int] = None  # GPUs of each job (NumPy uses none)
+    mem_gb: Optional[int] = None  # memory of each job, in GB
+    name: str = "${hydra.job.name}"  # the jobs' name
+    stderr_to_stdout: bool = False  # one log file per job instead of two
+    partition: Optional[str] = None  # Slurm: sbatch --partition
+    qos: Optional[str] = None  # Slurm: --qos
+    comment: Optional[str] = None  # Slurm: --comment
+    constraint: Optional[str] = None  # Slurm: --constraint
+    exclude: Optional[str] = None  # Slurm: --exclude (nodes)
+    gres: Optional[str] = None  # Slurm: --gres
+    cpus_per_gpu: Optional[int] = None  # Slurm: --cpus-per-gpu
+    gpus_per_task: Optional[int] = None  # Slurm: --gpus-per-task
+    mem_per_gpu: Optional[str] = None  # Slurm: --mem-per-gpu
+    mem_per_cpu: Optional[str] = None  # Slurm: --mem-per-cpu
+    account: Optional[str] = None  # Slurm: --account
+    signal_delay_s: int = 120  # Slurm: USR2 this many seconds before the time limit (submitit then requeues)
+    max_num_timeout: int = 0  # Slurm: how many times a job that reached its time limit is requeued
+    additional_parameters: Dict[str, Any] = field(default_factory=dict)  # Slurm: other sbatch options {name: value}
+    array_parallelism: int = 256  # Slurm: most jobs of the launch running at once
+    setup: Optional[List[str]] = None  # Slurm: shell lines run before the job starts (module load ...)
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="batched", node=BatchedLauncherConf,
@@ -52,13 +84,19 @@ ConfigStore.instance().store(group="hydra/launcher", name="batched", node=Batche
 
 
 class BatchedLauncher(Launcher):
-    def __init__(self, max_batch=1024, n_jobs=-1):
+    def __init__(self, max_batch=1024, n_jobs=-1, executor=None, **submitit_settings):
         super().__init__()
         if max_batch < 1:
             raise ValueError(f"hydra.launcher.max_batch={max_batch} is not allowed: must be >= 1")
         if n_jobs < 1 and n_jobs != -1:
-            raise ValueError(f"hydra.launcher.n_jobs={n_jobs} is not allowed: must be >= 1, or -1 for one per CPU")
-        self.max_batch, self.n_jobs = max_batch, n_jobs
+            raise ValueError(f"hydra.launcher.n_jobs={n_jobs} is not allowed: must be >= 1, or -1 for one per CPU "
+                             "(with an executor: one job per max_batch jobs)")
+        if executor is not None and executor not in EXECUTORS:
+            raise ValueError(f"hydra.launcher.executor={executor} is not allowed: must be null (forked processes "
+                             f"here) or one of submitit's {', '.join(EXECUTORS)}")
+        self.max_batch, self.n_jobs, self.executor = max_batch, n_jobs, executor
+        self.submitit = {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+                         for key, value in submitit_settings.items()}
         self.config = self.task_function = self.hydra_context = self.composed = None
 
     def setup(self, *, hydra_context, task_function, config):
@@ -71,65 +109,42 @@ class BatchedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         count = len(job_overrides)
+        sweep = Sweep(self.hydra_context, self.task_function, self.config, [list(o) for o in job_overrides],
+                      initial_job_idx, batched=self.composed is not None)
+        workers = self._workers(count)
         if self.composed is None:
             log.info(f"Launching {count} jobs, none batched: the task function is not nn-run's")
-            configs, task_configs, batches = [None] * count, None, []
-            workers = workers_for(self.n_jobs, count)
-            shares, after_fork = _in_turns(count, workers), None
+            configs, shares, after_fork = dict.fromkeys(range(count)), _in_turns(count, workers), None
         else:
             # nn-run's sweep modules import numpy's training code and MLflow: only an nn-run sweep needs them
             from runner.sweep.batches import plan_batches, share_out
             from runner.tracking.client import forget_inherited_connections
 
             log.info(f"Launching {count} jobs, batched")
-            configs = [self._job_config(self.composed.take(self.config, list(overrides)), idx)
-                       for idx, overrides in enumerate(job_overrides, start=initial_job_idx)]
-            task_configs = [_without_hydra(cfg) for cfg in configs]
-            batches = plan_batches(task_configs, self.max_batch)
+            configs = {position: sweep.job_config(self.composed.take(self.config, overrides), position)
+                       for position, overrides in enumerate(sweep.job_overrides)}
+            batches = plan_batches([without_hydra(configs[p]) for p in range(count)], self.max_batch)
             for batch in batches:
                 log.info(f"Training {len(batch)} networks together: jobs "
                          f"#{', #'.join(str(initial_job_idx + p) for p in batch)}")
-            workers = workers_for(self.n_jobs, count)
             shares, after_fork = share_out(batches, count, workers), forget_inherited_connections
-        if workers > 1:
-            log.info(f"Running the jobs in {workers} processes"
-                     f"{'' if self.composed is None else ', each training its share of every batch'}")
-
-        def run_share(share):
-            """Train this share's part of every batch, then run its jobs through Hydra's run_job, in order."""
-            parts, positions = share
-            trained, shared = _train(parts, task_configs)
-            runs = []
-            try:
-                for position in positions:
-                    idx = initial_job_idx + position
-                    done = trained.pop(position, None)
-                    log.info(f"\t#{idx} : {' '.join(filter_overrides(job_overrides[position]))}"
-                             f"{' (batched)' if done is not None else ''}")
-                    config = configs[position]
-                    if config is None:  # composed now, as the basic launcher composes a job's config
-                        loader = self.hydra_context.config_loader
-                        config = self._job_config(loader.load_sweep_config(self.config, list(job_overrides[position])),
-                                                  idx)
-                    runs.append(run_job(hydra_context=self.hydra_context, config=config,
-                                        task_function=self.task_function if done is None else _logging_task(done),
-                                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
-                    configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)  # after a job, as basic
-            finally:
-                _release(shared)
-            return runs
-
-        done = run_in_workers([partial(run_share, share) for share in shares], after_fork=after_fork)
+        if self.executor is not None:
+            done = run_submitted(self.executor, self.submitit, sweep, shares)
+        else:
+            if workers > 1:
+                log.info(f"Running the jobs in {workers} processes"
+                         f"{'' if self.composed is None else ', each training its share of every batch'}")
+            done = run_in_workers([partial(run_share, sweep, share, configs) for share in shares],
+                                  after_fork=after_fork)
         by_position = dict(zip((p for _, positions in shares for p in positions), (r for runs in done for r in runs)))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return [by_position[p] for p in range(count)]
 
-    @staticmethod
-    def _job_config(sweep_config, idx):
-        with open_dict(sweep_config):
-            sweep_config.hydra.job.id = idx
-            sweep_config.hydra.job.num = idx
-        return sweep_config
+    def _workers(self, count):
+        """How many shares: processes here, or submitit jobs (-1: one per max_batch jobs) with an executor."""
+        if self.executor is None:
+            return workers_for(self.n_jobs, count)
+        return min(count, -(-count // self.max_batch) if self.n_jobs == -1 else self.n_jobs)
 
 
 def is_nn_run(task_function):
@@ -146,34 +161,6 @@ def is_nn_run(task_function):
 def _in_turns(count, workers):
     """Jobs 0..count-1 dealt in turns among `workers` processes, as runner.sweep.batches.share_out deals lone jobs."""
     return [([], list(range(worker, count, workers))) for worker in range(min(workers, count))]
-
-
-def _train(parts, task_configs):
-    """Train each batch part of a share: ({job position: runner.job.Trained or None}, [each part's shared dict])."""
-    trained, shared = {}, []
-    if not parts:
-        return trained, shared
-    # only a share with a batch part trains here (an nn-run sweep): numpy's training code is imported then
-    from runner.sweep.batches import train_batch
-
-    for part in parts:
-        results = train_batch([task_configs[p] for p in part])
-        trained.update(zip(part, results))
-        logged = [result for result in results if result is not None]
-        if logged:
-            shared.append(logged[0].shared)  # one dict for the whole part
-    return trained, shared
-
-
-def _release(shared):
-    """Free what the jobs of each trained batch part shared, once they have run (runner.job.release_batch)."""
-    if not shared:
-        return
-    # present only after training a batch part (an nn-run sweep): see _train
-    from runner.job import release_batch
-
-    for batch in shared:
-        release_batch(batch)
 
 
 class ComposedConfigs:
@@ -201,18 +188,3 @@ class ComposedConfigs:
     def take(self, master_config, overrides):
         kept = self.kept.pop((id(master_config), tuple(overrides)), None)
         return kept if kept is not None else self.compose(master_config=master_config, sweep_overrides=overrides)
-
-
-def _without_hydra(sweep_config):
-    cfg = OmegaConf.masked_copy(sweep_config, [key for key in sweep_config if key != "hydra"])
-    return cfg
-
-
-def _logging_task(trained):
-    """A task function that records `trained` (a runner.job.Trained) as the job's run, as nn-run's would."""
-    from runner.cli.run import run_task
-
-    def log_trained(cfg):
-        return run_task(cfg, trained=trained)
-
-    return log_trained

@@ -128,8 +128,13 @@ class Checkpointer:
     def release(self):
         """Call once the run is recorded: SIGUSR2 goes to its handler again. One (submitit's time-limit or
         preemption warning) that came after training was only noted, and is dropped: handed on, it would requeue
-        the job and throw the recording away, and the job ends by itself now. Returns True when one came."""
+        the job and throw the recording away, and the job ends by itself now. A handler that itself only notes
+        the signal for later (`notes_only`: a batched share's, which has more jobs to run) is handed it.
+        Returns True when one came."""
+        handler = self.previous.get(signal.SIGUSR2)
         self._restore()
+        if self.late is not None and getattr(handler, "notes_only", False):
+            handler(self.late, None)
         return self.late is not None
 
     def _restore(self):

@@ -6,6 +6,7 @@ real SQLite store.
 """
 
 import json
+import os
 import signal
 import subprocess
 
@@ -158,8 +159,6 @@ def test_a_checkpoint_costs_little(tmp_path):
 
 def test_a_time_limit_signal_after_training_waits_for_the_recording_and_is_dropped(tmp_path):
     """submitit's SIGUSR2 handler requeues the job and exits: after training, that would throw the recording away."""
-    import os
-
     handed = []
     previous = signal.signal(signal.SIGUSR2, lambda signum, frame: handed.append(signum))  # submitit's stand-in
     try:
@@ -174,11 +173,30 @@ def test_a_time_limit_signal_after_training_waits_for_the_recording_and_is_dropp
         signal.signal(signal.SIGUSR2, previous)
 
 
+def test_a_signal_after_training_goes_to_a_handler_that_only_notes_it(tmp_path):
+    """A batched share notes SIGUSR2 and hands it on between its jobs: one that came while a job was recorded
+    must reach it, or the share runs on past its time limit."""
+    from hydra_plugins.nn_runner_batched_launcher.shares import HeldSignal
+
+    handed = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: handed.append(signum))  # submitit's stand-in
+    try:
+        with HeldSignal() as held:
+            saver = checkpoint.Checkpointer(str(tmp_path), "run", "sha", every_seconds=1e9)
+            with saver:
+                pass  # training, to its end
+            os.kill(os.getpid(), signal.SIGUSR2)  # while the run is recorded
+            assert not held.pending and saver.release() is True and held.pending and handed == []
+            with pytest.raises(KeyboardInterrupt):  # the stand-in does not exit as submitit's does
+                held.hand_over()
+        assert handed == [signal.SIGUSR2]
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
 @pytest.mark.slow
 def test_an_interrupted_sweep_continued_into_its_folder_keeps_its_finished_runs_and_resumes_the_stopped_one(
         tmp_path, tracking_uri, experiment, client):
-    import os
-
     sweep = ["-m", "seed=1,2,3,4,5,6", "train.iterations=300000", "train.log_every=100000",
              "hydra.sweep.dir=the_sweep", "tracking.log_model=false", f"tracking.uri={tracking_uri}",
              f"tracking.experiment={experiment}"]

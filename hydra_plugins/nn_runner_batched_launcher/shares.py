@@ -51,8 +51,11 @@ class HeldSignal:
 
     The signal is noted, and handed to its handler by `hand_over()` between two jobs. A job that
     trains alone takes it on itself (its Checkpointer saves, then hands it here and ends its run
-    KILLED), so the share stops with that job's checkpoint in its folder.
+    KILLED), so the share stops with that job's checkpoint in its folder; one that came while that
+    job was recorded is handed here when the recording is done (runner.checkpoint.Checkpointer.release).
     """
+
+    notes_only = True  # the handler (this object) only notes the signal: see Checkpointer.release
 
     def __init__(self):
         self.previous, self.pending = None, False
@@ -61,14 +64,14 @@ class HeldSignal:
         handler = signal.getsignal(signal.SIGUSR2)
         if callable(handler) and threading.current_thread() is threading.main_thread():
             self.previous = handler
-            signal.signal(signal.SIGUSR2, self._note)
+            signal.signal(signal.SIGUSR2, self)
         return self
 
     def __exit__(self, *exc):
         self._restore()
         return False
 
-    def _note(self, signum, frame):
+    def __call__(self, signum, frame):
         self.pending = True
 
     def _restore(self):

@@ -269,7 +269,7 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
     if output_dir is not None:  # a batched job's too: a requeued batch or a continued sweep keeps it
         checkpoint.mark_finished(output_dir, run.run_id, config_sha or checkpoint.config_sha256(cfg))
     if saver is not None and saver.release():
-        log.info("SIGUSR2 (time limit or preemption) came after training: the run is recorded, the job ends now")
+        log.info("SIGUSR2 (time limit or preemption) came after training, while the run was recorded: it is complete")
 
     print_outputs(cfg, data, result)
     uri = redact(cfg.tracking.uri)

@@ -13,7 +13,10 @@ training alone per job in a batch of --floor-batch networks, plus Hydra's run_jo
 task; CPU time, spread over the cores a sweep uses. No launcher that keeps every child's full record
 and Hydra's per-job semantics can go below it. Prints medians over --repeats: wall time per job,
 as a ratio to the floor and joblib's jobs per second against each.
+The store (and the sweeps' folders) go in a temp folder under --store-dir: /dev/shm puts them
+on tmpfs, where a commit does not wait for the disk.
 Usage: python benchmarks/batched_sweep.py [--sizes 64 256] [--sample 8] [--repeats 1] [--iterations 60000]
+                                          [--store-dir DIR]
 """
 
 import argparse
@@ -57,11 +60,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=60000)
     parser.add_argument("--floor-batch", type=int, default=256, help="networks trained together for the floor")
+    parser.add_argument("--store-dir", default=None, help="where the store's temp folder goes (default: the system's)")
     args = parser.parse_args()
     small, large = args.sample, 2 * args.sample
     print(f"before: {load()}", flush=True)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory(dir=args.store_dir) as folder:
+        print(f"store and sweep folders in {folder}", flush=True)
         uri = f"sqlite:///{folder}/mlflow.db"
         timed([sys.executable, "-m", "runner", "train.iterations=1"], folder)  # the store's tables, once
         batched = {n: {name: [] for name in VARIANTS} for n in args.sizes}

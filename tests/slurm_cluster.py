@@ -51,6 +51,8 @@ MUNGE_KEY_BYTES = 1024  # what Debian's munge package makes (mungekey's default)
 PARTITION = "debug"
 START_SECONDS = 60  # measured here: the node is idle 0.06-1.1 s after start
 STOP_SECONDS = 15
+# slurmd refuses a job credential created in the second its job was revoked (Slurm: cred->ctime <= revoked)
+REVOKED_CREDENTIAL_SECONDS = 2
 CANCEL_SECONDS = 30
 STATE_FILE = "started.json"  # what `start` started, for `stop`
 
@@ -419,7 +421,13 @@ class SlurmCluster:
         return dict(item.split("=", 1) for item in out.split() if "=" in item)
 
     def requeue_now(self, job_id):
-        """Make a requeued (PENDING, Reason=BeginTime) job eligible at once, as an admin would."""
+        """Make a requeued (PENDING, Reason=BeginTime) job eligible at once, as an admin would.
+
+        Not in the second of the requeue: slurmd revoked the job's credential then and refuses one created
+        in that same second ("Killing non-startable batch JobId=N: Job credential revoked": the job then
+        ends FAILED; seen once in a full run).
+        """
+        time.sleep(REVOKED_CREDENTIAL_SECONDS)
         self.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
 
     def cancel(self, job_id, signal_name=None):

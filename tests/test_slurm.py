@@ -102,6 +102,16 @@ def test_the_cluster_runs_a_job_requeues_it_at_once_and_stops_leaving_no_daemon(
     assert [pid for pid in map(int, left.split()) if pid_alive(pid)] == []  # zombies wait for init to reap them
 
 
+def assert_equals_uninterrupted(client, run, weights, points, folder):
+    """The run's weights hash, stored weights and error history are the uninterrupted run's, bit for bit."""
+    assert run.data.tags[record.WEIGHTS_HASH_TAG] == record.weights_sha256(weights)
+    stored = record.read_weights(client.download_artifacts(run.info.run_id, record.WEIGHTS_DIR, str(folder))
+                                 .rsplit("/", 1)[0])
+    assert len(stored) == len(weights) and all(np.array_equal(a, b) for a, b in zip(stored, weights))
+    history = client.get_metric_history(run.info.run_id, record.ERROR_METRIC)
+    assert sorted((m.step, m.value) for m in history) == points  # each step once, the same bits
+
+
 def diagnostics(cluster, sweep_dir):
     logs = [cluster.logs()]
     for log in sorted(sweep_dir.glob(".submitit/*/*_log.*"))[-6:]:
@@ -270,12 +280,7 @@ def test_a_job_preempted_with_usr2_resumes_its_own_run_bit_for_bit(slurm, tracki
     assert run.info.status == "FINISHED"
     resumed_at = json.loads(run.data.tags[record.RESUMED_AT_TAG])
     assert len(resumed_at) == 1 and 0 < resumed_at[0] < iterations, resumed_at
-    assert run.data.tags[record.WEIGHTS_HASH_TAG] == record.weights_sha256(weights)
-    stored = record.read_weights(client.download_artifacts(run.info.run_id, record.WEIGHTS_DIR, str(tmp_path / "dl"))
-                                 .rsplit("/", 1)[0])
-    assert len(stored) == len(weights) and all(np.array_equal(a, b) for a, b in zip(stored, weights))
-    history = client.get_metric_history(run.info.run_id, record.ERROR_METRIC)
-    assert sorted((m.step, m.value) for m in history) == points  # each step once, the same bits
+    assert_equals_uninterrupted(client, run, weights, points, tmp_path / "dl")
 
     # the job's folder keeps only a note that its run finished (a resumed sweep skips it)
     folder = Path(run.data.tags[record.HYDRA_OUTPUT_DIR_TAG])
@@ -429,9 +434,4 @@ def test_a_job_at_its_time_limit_resumes_its_run_bit_for_bit_and_one_past_max_nu
           f"{resumed_at}; sacct: {states}")
     assert 1 <= len(resumed_at) <= restarts and resumed_at == sorted(set(resumed_at)), resumed_at
     assert 0 < resumed_at[0] and resumed_at[-1] < iterations
-    assert run.data.tags[record.WEIGHTS_HASH_TAG] == record.weights_sha256(weights)
-    stored = record.read_weights(client.download_artifacts(run.info.run_id, record.WEIGHTS_DIR, str(tmp_path / "dl"))
-                                 .rsplit("/", 1)[0])
-    assert len(stored) == len(weights) and all(np.array_equal(a, b) for a, b in zip(stored, weights))
-    history = client.get_metric_history(run.info.run_id, record.ERROR_METRIC)
-    assert sorted((m.step, m.value) for m in history) == points  # each step once, the same bits
+    assert_equals_uninterrupted(client, run, weights, points, tmp_path / "dl")

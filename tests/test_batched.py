@@ -274,15 +274,17 @@ def test_jobs_run_in_forked_workers_and_come_back_in_order():
         workers_for,
     )
 
-    calls = [functools.partial(_square_and_pid, k) for k in range(3)]
+    calls = [functools.partial(_squares_and_pid, k) for k in range(3)]
     results = run_in_workers(calls, after_fork=_note_fork)
-    assert [square for square, _, _ in results] == [0, 1, 4]
-    pids = [pid for _, pid, _ in results]
-    assert os.getpid() not in pids and len(set(pids)) == 3  # one process per call
-    assert all(forked_here for _, _, forked_here in results)  # after_fork ran in every worker first
-    assert run_in_workers(calls[2:]) == [(4, os.getpid(), False)]  # one call: in this process
-    with pytest.raises(ZeroDivisionError):  # a call's error is raised in the caller
-        run_in_workers([functools.partial(_square_and_pid, 1), functools.partial(divmod, 1, 0)])
+    # each call's results, one by one as it emitted them (call k emits k + 1), in call order
+    assert [[square for square, _, _ in emitted] for emitted in results] == [[0], [0, 1], [0, 1, 4]]
+    pids = [{pid for _, pid, _ in emitted} for emitted in results]
+    assert all(len(p) == 1 for p in pids) and len(set.union(*pids)) == 3  # one process per call
+    assert os.getpid() not in set.union(*pids)
+    assert all(forked_here for emitted in results for _, _, forked_here in emitted)  # after_fork ran first
+    assert run_in_workers(calls[1:2]) == [[(0, os.getpid(), False), (1, os.getpid(), False)]]  # one call: here
+    with pytest.raises(ZeroDivisionError):  # a call's error is raised in the caller, after what it emitted
+        run_in_workers([functools.partial(_squares_and_pid, 1), functools.partial(_emit_then_fail, 1, 0)])
     cpus = len(os.sched_getaffinity(0))
     assert (workers_for(-1, 100), workers_for(-1, 1), workers_for(3, 2), workers_for(1, 50)) == (
         min(cpus, 100), 1, 2, 1)
@@ -295,8 +297,14 @@ def _note_fork():
     _FORKED.append(os.getpid())
 
 
-def _square_and_pid(k):
-    return k * k, os.getpid(), _FORKED == [os.getpid()]
+def _squares_and_pid(k, emit):
+    for n in range(k + 1):
+        emit((n * n, os.getpid(), _FORKED == [os.getpid()]))
+
+
+def _emit_then_fail(a, b, emit):
+    emit(a)
+    emit(divmod(a, b))
 
 
 @pytest.mark.parametrize("setting, rule", [

@@ -10,8 +10,8 @@ _load_configuration_impl/load_sweep_config compute from the overrides set as Hyd
 resolver cache). Anything else, or any value that does not apply cleanly, is composed by Hydra.
 """
 
-import copy
 import os
+import pickle
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType, ValueType
@@ -30,7 +30,9 @@ class DerivedConfigs:
         """`compose` is the config loader's own load_sweep_config."""
         self.loader, self.compose = config_loader, compose
         self.parser = OverridesParser.create()
-        self.templates = {}  # shape of the overrides -> (master config, parsed overrides, pristine composed config)
+        # shape of the overrides -> (master config, parsed overrides, the composed config pickled): unpickling
+        # is the cheapest full copy of a config, ~6x faster than copy.deepcopy (benchmarks/sweep_configs.py)
+        self.templates = {}
         self.parsed = {}  # override text -> Override; the same lines recur in every job
 
     def load_sweep_config(self, master_config, sweep_overrides):
@@ -47,7 +49,7 @@ class DerivedConfigs:
                 return derived
         composed = self.compose(master_config=master_config, sweep_overrides=sweep_overrides)
         if template is None or template[0] is not master_config:
-            self.templates[shape] = (master_config, parsed, copy.deepcopy(composed))
+            self.templates[shape] = (master_config, parsed, pickle.dumps(composed))
         return composed
 
     def _parse(self, line):
@@ -63,15 +65,15 @@ class DerivedConfigs:
 
     def _derive(self, template, parsed):
         """The config for `parsed` from a template of the same shape; None where Hydra must compose it."""
-        master_config, template_parsed, template_config = template
+        master_config, template_parsed, pickled = template
+        cfg = pickle.loads(pickled)
         changed = [n for n, (old, new) in enumerate(zip(template_parsed, parsed)) if old.input_line != new.input_line]
-        choices = template_config.hydra.runtime.choices
+        choices = cfg.hydra.runtime.choices
         for n in changed:
             key = parsed[n].key_or_group
-            if (key in choices or not isinstance(node_at(template_config, key), ValueNode)
+            if (key in choices or not isinstance(node_at(cfg, key), ValueNode)
                     or any(_overlap(key, other.key_or_group) for m, other in enumerate(parsed) if m != n)):
                 return None
-        cfg = copy.deepcopy(template_config)
         try:
             for n in changed:  # as ConfigLoaderImpl._apply_overrides_to_config applies a plain override
                 OmegaConf.update(cfg, parsed[n].key_or_group, parsed[n].value(), merge=True)

@@ -98,30 +98,29 @@ def begun(config):
     return meta is not None and meta.get("config_sha256") == config_sha256(without_hydra(config))
 
 
-def run_share(sweep, share, configs):
-    """Run `share` ((batch parts, job positions) from runner.sweep.batches.share_out) of `sweep`; its JobReturns.
+def run_share(sweep, share, configs, emit):
+    """Run `share` ((batch parts, job positions) from runner.sweep.batches.share_out) of `sweep`.
 
-    `configs` maps each position to its composed job config, or to None for a job whose config is
-    composed when its turn comes (as the basic launcher composes it).
+    Each job's JobReturn is passed to `emit` as soon as the job has run. `configs` maps each
+    position to its composed job config, or to None for a job whose config is composed when its
+    turn comes (as the basic launcher composes it).
     """
     parts, positions = share
     if parts:
         fresh = {p for part in parts for p in part if not begun(configs[p])}
         parts = [[p for p in part if p in fresh] for part in parts]
     trained, shared = _train([part for part in parts if part], configs)
-    runs = []
     try:
         with HeldSignal() as held:
             for position in positions:
                 try:
-                    runs.append(_run_one(sweep, position, configs[position], trained.pop(position, None)))
+                    emit(_run_one(sweep, position, configs[position], trained.pop(position, None)))
                 except KeyboardInterrupt:
                     held.hand_over()  # a job that trained alone stopped on the held signal: hand it on
                     raise
                 held.hand_over()
     finally:
         _release(shared)
-    return runs
 
 
 def _run_one(sweep, position, config, done):

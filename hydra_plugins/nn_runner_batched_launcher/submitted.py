@@ -65,7 +65,9 @@ class SubmittedShare:
             configs = {p: sweep.job_config(compose(master_config=sweep.config,
                                                    sweep_overrides=list(sweep.job_overrides[p])), p)
                        for p in positions}
-        return run_share(sweep, share, configs)
+        runs = []
+        run_share(sweep, share, configs, runs.append)
+        return runs
 
     def checkpoint(self, *args, **kwargs):
         """Resubmit this share as it was submitted (submitit calls this on SIGUSR2, then requeues the job)."""

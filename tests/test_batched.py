@@ -6,6 +6,7 @@ metric values, predictions, params and weights hash.
 """
 
 import functools
+import gc
 import json
 import math
 import os
@@ -288,6 +289,20 @@ def test_jobs_run_in_forked_workers_and_come_back_in_order():
     cpus = len(os.sched_getaffinity(0))
     assert (workers_for(-1, 100), workers_for(-1, 1), workers_for(3, 2), workers_for(1, 50)) == (
         min(cpus, 100), 1, 2, 1)
+
+
+def test_workers_start_with_the_sweeps_heap_frozen():
+    from hydra_plugins.nn_runner_batched_launcher.forked_jobs import run_in_workers
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    # the parent's long-lived objects are out of the collector's full passes in every worker, and after
+    assert [[count > 0] for count, in run_in_workers([_emit_freeze_count] * 2)] == [[True], [True]]
+    assert gc.get_freeze_count() > 0
+
+
+def _emit_freeze_count(emit):
+    emit(gc.get_freeze_count())
 
 
 _FORKED = []

@@ -186,3 +186,26 @@ def test_a_batched_sweep_writes_the_hydra_files_of_the_basic_launcher(tmp_path, 
         assert batched["overrides.yaml"] == basic["overrides.yaml"]
         assert (comparable_hydra_yaml(batched["hydra.yaml"], sweep_dirs["batched"])
                 == comparable_hydra_yaml(basic["hydra.yaml"], sweep_dirs["basic"]))
+
+
+def test_a_config_pickle_cannot_take_is_copied_whole():
+    """A submitit job's config can refer to a class Hydra loaded again (pickle cannot find it by name)."""
+    from dataclasses import dataclass
+
+    from hydra_plugins.nn_runner_batched_launcher.derived_configs import Pristine
+
+    @dataclass
+    class Local:  # defined in a function: pickle cannot find it by its name
+        lr: float = 0.5
+        layers: tuple = (4, 1)
+
+    config = OmegaConf.create({"train": OmegaConf.structured(Local), "seed": 1})
+    kept = Pristine(config)
+    assert kept.pickled is None
+    first, second = kept.copy(), kept.copy()
+    assert nodes(first) == nodes(config)
+    first.train.lr = 2.0
+    assert second.train.lr == 0.5 and config.train.lr == 0.5  # each copy is its own
+    assert nodes(second) == nodes(config)
+    plain = Pristine(OmegaConf.create({"seed": 1, "train": {"lr": 0.5}}))
+    assert plain.pickled is not None and nodes(plain.copy()) == nodes(OmegaConf.create({"seed": 1, "train": {"lr": 0.5}}))

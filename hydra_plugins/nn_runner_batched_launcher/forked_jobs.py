@@ -5,8 +5,16 @@ configs, the imported modules (a fresh process spends seconds importing MLflow a
 its first job). Each worker runs one share and sends each of its results as soon as it has it,
 so that the sweep's process unpickles them while the workers go on (a share's JobReturns sent in
 one piece at its end cost the sweep ~1 s at 256 jobs, after the last job); they come back in order.
+
+The sweep's process freezes its heap (gc.freeze) before the jobs run, as Python's docs advise
+before a fork, and again once the results are in. Its hundreds of thousands of long-lived objects
+(MLflow's and Hydra's modules, the configs, then the JobReturns) are then left out of the garbage
+collector's full passes, which otherwise walk them again and again while each job allocates its
+record: at 256 jobs the workers took ~17% longer and the end of the sweep twice as long. A sweep's
+process lives for one sweep; cyclic garbage made before a freeze is not collected.
 """
 
+import gc
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -71,9 +79,11 @@ def run_in_workers(calls, after_fork=None):
     ended. When this process is interrupted (Ctrl-C, SIGTERM), the workers end their jobs KILLED
     before it goes on (_stop).
     """
+    gc.freeze()
     if len(calls) == 1:
         results = []
         calls[0](results.append)
+        gc.freeze()
         return [results]
     context = multiprocessing.get_context("fork")
     workers = []
@@ -107,6 +117,7 @@ def run_in_workers(calls, after_fork=None):
         raise
     for process, _ in workers:
         process.join()
+    gc.freeze()
     if errors:
         raise min(errors, key=lambda error: error[0])[1]  # the first failing call's, in call order
     return results

@@ -10,6 +10,7 @@ says what it keeps).
 """
 
 import copy
+import gc
 import logging
 from dataclasses import replace
 
@@ -65,6 +66,7 @@ class SubmittedShare:
             configs = {p: sweep.job_config(compose(master_config=sweep.config,
                                                    sweep_overrides=list(sweep.job_overrides[p])), p)
                        for p in positions}
+        gc.freeze()  # a fresh process: its modules and configs are long-lived (see forked_jobs.py)
         runs = []
         run_share(sweep, share, configs, runs.append)
         return runs

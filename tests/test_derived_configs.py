@@ -207,5 +207,5 @@ def test_a_config_pickle_cannot_take_is_copied_whole():
     first.train.lr = 2.0
     assert second.train.lr == 0.5 and config.train.lr == 0.5  # each copy is its own
     assert nodes(second) == nodes(config)
-    plain = Pristine(OmegaConf.create({"seed": 1, "train": {"lr": 0.5}}))
-    assert plain.pickled is not None and nodes(plain.copy()) == nodes(OmegaConf.create({"seed": 1, "train": {"lr": 0.5}}))
+    plain = OmegaConf.create({"seed": 1, "train": {"lr": 0.5}})
+    assert Pristine(plain).pickled is not None and nodes(Pristine(plain).copy()) == nodes(plain)

@@ -100,6 +100,21 @@ def test_plan_groups_only_jobs_that_differ_in_seed_and_learning_rate():
     assert plan_batches(configs, max_batch=2) == [[0, 1], [2, 4], [9, 10]]  # [3] is left alone
 
 
+def test_a_batch_key_reads_past_the_hydra_node():
+    """The launcher plans from the job configs as Hydra composes them for a sweep, `hydra` node included."""
+    from hydra import compose, initialize_config_dir
+
+    from runner.config import CONFIG_DIR
+    from runner.sweep.batches import batch_key
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        full = compose(config_name="config", overrides=["seed=2", "model.hidden=[8]"], return_hydra_config=True)
+    task = compose_config("seed=1", "train.lr=0.5", "model.hidden=[8]")  # another seed and rate: the same batch
+    assert "hydra" in full and "hydra" not in task
+    assert batch_key(full) == batch_key(task) is not None
+    assert batch_key(full) != batch_key(compose_config("model.hidden=[16]"))
+
+
 def logged(client, run, folder):
     """(params, {metric: [(step, value)]}, tags, weights, predictions.csv text) of a run, from MLflow."""
     run_id = run.info.run_id

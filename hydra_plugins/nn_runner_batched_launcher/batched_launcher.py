@@ -37,7 +37,7 @@ from hydra_plugins.nn_runner_batched_launcher.forked_jobs import (
     run_in_workers,
     workers_for,
 )
-from hydra_plugins.nn_runner_batched_launcher.shares import Sweep, run_share, without_hydra
+from hydra_plugins.nn_runner_batched_launcher.shares import Sweep, run_share
 from hydra_plugins.nn_runner_batched_launcher.submitted import EXECUTORS, run_submitted
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class BatchedLauncher(Launcher):
             log.info(f"Launching {count} jobs, batched")
             configs = {position: sweep.job_config(self.composed.take(self.config, overrides), position)
                        for position, overrides in enumerate(sweep.job_overrides)}
-            batches = plan_batches([without_hydra(configs[p]) for p in range(count)], self.max_batch)
+            batches = plan_batches([configs[p] for p in range(count)], self.max_batch)
             for batch in batches:
                 log.info(f"Training {len(batch)} networks together: jobs "
                          f"#{', #'.join(str(initial_job_idx + p) for p in batch)}")

@@ -23,8 +23,8 @@ import time
 from dataclasses import asdict
 
 import numpy as np
-from omegaconf import OmegaConf
 
+from runner.config import task_values
 from runner.nn.metrics import Scores
 from runner.nn.training import TrainState
 
@@ -43,9 +43,9 @@ class StopHandlerError(RuntimeError):
 
 
 def config_sha256(cfg):
-    """Fingerprint of a run's config (the task's keys, resolved): a checkpoint belongs to exactly one config."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    container.pop("hydra", None)
+    """Fingerprint of a run's config (the task's keys, resolved; a sweep job's `hydra` node left out): a
+    checkpoint belongs to exactly one config."""
+    container = task_values(cfg)
     container.get("tracking", {}).pop("uri", None)  # the store's address may change (a moved server); not the run
     return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()
 

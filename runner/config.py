@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from runner.data.datasets import DATASETS
 from runner.data.schema import OPTION_SCHEMAS, DatasetConfig
@@ -51,6 +51,22 @@ def tracking_defaults():
 
 class ConfigError(ValueError):
     """A config value that is well typed but not allowed; the message names key, value and rule."""
+
+
+def task_values(cfg):
+    """A composed config's values as its task sees them: plain containers, interpolations resolved, no `hydra`.
+
+    A sweep job's config keeps its `hydra` node: it is left out where it is (copying the config
+    without it costs a sweep ~1.5 ms a job), and never resolved. A missing value stays "???", as
+    OmegaConf.to_container gives it.
+    """
+    values = {}
+    for key in cfg:
+        if key == "hydra":
+            continue
+        value = MISSING if OmegaConf.is_missing(cfg, key) else cfg[key]
+        values[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return values
 
 
 def _require(ok, key, value, allowed):

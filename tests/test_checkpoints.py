@@ -236,3 +236,25 @@ def test_an_interrupted_sweep_continued_into_its_folder_keeps_its_finished_runs_
     assert sorted(int(r.data.params["seed"]) for r in after.values() if r.info.run_id != parent.info.run_id) == [
         1, 2, 3, 4, 5, 6]
     assert os.path.isdir(tmp_path / "the_sweep")
+
+
+def test_a_config_fingerprint_is_the_tasks_keys_with_or_without_a_sweep_jobs_hydra_node():
+    """The fingerprint a batched share compares (its job config, `hydra` node included) is the one its
+    job wrote (the task's config): sha256 of the resolved task keys as sorted JSON, tracking.uri left out."""
+    import hashlib
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from runner.config import CONFIG_DIR
+
+    overrides = ["seed=3", "train.lr=0.5", "model.hidden=[8]", "tracking.uri=sqlite:///elsewhere.db"]
+    task = compose_config(*overrides)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        job = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    plain = OmegaConf.to_container(task, resolve=True)  # the oracle: the formula written out
+    del plain["tracking"]["uri"]
+    expected = hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
+    assert "hydra" in job and "hydra" not in task
+    assert checkpoint.config_sha256(task) == checkpoint.config_sha256(job) == expected
+    assert checkpoint.config_sha256(compose_config("seed=4", *overrides[1:])) != expected

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.core.utils import configure_log, filter_overrides, run_job
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,6 @@ class Sweep:
         with open_dict(composed):
             composed.hydra.job.id = composed.hydra.job.num = self.initial_job_idx + position
         return composed
-
-
-def without_hydra(sweep_config):
-    """A job's config as its task function sees it (no `hydra` node)."""
-    return OmegaConf.masked_copy(sweep_config, [key for key in sweep_config if key != "hydra"])
 
 
 class HeldSignal:
@@ -95,7 +90,7 @@ def begun(config):
 
     folder = Path(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir))
     meta = read_meta(folder)
-    return meta is not None and meta.get("config_sha256") == config_sha256(without_hydra(config))
+    return meta is not None and meta.get("config_sha256") == config_sha256(config)
 
 
 def run_share(sweep, share, configs, emit):
@@ -146,7 +141,7 @@ def _train(parts, configs):
     from runner.sweep.batches import train_batch
 
     for part in parts:
-        results = train_batch([without_hydra(configs[p]) for p in part])
+        results = train_batch([configs[p] for p in part])
         trained.update(zip(part, results))
         logged = [result for result in results if result is not None]
         if logged:

@@ -9,9 +9,8 @@ puts them in different batches. No Hydra launcher and no MLflow here: the batche
 
 import json
 
-from omegaconf import OmegaConf
 
-from runner.config import ConfigError, check
+from runner.config import ConfigError, check, task_values
 from runner.job import Trained, initial_weights, prepare_job
 from runner.nn.stacked import train_stacked
 from runner.tracking import provenance
@@ -23,8 +22,7 @@ BATCH_FREE_KEYS = ("seed", "train.lr")  # what may differ between the networks o
 def batch_key(cfg):
     """A text equal for configs that can share a batch; None when this config trains alone (mini-batches, bad values).
 
-    `cfg` is a job's config; its `hydra` node, if it has one, is left out (read where it is: copying a
-    config without it costs a sweep's process ~1.5 ms a job).
+    `cfg` is a job's config; its `hydra` node, if it has one, is left out (runner.config.task_values).
     """
     try:
         check(cfg)
@@ -32,7 +30,7 @@ def batch_key(cfg):
         return None  # it fails as a job of its own, with its own error
     if cfg.train.batch_size != 0:
         return None  # mini-batches shuffle per run: no stacked form here
-    node = {key: _plain(cfg[key]) for key in cfg if key != "hydra"}
+    node = task_values(cfg)
     for key in BATCH_FREE_KEYS:
         *path, last = key.split(".")
         parent = node
@@ -40,11 +38,6 @@ def batch_key(cfg):
             parent = parent[part]
         parent.pop(last)
     return json.dumps(node, sort_keys=True)
-
-
-def _plain(value):
-    """A config value as plain containers, interpolations resolved (in the whole config the value belongs to)."""
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def plan_batches(configs, max_batch):

@@ -10,7 +10,8 @@ Stops are taken at the training loop's next safe point (every logged step and di
 about every thousand rows of work), never in the middle of an iteration: while training, SIGINT,
 SIGTERM and a SIGUSR2 that someone handles (submitit's preemption and time-limit signal) only
 mark the stop; the checkpoint is then written and the signal handed to its previous handler. A
-SIGUSR2 after training, while the run is recorded, is not handed on (Checkpointer.release).
+signal the process was started ignoring (SIGINT of `cmd &` in a script) stays ignored. A SIGUSR2
+after training, while the run is recorded, is not handed on (Checkpointer.release).
 """
 
 import hashlib
@@ -108,8 +109,8 @@ class Checkpointer:
         if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
             for signum in STOP_SIGNALS:
                 handler = signal.getsignal(signum)
-                if signum == signal.SIGUSR2 and not callable(handler):
-                    continue  # nobody handles it: its default (ending the process) is left alone
+                if handler == signal.SIG_IGN or (signum == signal.SIGUSR2 and not callable(handler)):
+                    continue  # ignored where the process was started (`cmd &` in a script), or nobody handles it
                 self.previous[signum] = handler
                 signal.signal(signum, self._note)
         return self

@@ -64,6 +64,14 @@ def runs_of(client, experiment):
     return [] if found is None else client.search_runs([found.experiment_id])
 
 
+def as_from_a_terminal():
+    """Popen's preexec_fn for a child the test sends Ctrl-C: SIGINT at its default, as a shell's foreground job
+    has it, even when the tests themselves run with it ignored (`make test &` in a script)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_after(cmd, cwd, marker, stop=None):
     """Start `cmd`, send it Ctrl-C (SIGINT; or the signal `stop`) once a line containing `marker` is printed.
 
@@ -72,7 +80,8 @@ def interrupt_after(cmd, cwd, marker, stop=None):
     import signal
     import subprocess
 
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=as_from_a_terminal)
     for line in proc.stdout:
         if marker in line:
             break

@@ -12,7 +12,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import NN_RUN, compose_config, runs_of
+from conftest import NN_RUN, as_from_a_terminal, compose_config, runs_of
 
 from runner import checkpoint
 from runner.job import initial_weights, load_data
@@ -173,6 +173,22 @@ def test_a_time_limit_signal_after_training_waits_for_the_recording_and_is_dropp
         signal.signal(signal.SIGUSR2, previous)
 
 
+def test_a_signal_the_process_was_started_ignoring_stays_ignored_while_training(tmp_path):
+    """A script's `nn-run ... &` starts with SIGINT ignored, so that Ctrl-C in the script's terminal spares it."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        saver = checkpoint.Checkpointer(str(tmp_path), "run", "sha", every_seconds=1e9)
+        with saver:
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            assert saver.stopped_by is None
+            os.kill(os.getpid(), signal.SIGTERM)  # not ignored: noted, for the next safe point
+            assert saver.stopped_by == signal.SIGTERM
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_a_signal_after_training_goes_to_a_handler_that_only_notes_it(tmp_path):
     """A batched share notes SIGUSR2 and hands it on between its jobs: one that came while a job was recorded
     must reach it, or the share runs on past its time limit."""
@@ -201,7 +217,7 @@ def test_an_interrupted_sweep_continued_into_its_folder_keeps_its_finished_runs_
              "hydra.sweep.dir=the_sweep", "tracking.log_model=false", f"tracking.uri={tracking_uri}",
              f"tracking.experiment={experiment}"]
     proc = subprocess.Popen([*NN_RUN, *sweep], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, preexec_fn=as_from_a_terminal)
     fourth_started = False
     for line in proc.stdout:
         fourth_started = fourth_started or "#3 : seed=4" in line

@@ -86,5 +86,10 @@ def interrupt_after(cmd, cwd, marker, stop=None):
         if marker in line:
             break
     proc.send_signal(signal.SIGINT if stop is None else stop)
-    rest = proc.communicate(timeout=120)[0]
+    try:
+        rest = proc.communicate(timeout=120)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()  # the test fails; the process must not outlive it
+        proc.communicate()
+        raise
     return proc.returncode, rest

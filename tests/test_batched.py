@@ -373,7 +373,11 @@ def test_an_interrupted_sweep_ends_every_workers_run_killed_and_leaves_no_proces
         os.killpg(proc.pid, signal.SIGINT)
     else:
         proc.send_signal(signal.SIGTERM)
-    rest = proc.communicate(timeout=120)[0]
+    try:
+        rest = proc.communicate(timeout=120)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the test fails; its processes must not outlive it
+        raise
     assert proc.returncode == 130
     assert "nn-run: interrupted" in rest and "Traceback" not in rest
     with pytest.raises(ProcessLookupError):  # no worker left behind

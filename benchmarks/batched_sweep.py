@@ -7,7 +7,8 @@ model; basic and joblib (n_jobs=2, this machine's cores) would take minutes at 2
 run samples of --sample and 2 x --sample jobs, and the time of N jobs is extrapolated from that
 line (the fixed cost of start-up counted once, the slope as the cost per job).
 
-The floor (benchmarks/floor.py), measured in this process between the sweeps: one child's record,
+The floor (benchmarks/floor.py), measured twice a repeat between the sweeps (on a shared machine its
+own figure moves as much as the sweeps' do): one child's record,
 copied from a batched sweep's child and written with the fewest public MlflowClient calls, plus
 training alone per job in a batch of --floor-batch networks, plus Hydra's run_job around a no-op
 task; CPU time, spread over the cores a sweep uses. No launcher that keeps every child's full record
@@ -49,6 +50,15 @@ def sweep(jobs, iterations, extra):
             *extra]
 
 
+def measure_floor(uri, parent, args):
+    """The floor (benchmarks/floor.py) in a process of its own: its Hydra and MLflow state stays out of the
+    next sweeps' timing."""
+    done = subprocess.run([sys.executable, floor.__file__, "--uri", uri, "--parent", parent,
+                           "--iterations", str(args.iterations), "--batch", str(args.floor_batch), "--json"],
+                          check=True, capture_output=True, text=True)
+    return floor.Floor.from_json(done.stdout.strip().splitlines()[-1])
+
+
 def load():
     return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())
 
@@ -79,20 +89,19 @@ def main():
                     batched[n][name].append(timed(sweep(n, args.iterations, extra), folder))
                     if name == "batched":
                         parent = floor.latest_parent(uri)
+            floors.append(measure_floor(uri, parent, args))
             for name, extra in LAUNCHERS.items():
                 for jobs in (small, large):
                     samples[name][jobs].append(timed(sweep(jobs, args.iterations, extra), folder))
-            # in a process of its own: the floor's Hydra and MLflow state stays out of the next sweeps' timing
-            done = subprocess.run([sys.executable, floor.__file__, "--uri", uri, "--parent", parent,
-                                   "--iterations", str(args.iterations), "--batch", str(args.floor_batch),
-                                   "--json"], check=True, capture_output=True, text=True)
-            floors.append(floor.Floor.from_json(done.stdout.strip().splitlines()[-1]))
+            floors.append(measure_floor(uri, parent, args))
     print(f"after: {load()}; {time.perf_counter() - started:.0f} s in all")
 
     best = floor.Floor.median(floors)
     print(f"seed sweep, {args.iterations} iterations a job, medians of {args.repeats}; basic and joblib "
           f"extrapolated from samples of {small} and {large} jobs")
     print("\n".join(best.lines()))
+    print(f"  (median of {len(floors)} measurements, after the batched sweeps and after the samples of each repeat: "
+          f"{1000 * min(f.per_job() for f in floors):.1f} to {1000 * max(f.per_job() for f in floors):.1f} ms a job)")
     for name, times in samples.items():
         t_small, t_large = statistics.median(times[small]), statistics.median(times[large])
         print(f"  {name}: {small} jobs {t_small:.1f} s, {large} jobs {t_large:.1f} s, "

@@ -2,6 +2,7 @@
 
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -10,6 +11,11 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "true"
+# The tests that send a child Ctrl-C need it to start with SIGINT at its default, as a terminal's foreground job
+# has it. A suite started with SIGINT ignored (`make test &` in a script) would hand the ignoring on to every child;
+# a handler does not outlive exec, so with Python's own one here the children start with the default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parent.parent
 NN_RUN = [sys.executable, "-m", "runner"]
@@ -64,24 +70,14 @@ def runs_of(client, experiment):
     return [] if found is None else client.search_runs([found.experiment_id])
 
 
-def as_from_a_terminal():
-    """Popen's preexec_fn for a child the test sends Ctrl-C: SIGINT at its default, as a shell's foreground job
-    has it, even when the tests themselves run with it ignored (`make test &` in a script)."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def interrupt_after(cmd, cwd, marker, stop=None):
     """Start `cmd`, send it Ctrl-C (SIGINT; or the signal `stop`) once a line containing `marker` is printed.
 
     Returns (exit code, rest of the output).
     """
-    import signal
     import subprocess
 
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=as_from_a_terminal)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:
         if marker in line:
             break

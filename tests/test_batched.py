@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import NN_RUN, as_from_a_terminal, compose_config, runs_of
+from conftest import NN_RUN, compose_config, runs_of
 from test_sweeps import ENDLESS, TINY, nn_run_m, sweep_of
 
 from runner.data.datasets import load_dataset
@@ -363,7 +363,7 @@ def test_an_interrupted_sweep_ends_every_workers_run_killed_and_leaves_no_proces
     command = [*NN_RUN, "-m", "hydra/launcher=batched", "hydra.launcher.n_jobs=2", "seed=1,2,3", "train.batch_size=2",
                *ENDLESS, f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}"]
     proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, preexec_fn=as_from_a_terminal)
+                            start_new_session=True)
     points = 0
     for line in proc.stdout:
         points += "step 20000:" in line

@@ -12,7 +12,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import NN_RUN, as_from_a_terminal, compose_config, runs_of
+from conftest import NN_RUN, compose_config, runs_of
 
 from runner import checkpoint
 from runner.job import initial_weights, load_data
@@ -217,7 +217,7 @@ def test_an_interrupted_sweep_continued_into_its_folder_keeps_its_finished_runs_
              "hydra.sweep.dir=the_sweep", "tracking.log_model=false", f"tracking.uri={tracking_uri}",
              f"tracking.experiment={experiment}"]
     proc = subprocess.Popen([*NN_RUN, *sweep], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, preexec_fn=as_from_a_terminal)
+                            text=True)
     fourth_started = False
     for line in proc.stdout:
         fourth_started = fourth_started or "#3 : seed=4" in line

@@ -17,6 +17,7 @@ from runner.data.schema import OPTION_SCHEMAS, DatasetConfig
 from runner.nn.activations import ACTIVATIONS, OUTPUTS
 from runner.nn.network import INITS
 from runner.nn.schema import ModelConfig, TrainConfig
+from runner.output_folders import register_resolver
 from runner.tracking.schema import TrackingConfig
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -40,6 +41,7 @@ ConfigStore.instance().store(name="run_schema", node=RunConfig)
 # stored outside the dataset group so they are not offered as data sets
 for _name, _node in OPTION_SCHEMAS.items():
     ConfigStore.instance().store(name=_name, node=_node)
+register_resolver()  # conf/config.yaml names hydra.run.dir and hydra.sweep.dir with it
 
 
 def tracking_defaults():

@@ -241,7 +241,12 @@ class SweepTracking(Callback):
         return SweepContext(sweep_id, experiment_id, run_id)
 
     def _earlier_parent(self, config, overrides_tag):
-        """The SweepContext of this sweep folder's earlier start with the same overrides, or None."""
+        """The SweepContext of this sweep folder's earlier start with the same overrides, or None.
+
+        A sweep whose process still runs is never continued: this process holds the folder
+        (runner/output_folders.py), so that sweep ended; on a file system without locks, its parent
+        run's owner tags say whether it did.
+        """
         try:
             context = _read_context(config.hydra)
         except SweepError:
@@ -251,6 +256,10 @@ class SweepTracking(Callback):
             parent = client.get_run(config.tracking.uri, context.parent_run_id)
         except client.MlflowException:  # another store: the folder's sweep is not there
             return None
+        if parent.info.status == "RUNNING" and run_owner.owner_gone(parent.data.tags) is False:
+            raise ConfigError(f"hydra.sweep.dir={config.hydra.sweep.dir} is the folder of sweep {parent.info.run_id}, "
+                              f"still running ({run_owner.describe_owner(parent.data.tags)}): a folder holds one "
+                              "sweep at a time")
         same = parent.data.tags.get(record.OVERRIDES_TAG) == overrides_tag
         return context if same and parent.info.experiment_id == context.experiment_id else None
 

@@ -87,13 +87,13 @@ SWEEPS = {  # command line -> how many jobs Hydra must still compose (one per sh
 
 
 @pytest.mark.parametrize("args, compositions", SWEEPS.items(), ids=[" ".join(a) for a in SWEEPS])
-def test_derived_configs_are_the_configs_hydra_composes(args, compositions):
+def test_derived_configs_are_the_configs_hydra_composes(args, compositions, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # naming the sweep's folder makes it (runner/output_folders.py)
     with multirun(*args) as (loader, master, jobs):
         compose = counting(loader.load_sweep_config)
         derived_configs = DerivedConfigs(loader, compose)
-        derived = [derived_configs.load_sweep_config(master, jobs[0])]
-        sweep_dir = master.hydra.sweep.dir  # resolves ${now:...} into the master's cache after the first composition
-        derived += [derived_configs.load_sweep_config(master, job) for job in jobs[1:]]
+        sweep_dir = master.hydra.sweep.dir  # named into the master's cache before any job, as a sweep's callback does
+        derived = [derived_configs.load_sweep_config(master, job) for job in jobs]
         time.sleep(1.1)  # a fresh ${now:} would differ now; the resolver cache keeps the sweep's
         assert len(jobs) >= 2 and compose.calls == compositions
         for job, cfg in zip(jobs, derived):

@@ -223,20 +223,22 @@ class SweepTracking(Callback):
             record.SWEEPER_TAG: OmegaConf.select(config, "hydra.runtime.choices.hydra/sweeper"),
         }
         uri = config.tracking.uri
-        earlier = self._earlier_parent(config, tags[record.OVERRIDES_TAG])
-        if earlier is not None:  # the same sweep into its own folder: continue it
-            sweep_id, experiment_id, run_id = earlier.sweep_id, earlier.experiment_id, earlier.parent_run_id
-            mlflow_client().reopen_run(uri, run_id)
-            log.info("sweep parent run %s continues: finished jobs are kept, stopped ones resume from their "
-                     "checkpoints, the others run", run_id)
-        else:
-            experiment_id, run_id = open_run(uri, config.tracking.experiment, sweep_name(config, list(swept)), tags)
-        self._parent = (uri, run_id)
         self._planned = planned_jobs(config)
         self._unnamed = set(OmegaConf.select(config, "hydra.job.config.override_dirname.exclude_keys") or [])
+        earlier = self._earlier_parent(config, tags[record.OVERRIDES_TAG])
+        if earlier is not None:  # the same sweep into its own folder: continue it, as this process's
+            sweep_id, experiment_id, run_id = earlier.sweep_id, earlier.experiment_id, earlier.parent_run_id
+            mlflow_client().reopen_run(uri, run_id, run_owner.owner_tags())
+        else:
+            experiment_id, run_id = open_run(uri, config.tracking.experiment, sweep_name(config, list(swept)), tags)
+        # from here on every way out ends the parent (a Ctrl-C too): when a job failed, Hydra's sweepers raise
+        # after the batch and on_multirun_end never comes
+        self._parent = (uri, run_id)
         _open_sweeps.append(self)
-        # when a job failed, Hydra's sweepers raise after the batch and on_multirun_end never comes
         atexit.register(self._end_parent, completed=False)
+        if earlier is not None:
+            log.info("sweep parent run %s continues: finished jobs are kept, stopped ones resume from their "
+                     "checkpoints, the others run", run_id)
         log.info("sweep parent run %s in experiment %r at %s", run_id, config.tracking.experiment, redact(uri))
         return SweepContext(sweep_id, experiment_id, run_id)
 

@@ -43,7 +43,7 @@ from mlflow.utils.mlflow_tags import (  # noqa: E402
     MLFLOW_PARENT_RUN_ID,
 )
 
-from runner.tracking import mlflow_private  # noqa: E402
+from runner.tracking import mlflow_private, run_owner  # noqa: E402
 from runner.tracking.store_lock import StoreError, sqlite_path, store_lock  # noqa: E402
 from runner.tracking.uri import is_server, redact  # noqa: E402
 
@@ -373,6 +373,8 @@ def tracked_run(uri, experiment, run_name, tags=None, parent_run_id=None, experi
     if parent_run_id:
         tags[PARENT_RUN_TAG] = parent_run_id
     if resume_run_id:
+        owner = [RunTag(k, v) for k, v in tags.items() if k in run_owner.OWNER_TAGS]  # now this process's run
+        client.log_batch(resume_run_id, tags=owner, synchronous=True)
         client.update_run(resume_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         if ERROR_TAG in client.get_run(resume_run_id).data.tags:  # ended FAILED by a sweep whose job it was
             client.delete_tag(resume_run_id, ERROR_TAG)
@@ -409,9 +411,12 @@ def open_run(uri, experiment, run_name, tags):
     return experiment_id, client.create_run(experiment_id, run_name=run_name, tags=with_ui_tags(tags)).info.run_id
 
 
-def reopen_run(uri, run_id):
-    """Mark an ended run RUNNING again (a sweep continued into its own folder)."""
-    client_for(uri).update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+def reopen_run(uri, run_id, owner_tags):
+    """Mark an ended run RUNNING again (a sweep continued into its own folder), owned by the process `owner_tags`
+    name (run_owner.owner_tags)."""
+    client = client_for(uri)
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in owner_tags.items()], synchronous=True)
+    client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
 
 
 def close_run(uri, run_id, status, metrics):

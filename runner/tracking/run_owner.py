@@ -12,6 +12,7 @@ import socket
 HOST_TAG = "host"  # socket.gethostname() of the process that ran the run
 PID_TAG = "pid"
 PROCESS_START_TAG = "process_start"  # the process's start time in clock ticks since boot (/proc/PID/stat), if known
+OWNER_TAGS = (HOST_TAG, PID_TAG, PROCESS_START_TAG)
 
 
 def process_start(pid):

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from runner.tracking.record import HYDRA_OUTPUT_DIR_TAG
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BIN = Path(sys.executable).parent  # the venv's bin: nn-run, nn-rerun, nn-compare, mlflow
@@ -245,7 +247,7 @@ def first_run(folder):
     client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
     experiment = client.get_experiment_by_name("nn-runner")
     run = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"], max_results=1)[0]
-    return run.info.run_id, os.path.relpath(run.data.tags["hydra_output_dir"], folder)
+    return run.info.run_id, os.path.relpath(os.path.realpath(run.data.tags[HYDRA_OUTPUT_DIR_TAG]), os.path.realpath(folder))
 
 
 def filled_in(command, folder):

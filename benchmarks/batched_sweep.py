@@ -33,6 +33,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import floor  # noqa: E402  (this folder is on the path when the script runs)
 from default_run import timed  # noqa: E402
+from machine import load_average, print_machine  # noqa: E402
 
 LAUNCHERS = {
     "basic": [],
@@ -59,10 +60,6 @@ def measure_floor(uri, parent, args):
     return floor.Floor.from_json(done.stdout.strip().splitlines()[-1])
 
 
-def load():
-    return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
@@ -73,7 +70,7 @@ def main():
     parser.add_argument("--store-dir", default=None, help="where the store's temp folder goes (default: the system's)")
     args = parser.parse_args()
     small, large = args.sample, 2 * args.sample
-    print(f"before: {load()}", flush=True)
+    print_machine()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=args.store_dir) as folder:
         print(f"store and sweep folders in {folder}", flush=True)
@@ -94,7 +91,7 @@ def main():
                 for jobs in (small, large):
                     samples[name][jobs].append(timed(sweep(jobs, args.iterations, extra), folder))
             floors.append(measure_floor(uri, parent, args))
-    print(f"after: {load()}; {time.perf_counter() - started:.0f} s in all")
+    print(f"after: {load_average()}; {time.perf_counter() - started:.0f} s in all")
 
     best = floor.Floor.median(floors)
     print(f"seed sweep, {args.iterations} iterations a job, medians of {args.repeats}; basic and joblib "

@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from machine import print_load, print_machine  # noqa: E402  (this folder is on the path when the script runs)
 from runner.checkpoint import Checkpointer  # noqa: E402
 from runner.data.datasets import load_dataset  # noqa: E402
 from runner.nn.network import init_weights  # noqa: E402
@@ -35,6 +36,7 @@ def one_run(folder, every):
     return time.perf_counter() - began, (saver.saves if saver else 0)
 
 
+print_machine()
 with tempfile.TemporaryDirectory() as folder:
     times = {"none": [], f"every {DEFAULT_EVERY:g} s (default)": [], "every safe point": []}
     saves = {}
@@ -49,3 +51,4 @@ with tempfile.TemporaryDirectory() as folder:
         print(f"  checkpoints {name:28s} {median:.3f} s  ratio {median / base:.4f}  ({saves[name]} saves)")
     worst = statistics.median(times["every safe point"])
     print(f"  one save: {1e6 * (worst - base) / saves['every safe point']:.0f} us")
+print_load("after")

@@ -14,6 +14,8 @@ import sys
 import tempfile
 import time
 
+from machine import print_load, print_machine  # this folder is on the path when the script runs
+
 TESTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests")
 
 SEED_SCRIPT = f"""
@@ -48,6 +50,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    print_machine()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     py = sys.executable
     nn_run = [py, "-m", "runner"]
@@ -64,6 +67,7 @@ def main():
     print(f"bare MLflow client run    median {b:.2f} s")
     print(f"nn-run, default config    median {r:.2f} s")
     print(f"ratio nn-run / (seed + bare MLflow), medians of {args.repeats}: {r / (s + b):.2f}")
+    print_load("after")
 
 
 if __name__ == "__main__":

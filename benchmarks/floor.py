@@ -37,6 +37,7 @@ import mlflow  # noqa: E402
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
 
+from machine import print_machine  # noqa: E402  (this folder is on the path when the script runs)
 from runner.data.datasets import load_dataset  # noqa: E402
 from runner.nn.network import init_weights, layer_sizes  # noqa: E402
 from runner.nn.stacked import train_stacked  # noqa: E402
@@ -271,6 +272,8 @@ def main():
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--json", action="store_true", help="print the Floor as one line of JSON")
     args = parser.parse_args()
+    if not args.json:  # batched_sweep.py reads the JSON line and prints the machine itself
+        print_machine()
     with tempfile.TemporaryDirectory() as folder:
         uri = args.uri
         if uri is None:

@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from conftest import compose_config  # noqa: E402  (real Hydra composition, as the tests use it)
+from machine import print_load, print_machine  # noqa: E402  (this folder is on the path when the script runs)
 
 from runner.job import run_job  # noqa: E402
 
@@ -28,6 +29,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--iterations", type=int, default=1000)
     args = parser.parse_args()
+    print_machine()
     with tempfile.TemporaryDirectory() as folder:
         os.chdir(folder)  # the store's artifact root, ./mlruns, lands in the temp folder
         times = {True: [], False: []}
@@ -50,6 +52,7 @@ def main():
                                cwd=folder, check=True, capture_output=True)
                 times[log_model].append(time.perf_counter() - start)
         report("nn-run, a process each", times, args.repeats)
+    print_load("after")
 
 
 def report(what, times, repeats):

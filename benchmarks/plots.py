@@ -14,6 +14,7 @@ import tempfile
 import time
 
 from default_run import timed  # this folder is on sys.path when the script runs
+from machine import print_load, print_machine
 
 CASES = {  # name: nn-run overrides
     "default (seed table: curve + boundary)": [],
@@ -78,8 +79,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    print_machine()
     whole_runs(args.repeats)
     in_process(args.repeats)
+    print_load("after")
 
 
 if __name__ == "__main__":

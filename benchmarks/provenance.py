@@ -14,6 +14,7 @@ import sys
 import tempfile
 
 from default_run import timed  # this folder is on sys.path when the script runs
+from machine import print_load, print_machine
 
 COLLECT = """
 import time, numpy, mlflow
@@ -28,6 +29,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
+    print_machine()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     py = sys.executable
     collect, run = [], []
@@ -41,6 +43,7 @@ def main():
     print(f"provenance.collect()      median {c * 1000:.1f} ms")
     print(f"nn-run, default config    median {r:.2f} s")
     print(f"collect / run, medians of {args.repeats}: {c / r:.2%}")
+    print_load("after")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import tracemalloc
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from machine import print_load, print_machine  # noqa: E402  (this folder is on the path when the script runs)
 from seed_program import seed_loop  # noqa: E402  (the plain transcription the tests use)
 
 from runner.nn.network import init_weights  # noqa: E402
@@ -62,6 +63,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", nargs="+", default=["4x4", "1000x64", "100000x512"])
     args = parser.parse_args()
+    print_machine()
     print(f"{'rows x hidden':>14} {'iters':>6} | {'plain s/it':>11} {'runner s/it':>11} {'speed-up':>8} | "
           f"{'plain peak':>11} {'runner peak':>11}")
     for size in args.sizes:
@@ -83,6 +85,7 @@ def main():
         print(f"{size:>14} {iterations:>6} | {p:>11.3g} {r:>11.3g} {p / r:>7.2f}x | "
               f"{size_text(peaks['plain']):>11} {size_text(peaks['runner']):>11}", flush=True)
     print(f"medians of {args.repeats}; peak = traced memory above the start of a 2-iteration call; weights identical")
+    print_load("after")
 
 
 if __name__ == "__main__":

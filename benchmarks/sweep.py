@@ -15,6 +15,7 @@ import sys
 import tempfile
 
 from default_run import timed  # this folder is on the path when the script runs
+from machine import print_load, print_machine
 
 
 def main():
@@ -24,6 +25,7 @@ def main():
     parser.add_argument("--iterations", type=int, default=60000)
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    print_machine()
     sweep = [sys.executable, "-m", "runner", "-m", f"seed=range(1,{args.jobs + 1})",
              f"train.iterations={args.iterations}"]
     variants = {
@@ -42,6 +44,7 @@ def main():
     for name, values in times.items():
         median = statistics.median(values)
         print(f"  {name:<18} {median:6.2f} s  ratio to basic {median / base:.2f}  per job {median / args.jobs:.2f} s")
+    print_load("after")
 
 
 if __name__ == "__main__":

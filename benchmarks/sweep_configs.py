@@ -24,6 +24,7 @@ from hydra.types import HydraContext, RunMode
 from omegaconf import open_dict
 
 from hydra_plugins.nn_runner_batched_launcher.derived_configs import DerivedConfigs
+from machine import print_load, print_machine  # this folder is on the path when the script runs
 from runner.config import CONFIG_DIR
 
 
@@ -41,6 +42,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=128)
     args = parser.parse_args()
+    print_machine()
     with tempfile.TemporaryDirectory() as folder, initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         loader = GlobalHydra.instance().config_loader()
         master = loader.load_configuration("config", ["hydra/launcher=batched", f"hydra.sweep.dir={folder}",
@@ -94,6 +96,7 @@ def main():
         print("Hydra's run_job per job around a task that does nothing, medians (parts timed alone):")
         for name, seconds in parts.items():
             print(f"  {name:<38} {ms(seconds)}")
+    print_load("after")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from machine import print_load, print_machine  # noqa: E402  (this folder is on the path when the script runs)
 from seed_program import X, Y, seed_program  # noqa: E402  (the plain transcription the tests use)
 
 from runner.nn import training  # noqa: E402
@@ -39,6 +40,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--iterations", type=int, default=60000)
     args = parser.parse_args()
+    print_machine()
     seed_times, runner_times, checked_times, hooked_times, ticks = [], [], [], [], []
     for _ in range(args.repeats):
         start = time.perf_counter()
@@ -61,6 +63,7 @@ def main():
           f"{checked_med * per_it:.2f} us/iteration, {checked_med / runner_med:.2f}x the default's time")
     print(f"progress hook ({len(ticks) // args.repeats} calls a run): {hooked_med * per_it:.2f} us/iteration, "
           f"{hooked_med / runner_med:.3f}x the time without; weights identical")
+    print_load("after")
 
 
 if __name__ == "__main__":

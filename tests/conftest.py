@@ -64,6 +64,18 @@ def working_directory_outside_the_checkout(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def run_context_as_found():
+    """A sweep's parent run, opened in this process (tracking.client.open_run), hands its MLflow context tags to the
+    processes started after it through MLFLOW_RUN_CONTEXT; each test leaves that variable as it found it."""
+    saved = os.environ.get("MLFLOW_RUN_CONTEXT")
+    yield
+    if saved is None:
+        os.environ.pop("MLFLOW_RUN_CONTEXT", None)
+    else:
+        os.environ["MLFLOW_RUN_CONTEXT"] = saved
+
+
+@pytest.fixture(autouse=True)
 def sys_path_as_found():
     """Loading an MLflow model puts its code folder (a copy of runner/) first on sys.path, and a process spawned
     later would import that copy; each test leaves sys.path as it found it."""

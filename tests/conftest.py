@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +37,21 @@ def checkout_files():
         return None
     paths = {line[3:] for line in listing.splitlines() if line[:2] in ("??", "!!")}
     return {path for path in paths if not SET_UP_FILES.search(path)}
+
+
+def build_wheel(folder):
+    """nn-runner's wheel, built from a copy of the checkout in `folder` (setuptools writes build/ and *.egg-info
+    beside the sources it builds); returns its path."""
+    source = Path(folder, "source")
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "*.egg-info", "build", "__pycache__", "outputs", "multirun", "mlruns", "mlflow.db*",
+        ".mlflow-server", ".slurm"))
+    wheels = Path(folder, "wheels")
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels),
+                           str(source)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (wheel,) = wheels.glob("nn_runner-*.whl")
+    return wheel
 
 
 def pytest_sessionstart(session):

@@ -232,6 +232,19 @@ def test_sweeping_the_store_or_experiment_is_refused_before_any_run(tmp_path):
     assert not (tmp_path / "store.db").exists()
 
 
+def test_the_launcher_check_builds_hydras_own_basic_launcher_and_names_an_unknown_one():
+    """hydra-core 1.3.7+ refuses the basic launcher's class (hydra._internal) in hydra.utils.instantiate."""
+    from omegaconf import OmegaConf
+
+    from runner.config import ConfigError
+    from runner.sweep.callback import _check_launcher
+
+    _check_launcher(OmegaConf.create({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}))
+    with pytest.raises(ConfigError, match=r"^hydra.launcher._target_=no.such.Launcher is not an installed Hydra "
+                                          r"launcher; installed: .*hydra_plugins.hydra_joblib_launcher"):
+        _check_launcher(OmegaConf.create({"_target_": "no.such.Launcher"}))
+
+
 def test_without_the_sweep_callback_jobs_refuse_to_log(tmp_path):
     command = [*NN_RUN, "-m", "seed=1,2", "~hydra.callbacks.sweep_tracking", "tracking.uri=sqlite:///store.db", *TINY]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)

@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make run` (set up, run the default experiment) and
-# `make test` (set up, run the tests). Both create .venv and install the project into it.
+# `make test` (set up, run the tests). Both create .venv and install the project into it, every
+# package at its version in constraints.txt (the lock; `make lock` refreshes it: docs/development.md).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -17,15 +18,24 @@ SERVER_PID := $(SERVER_DIR)/server.pid
 SERVER_LOG := $(SERVER_DIR)/server.log
 SERVER_URL := http://127.0.0.1:$(SERVER_PORT)
 
-.PHONY: setup run test bench clean server server-stop
+.PHONY: setup lock run test bench clean server server-stop
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
+
+# `make lock`: constraints.txt anew, from the newest versions pyproject.toml's ranges admit today,
+# resolved in a throwaway venv (its header comment is kept). Then run `make test`.
+lock:
+	@set -e; venv=$$(mktemp -d); trap 'rm -rf "$$venv"' EXIT; \
+	$(PYTHON) -m venv "$$venv"; "$$venv/bin/pip" install --quiet --upgrade pip; \
+	"$$venv/bin/pip" install --quiet -e '.[test]'; \
+	{ sed -n '/^#/p' constraints.txt; "$$venv/bin/pip" freeze --exclude-editable; } > constraints.txt.new; \
+	mv constraints.txt.new constraints.txt; git diff --stat constraints.txt
 
 run: setup
 	$(BIN)/nn-run $(ARGS)

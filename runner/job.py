@@ -68,18 +68,8 @@ def redact_overrides(overrides):
 
 
 def flatten(cfg):
-    """The composed config as {dotted.key: text}; lists and dicts as their JSON text."""
-    flat = {}
-
-    def walk(node, prefix):
-        for key, value in node.items():
-            name = f"{prefix}{key}"
-            if isinstance(value, dict):
-                walk(value, f"{name}.")
-            else:
-                flat[name] = json.dumps(value) if isinstance(value, list) else str(value)
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    """The composed config as {dotted.key: text} (record.config_params), its tracking URI without credentials."""
+    flat = record.config_params(OmegaConf.to_container(cfg, resolve=True))
     if "tracking.uri" in flat:
         flat["tracking.uri"] = redact(flat["tracking.uri"])
     return flat

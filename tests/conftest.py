@@ -2,7 +2,9 @@
 
 import os
 import re
+import shutil
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +21,74 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 
 ROOT = Path(__file__).resolve().parent.parent
 NN_RUN = [sys.executable, "-m", "runner"]
+
+
+# what setting up and running the tests may make in the checkout: the venv, the editable install's metadata, bytecode
+SET_UP_FILES = re.compile(r"(^|/)(\.venv|[^/]*\.egg-info|__pycache__)/$")
+
+
+def checkout_files():
+    """What git sees in the checkout beyond its tracked files' contents (untracked and ignored paths), or None
+    outside a git checkout."""
+    try:
+        listing = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=ROOT,
+                                 capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    paths = {line[3:] for line in listing.splitlines() if line[:2] in ("??", "!!")}
+    return {path for path in paths if not SET_UP_FILES.search(path)}
+
+
+def build_wheel(folder):
+    """nn-runner's wheel, built from a copy of the checkout in `folder` (setuptools writes build/ and *.egg-info
+    beside the sources it builds); returns its path."""
+    source = Path(folder, "source")
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "*.egg-info", "build", "__pycache__", "outputs", "multirun", "mlruns", "mlflow.db*",
+        ".mlflow-server", ".slurm"))
+    wheels = Path(folder, "wheels")
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels),
+                           str(source)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (wheel,) = wheels.glob("nn_runner-*.whl")
+    return wheel
+
+
+def pytest_sessionstart(session):
+    session.config.checkout_files_before = checkout_files()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Tests write nothing into the checkout: a file or folder the session left there fails it."""
+    before, after = session.config.checkout_files_before, checkout_files()
+    if before is None or after is None or exitstatus not in (0, 1):
+        return
+    left = sorted(after - before)
+    if left:
+        print(f"\nthe tests left these in the checkout {ROOT}: {', '.join(left)}", file=sys.stderr)
+        session.exitstatus = 1
+
+
+@pytest.fixture(scope="session", autouse=True)
+def working_directory_outside_the_checkout(tmp_path_factory):
+    """The tests run in a folder of their own, so what lands in the working directory never lands in the checkout:
+    a SQLite store's artifacts go to MLflow's default root ./mlruns of the directory the store was opened in."""
+    checkout = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(checkout)
+
+
+@pytest.fixture(autouse=True)
+def run_context_as_found():
+    """A sweep's parent run, opened in this process (tracking.client.open_run), hands its MLflow context tags to the
+    processes started after it through MLFLOW_RUN_CONTEXT; each test leaves that variable as it found it."""
+    saved = os.environ.get("MLFLOW_RUN_CONTEXT")
+    yield
+    if saved is None:
+        os.environ.pop("MLFLOW_RUN_CONTEXT", None)
+    else:
+        os.environ["MLFLOW_RUN_CONTEXT"] = saved
 
 
 @pytest.fixture(autouse=True)

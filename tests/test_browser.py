@@ -1,10 +1,14 @@
-"""The MLflow UI in a real headless Chromium over a finished sweep: the parent run lists its children, plots load.
+"""The MLflow UI in a real headless Chromium over a finished sweep: the parent run lists its children, plots load,
+the sweep is a training run with who ran it, and the compare page shows each param once.
 
 Debian's chromium driven by Playwright's Python package (`.ci/run` installs both; Playwright's own
 browser download is never used). The UI is `mlflow ui` on a free loopback port, stopped by its PID.
 """
 
 import base64
+import getpass
+import json
+import re
 import subprocess
 from pathlib import Path
 from urllib.parse import urlparse
@@ -19,7 +23,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 WAIT_MS = 60_000  # for any one element or response; the UI's first page load compiles a large bundle
-SWEEP = ["-m", "train.lr=0.5,2", "train.iterations=200", "train.log_every=50", "tracking.log_plots=true"]
+SWEEP = ["-m", "model.hidden=[3],[5]", "train.iterations=200", "train.log_every=50", "tracking.log_plots=true"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # in the page: the bytes behind an <img>'s src (the UI shows artifacts from blob: URLs), as base64
 SHOWN_BYTES = """async img => {
@@ -140,7 +144,7 @@ def test_ui_nests_the_children_under_the_parent_and_shows_the_plots(finished_swe
     # the runs table at the page the sweep printed: one row for the sweep; its children appear under it expanded
     page.goto(f"{url}{page_path}")
     parent_link = run_link(page, experiment_id, parent.info.run_id).first
-    expect(parent_link).to_have_text("sweep over train.lr", timeout=WAIT_MS)
+    expect(parent_link).to_have_text("sweep over model.hidden", timeout=WAIT_MS)
     for child in children:
         expect(run_link(page, experiment_id, child.info.run_id)).to_have_count(0)  # folded under the parent
     parent_row = page.locator('[role="row"]', has=parent_link)
@@ -163,3 +167,37 @@ def test_ui_nests_the_children_under_the_parent_and_shows_the_plots(finished_swe
     body, width = open_artifact(page, url, experiment_id, child.info.run_id, record.DECISION_BOUNDARY_PLOT,
                                 tmp_path / "ui_child_plot.png")
     assert body.startswith(PNG_SIGNATURE) and width > 300
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_ui_shows_the_sweep_as_training_runs_created_by_the_user_with_each_param_once(finished_sweep, mlflow_ui, page,
+                                                                                       tmp_path):
+    from playwright.sync_api import expect
+
+    folder, uri, experiment_id, parent, children, page_path = finished_sweep
+    url = mlflow_ui
+
+    # the printed runs page: the sweep is under "Training runs" (not MLflow's GenAI "Evaluation runs")
+    page.goto(f"{url}{page_path}")
+    expect(page.get_by_role("heading", name="Training runs", exact=True)).to_be_visible(timeout=WAIT_MS)
+    expect(run_link(page, experiment_id, parent.info.run_id).first).to_be_visible(timeout=WAIT_MS)
+    page.screenshot(path=str(tmp_path / "ui_training_runs.png"))
+
+    # "Created by" on the parent's and a child's page: the user who ran the sweep (MLflow's context tags)
+    for run in (parent, children[0]):
+        page.goto(f"{url}/#/experiments/{experiment_id}/runs/{run.info.run_id}")
+        created_by = page.get_by_text("Created by", exact=True).first.locator("xpath=..")
+        expect(created_by).to_have_text(re.compile(rf"^\s*Created by\s*{re.escape(getpass.getuser())}\s*$"),
+                                        timeout=WAIT_MS)
+    page.screenshot(path=str(tmp_path / "ui_created_by.png"))
+
+    # the compare page of the children: the swept key once in the params table and once on the plot's axes,
+    # never again as MLflow's model-config param (model/hidden)
+    ids = json.dumps([child.info.run_id for child in children])
+    page.goto(f"{url}/#/compare-runs?runs={ids}&experiments={json.dumps([experiment_id])}")
+    expect(page.locator("th").get_by_text("model.hidden", exact=True)).to_have_count(1, timeout=WAIT_MS)
+    expect(page.locator("svg text").get_by_text("model.hidden", exact=True)).to_have_count(1, timeout=WAIT_MS)
+    expect(page.get_by_text("model/hidden")).to_have_count(0)
+    expect(page.locator("th").get_by_text("train.lr", exact=True)).to_have_count(1)
+    page.screenshot(path=str(tmp_path / "ui_compare.png"), full_page=True)

@@ -106,8 +106,12 @@ def test_model_is_code_and_npy_files_with_signature_example_and_pinned_requireme
     mlmodel = yaml.safe_load(open(os.path.join(folder, "MLmodel")))
     flavor = mlmodel["flavors"]["python_function"]
     assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # models from code, no pickled object
-    assert flavor["config"] == {"model": {"hidden": [4, 2], "activation": "sigmoid", "output": "sigmoid",
-                                          "init": "uniform"}}
+    # the model's config is the run's model.* params, which MLflow logs as params again: each key once, same text
+    assert flavor["config"] == {"model.hidden": "[4, 2]", "model.activation": "sigmoid", "model.output": "sigmoid",
+                                "model.init": "uniform"}
+    params = client.get_run(run_id).data.params
+    assert {key: params[key] for key in flavor["config"]} == flavor["config"]
+    assert not [key for key in params if "/" in key]
     assert mlmodel["run_id"] == run_id
     tensor = {"type": "tensor", "tensor-spec": {"dtype": "float64", "shape": [-1, 3]}}
     assert json.loads(mlmodel["signature"]["inputs"]) == [tensor]

@@ -67,7 +67,9 @@ def test_each_copy_is_the_record_model_log_makes(tracking_uri, experiment, clien
         copied = model_record(client, log_network(tracking_uri, experiment, weights, copies=copies))
         (params, step, model, links, files, mlmodel), (params_1, step_1, model_1, links_1, files_1, mlmodel_1) = (
             copied, alone)
-        assert params == params_1 and "model/hidden" in params  # Model.log logs the model config as params
+        # Model.log logs the model config as params: the run's model.* params, each key once (no model/hidden)
+        assert params == params_1 == {"seed": "1", "model.hidden": "[4]", "model.activation": "sigmoid",
+                                      "model.output": "sigmoid", "model.init": "uniform"}
         assert step == step_1 == STEP
         assert (model.name, model.status, model.model_type, model.tags, model.params) == (
             model_1.name, model_1.status, model_1.model_type, model_1.tags, model_1.params)

@@ -1,6 +1,10 @@
 """What this project relies on in MLflow's, Hydra's and OmegaConf's non-public names (runner/tracking/mlflow_private.py,
 runner/hydra_private.py, runner/omegaconf_private.py), pinned: an upgrade that changes one fails here."""
 
+import getpass
+import json
+import sys
+
 import numpy as np
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -11,14 +15,19 @@ from runner import hydra_private, omegaconf_private
 from runner.tracking import mlflow_private
 
 
-def test_mlflow_flattens_a_model_config_with_slashes():
-    flat = mlflow_private.flatten_model_config({"model": {"hidden": [4, 2], "activation": "tanh"}})
-    assert flat == {"model/hidden": [4, 2], "model/activation": "tanh"}
-
-
-def test_mlflow_context_tags_name_the_source_and_user():
+def test_mlflow_context_tags_name_the_source_and_user(monkeypatch):
+    monkeypatch.delenv("MLFLOW_RUN_CONTEXT", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
     tags = mlflow_private.context_tags()
-    assert {"mlflow.source.name", "mlflow.source.type", "mlflow.user"} <= set(tags)
+    assert tags["mlflow.user"] == getpass.getuser()
+    assert tags["mlflow.source.name"] == sys.argv[0] and tags["mlflow.source.type"] == "LOCAL"
+
+
+def test_mlflow_applies_the_run_context_variable_last(monkeypatch):
+    """tracking.client.share_context_tags hands a sweep's context to its jobs' processes this way."""
+    monkeypatch.setenv("MLFLOW_RUN_CONTEXT", json.dumps({"mlflow.user": "ada", "mlflow.source.name": "nn-run"}))
+    tags = mlflow_private.context_tags()
+    assert tags["mlflow.user"] == "ada" and tags["mlflow.source.name"] == "nn-run"
 
 
 def test_mlflow_keeps_one_engine_per_database_and_gives_them_out(tmp_path):

@@ -4,6 +4,7 @@ Every sweep is one parent run with one child run per job; the parent ends FINISH
 every child finished, and carries the counts.
 """
 
+import getpass
 import json
 import math
 import os
@@ -20,7 +21,7 @@ from runner.data.datasets import load_dataset
 from runner.nn.network import init_weights, layer_sizes
 from runner.nn.training import train
 from runner.sweep.callback import SWEEP_FILE
-from runner.tracking import record
+from runner.tracking import record, run_owner
 
 TINY = ["train.iterations=20", "train.log_every=10"]  # three error points per run: steps 0, 10, 20
 ENDLESS = ["train.iterations=100000000", "train.log_every=20000"]  # runs until interrupted
@@ -68,6 +69,13 @@ def test_grid_sweep_is_one_parent_with_a_child_per_job(tmp_path, tracking_uri, e
     assert written == {"sweep_id": tags[record.SWEEP_ID_TAG], "experiment_id": parent.info.experiment_id,
                        "parent_run_id": parent.info.run_id}
 
+    # MLflow's context tags ("Created by", "Source"): the command that started the sweep, on every run of it
+    context = ("mlflow.user", "mlflow.source.name", "mlflow.source.type")
+    assert tags["mlflow.user"] == getpass.getuser() and tags["mlflow.source.type"] == "LOCAL"
+    assert tags["mlflow.source.name"].endswith("runner/__main__.py")  # python -m runner, as NN_RUN starts it
+    assert all([c.data.tags[key] for key in context] == [tags[key] for key in context] for c in children)
+    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+
     assert len(children) == 4
     assert {(c.data.params["train.lr"], c.data.params["model.hidden"]) for c in children} == {
         ("0.5", "[3]"), ("0.5", "[5]"), ("2.0", "[3]"), ("2.0", "[5]")}
@@ -95,6 +103,20 @@ def test_grid_sweep_is_one_parent_with_a_child_per_job(tmp_path, tracking_uri, e
     assert "4 runs ranked by final error" in done.stdout
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {record.COMPARISON_FILE,
                                                                            record.COMPARISON_PLOT}
+
+
+@pytest.mark.slow
+def test_jobs_in_joblib_workers_carry_the_sweep_commands_context(tmp_path, tracking_uri, experiment, client):
+    """A worker's own script (loky's) is not what the UI should show as the child's source: the sweep's command is."""
+    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                    "seed=1,2", *TINY, "tracking.log_model=false")
+    assert done.returncode == 0, done.stderr
+    parent, children = sweep_of(client, experiment)
+    context = ("mlflow.user", "mlflow.source.name", "mlflow.source.type")
+    assert parent.data.tags["mlflow.source.name"].endswith("runner/__main__.py")
+    assert len(children) == 2
+    assert all([c.data.tags[key] for key in context] == [parent.data.tags[key] for key in context] for c in children)
+    assert parent.data.tags[run_owner.PID_TAG] not in {c.data.tags[run_owner.PID_TAG] for c in children}  # workers
 
 
 @pytest.mark.slow
@@ -208,6 +230,19 @@ def test_sweeping_the_store_or_experiment_is_refused_before_any_run(tmp_path):
     assert done.stderr.strip() == ("nn-run: the sweep cannot start: tracking.experiment=a,b is not allowed: "
                                    "one sweep logs to one store and one experiment")
     assert not (tmp_path / "store.db").exists()
+
+
+def test_the_launcher_check_builds_hydras_own_basic_launcher_and_names_an_unknown_one():
+    """hydra-core 1.3.7+ refuses the basic launcher's class (hydra._internal) in hydra.utils.instantiate."""
+    from omegaconf import OmegaConf
+
+    from runner.config import ConfigError
+    from runner.sweep.callback import _check_launcher
+
+    _check_launcher(OmegaConf.create({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}))
+    with pytest.raises(ConfigError, match=r"^hydra.launcher._target_=no.such.Launcher is not an installed Hydra "
+                                          r"launcher; installed: .*hydra_plugins.hydra_joblib_launcher"):
+        _check_launcher(OmegaConf.create({"_target_": "no.such.Launcher"}))
 
 
 def test_without_the_sweep_callback_jobs_refuse_to_log(tmp_path):

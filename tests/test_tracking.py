@@ -1,9 +1,14 @@
 """Run status and buffered logging against a real SQLite store."""
 
+import getpass
+import json
+import os
+import sys
+
 import pytest
 from conftest import runs_of
 
-from runner.tracking.client import tracked_run
+from runner.tracking.client import open_run, tracked_run
 
 
 def test_finished_run_keeps_every_point(tracking_uri, experiment, client):
@@ -87,3 +92,38 @@ def test_a_param_longer_than_mlflow_allows_is_cut_and_says_so(tracking_uri, expe
     kept = params["data.class_names"]
     assert len(kept) == MAX_PARAM_VALUE and kept.endswith(f"... [cut: {len(long_value)} characters]")
     assert long_value.startswith(kept[:kept.index("... [cut")])
+
+
+def test_runs_carry_mlflow_context_tags_in_an_experiment_marked_for_training(tracking_uri, experiment, client):
+    """What the UI shows as "Created by" and "Source", and its training layout (not the GenAI one)."""
+    with tracked_run(tracking_uri, experiment, "single") as run:
+        pass
+    tags = client.get_run(run.run_id).data.tags
+    assert (tags["mlflow.user"], tags["mlflow.source.name"], tags["mlflow.source.type"]) == (
+        getpass.getuser(), sys.argv[0], "LOCAL")
+    assert client.get_experiment_by_name(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_an_experiment_nn_runner_did_not_create_keeps_its_kind(tracking_uri, experiment, client):
+    client.create_experiment(experiment, tags={"mlflow.experimentKind": "genai_development"})
+    with tracked_run(tracking_uri, experiment, "single"):
+        pass
+    assert client.get_experiment_by_name(experiment).tags["mlflow.experimentKind"] == "genai_development"
+
+
+def test_a_resumed_run_made_without_context_tags_gets_them(tracking_uri, experiment, client):
+    experiment_id = client.create_experiment(experiment)
+    made = client.create_run(experiment_id, run_name="older")  # as an nn-runner before the context tags made it
+    client.set_terminated(made.info.run_id, "KILLED")
+    assert "mlflow.user" not in client.get_run(made.info.run_id).data.tags
+    with tracked_run(tracking_uri, experiment, "older", resume_run_id=made.info.run_id):
+        pass
+    tags = client.get_run(made.info.run_id).data.tags
+    assert (tags["mlflow.user"], tags["mlflow.source.name"]) == (getpass.getuser(), sys.argv[0])
+
+
+def test_a_sweep_parent_hands_its_context_to_the_processes_of_its_jobs(tracking_uri, experiment, client):
+    _, parent_id = open_run(tracking_uri, experiment, "sweep", {})
+    parent_tags = client.get_run(parent_id).data.tags
+    shared = json.loads(os.environ["MLFLOW_RUN_CONTEXT"])
+    assert shared == {key: parent_tags[key] for key in ("mlflow.user", "mlflow.source.name", "mlflow.source.type")}

@@ -1,5 +1,6 @@
 """The package as a plain wheel: built from the checkout, installed into a new venv outside it, and every command
-run from another folder (the configs travel inside the wheel as runner/conf)."""
+run from another folder (the configs travel inside the wheel as runner/conf). The venv takes the locked versions
+(constraints.txt), as `make setup` does: tests/test_user_env.py installs the wheel among a user's own versions."""
 
 import os
 import re
@@ -8,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, build_wheel
 
 
 def run(cmd, cwd, env, timeout=900):
@@ -20,12 +21,12 @@ def run(cmd, cwd, env, timeout=900):
 @pytest.mark.slow
 def test_a_wheel_installs_and_every_command_runs_from_anywhere(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    wheels, venv, work = tmp_path / "wheels", tmp_path / "venv", tmp_path / "work"
+    venv, work = tmp_path / "venv", tmp_path / "work"
     work.mkdir()
-    run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(ROOT)], tmp_path, env)
-    (wheel,) = wheels.glob("nn_runner-*.whl")
+    wheel = build_wheel(tmp_path)
     run([sys.executable, "-m", "venv", str(venv)], tmp_path, env)
-    run([str(venv / "bin" / "pip"), "install", "--quiet", str(wheel)], tmp_path, env)
+    run([str(venv / "bin" / "pip"), "install", "--quiet", "-c", str(ROOT / "constraints.txt"), str(wheel)], tmp_path,
+        env)
     bin_ = venv / "bin"
 
     where = run([str(bin_ / "python"), "-c", "import runner.config as c; print(c.__file__); print(c.CONFIG_DIR)"],

@@ -30,10 +30,11 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
+from hydra.plugins.launcher import Launcher
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from runner import checkpoint, exit_codes
@@ -176,12 +177,22 @@ def _read_context(hydra_cfg):
 def _check_launcher(launcher_cfg):
     """Construct the sweep's launcher once: a setting it rejects stops the sweep before the parent run exists.
 
-    (Hydra constructs the launcher only after this callback has opened the parent run.)
+    (Hydra constructs the launcher only after this callback has opened the parent run.) As Hydra's
+    Plugins do, the class is the discovered launcher plugin that `_target_` names, called with the
+    config's keys; hydra.utils.instantiate would refuse the basic launcher's class since hydra-core
+    1.3.7 (a hydra._internal name, which declarative configuration may not select).
     """
+    target = launcher_cfg.get("_target_")
+    launchers = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in Plugins.instance().discover(Launcher)}
+    if target not in launchers:
+        raise ConfigError(f"hydra.launcher._target_={target} is not an installed Hydra launcher; "
+                          f"installed: {', '.join(sorted(launchers))}")
+    instantiate_keys = {"_target_", "_convert_", "_recursive_", "_partial_", "_args_"}  # not the class's arguments
+    settings = {key: launcher_cfg[key] for key in launcher_cfg if key not in instantiate_keys}
     try:
-        instantiate(launcher_cfg)
-    except Exception as error:  # noqa: BLE001  Hydra wraps the launcher's own error
-        raise ConfigError(str(error.__cause__ or error)) from None
+        launchers[target](**settings)
+    except Exception as error:  # noqa: BLE001  the launcher's own refusal, whatever its type
+        raise ConfigError(str(error)) from None
 
 
 class SweepTracking(Callback):

@@ -4,6 +4,8 @@ Knows nothing of the network: it logs params, metric points, tags and a folder o
 """
 
 import datetime
+import functools
+import json
 import logging
 import os
 import shutil
@@ -39,9 +41,12 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.models import Model, infer_signature  # noqa: E402
 from mlflow.utils.mlflow_tags import (  # noqa: E402
     MLFLOW_DATASET_CONTEXT,
+    MLFLOW_GIT_BRANCH,
     MLFLOW_GIT_COMMIT,
+    MLFLOW_GIT_REPO_URL,
     MLFLOW_PARENT_RUN_ID,
 )
+from mlflow.environment_variables import MLFLOW_RUN_CONTEXT  # noqa: E402
 
 from runner.tracking import mlflow_private, run_owner  # noqa: E402
 from runner.tracking.store_lock import StoreError, sqlite_path, store_lock  # noqa: E402
@@ -60,6 +65,12 @@ FLUSH_SECONDS = 10.0  # a long run shows its curve in the UI while it trains
 PARENT_RUN_TAG = MLFLOW_PARENT_RUN_ID  # MLflow's own tag: the UI nests a run under its parent
 GIT_COMMIT_TAG = "git_commit"  # provenance's record of the code's commit, shown by the UI as MLflow's own tag too
 ERROR_TAG = "error"  # why a run ended FAILED
+# MLflow's experiment tag the UI picks an experiment's layout by (MLflow has no Python name for it; the
+# value is its UI's ExperimentKind.CUSTOM_MODEL_DEVELOPMENT, "model training", read in MLflow 3.17's UI bundle)
+EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT = "mlflow.experimentKind", "custom_model_development"
+# MLflow's context tags that name the code's git commit: nn-runner's own record of it (GIT_COMMIT_TAG) is
+# what the UI gets, as MLflow's would describe the script that started the process (a launcher's worker)
+MLFLOW_GIT_TAGS = (MLFLOW_GIT_COMMIT, MLFLOW_GIT_BRANCH, MLFLOW_GIT_REPO_URL)
 UI_HOST, UI_PORT = "127.0.0.1", 5000  # where `mlflow ui` serves a local store's UI: loopback only
 
 
@@ -99,12 +110,13 @@ def broken_store_message(uri, error):
 
 
 def ensure_experiment(client, name):
-    """The id of experiment `name`, created if missing; a concurrent creator is not an error."""
+    """The id of experiment `name`, created if missing (marked a model-training experiment, which the UI opens in
+    its training layout); a concurrent creator is not an error."""
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT})
     except MlflowException:
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -305,8 +317,9 @@ class ModelCopies:
         try:
             client.log_outputs(run.run_id, [LoggedModelOutput(model.model_id, step=step)])
             run.link_to_model(model.model_id, step)
-            # as Model.log logs a model config: flattened with "/", each value as str() makes it
-            run.log_params({key: str(value) for key, value in mlflow_private.flatten_model_config(model_config).items()},
+            # as Model.log logs the model config as params; a key the run has already is not logged again (the
+            # run's own `model.*` params are the config: model_export), so each key is one param
+            run.log_params({key: str(value) for key, value in model_config.items() if key not in run.params},
                            defer=True)
             self._log_files(client, run, model, artifacts)
             run.flush()  # params, metric points (the model's links among them) and tags: one log_batch
@@ -350,9 +363,27 @@ def forget_inherited_connections():
         engine.dispose(close=False)
 
 
+@functools.cache
+def context_tags():
+    """MLflow's context tags for the runs this process creates, resolved once: the user, the source's name and
+    type (as mlflow.start_run gives them), less MLflow's git tags (see MLFLOW_GIT_TAGS).
+
+    A sweep's jobs get those of the command that started the sweep (share_context_tags)."""
+    return {key: value for key, value in mlflow_private.context_tags().items() if key not in MLFLOW_GIT_TAGS}
+
+
+def share_context_tags():
+    """Let the processes this one starts give their runs this process's context tags: a sweep's jobs in a joblib
+    worker or on a Slurm node name the `nn-run -m` command as their source, not the worker's script.
+
+    Through MLflow's own MLFLOW_RUN_CONTEXT variable (JSON tags that MLflow's context resolution applies last)."""
+    os.environ[MLFLOW_RUN_CONTEXT.name] = json.dumps(context_tags())
+
+
 def with_ui_tags(tags):
-    """`tags` plus MLflow's own tags the UI shows for them: the source's git commit."""
-    tags = dict(tags or {})
+    """`tags` plus MLflow's own tags the UI shows for them: the context tags (Created by, Source) and the source's
+    git commit."""
+    tags = {**context_tags(), **(tags or {})}
     if tags.get(GIT_COMMIT_TAG, "unknown") != "unknown":
         tags[MLFLOW_GIT_COMMIT] = tags[GIT_COMMIT_TAG]
     return tags
@@ -378,7 +409,11 @@ def tracked_run(uri, experiment, run_name, tags=None, parent_run_id=None, experi
         client.update_run(resume_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         if ERROR_TAG in client.get_run(resume_run_id).data.tags:  # ended FAILED by a sweep whose job it was
             client.delete_tag(resume_run_id, ERROR_TAG)
-        run = TrackedRun(client, client.get_run(resume_run_id), uri)
+        stored = client.get_run(resume_run_id)
+        run = TrackedRun(client, stored, uri)
+        missing = {key: value for key, value in context_tags().items() if key not in stored.data.tags}
+        if missing:  # a run made by an nn-runner that did not set them
+            run.set_tags(missing)
     else:
         if not experiment_id:
             with store_lock(uri):  # two first runs would each create the experiment
@@ -408,7 +443,9 @@ def open_run(uri, experiment, run_name, tags):
     client = client_for(uri)
     with store_lock(uri):
         experiment_id = ensure_experiment(client, experiment)
-    return experiment_id, client.create_run(experiment_id, run_name=run_name, tags=with_ui_tags(tags)).info.run_id
+    run_id = client.create_run(experiment_id, run_name=run_name, tags=with_ui_tags(tags)).info.run_id
+    share_context_tags()  # the sweep's jobs, wherever they run, carry the parent's
+    return experiment_id, run_id
 
 
 def reopen_run(uri, run_id, owner_tags):

@@ -4,7 +4,7 @@ Each is used only where no public API does the job; tests/test_private_names.py 
 behaviour relied on, so an MLflow upgrade that changes one fails there, with the reason.
 """
 
-from mlflow.models.utils import _flatten_nested_params, _validate_serving_input
+from mlflow.models.utils import _validate_serving_input
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.tracking.context import registry
 
@@ -18,13 +18,10 @@ def validate_serving_input(model_path, serving_input):
 
 
 def context_tags():
-    """The context tags (source name and type, user, git commit) Model.log gives a LoggedModel."""
+    """MLflow's context tags, as mlflow.start_run and Model.log resolve them: the user, the source's name and
+    type, the git commit of the source's checkout, a Databricks context's, MLFLOW_RUN_CONTEXT's (applied last),
+    and those of installed context-provider plugins. MLflow documents the plugins, not this resolution."""
     return registry.resolve_tags()
-
-
-def flatten_model_config(model_config):
-    """A model config flattened as Model.log logs it as params: nested keys joined with '/'."""
-    return _flatten_nested_params(model_config, sep="/")
 
 
 def sqlalchemy_engines():

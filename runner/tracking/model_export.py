@@ -66,7 +66,9 @@ def log_network_model(run, code_file, weights_folder, n_weights, X, predictions,
 
     `code_file` is the model's Python file (runner/pyfunc_model.py, which MLflow runs to load it);
     the runner modules it imports go with it (stage_code). `model_section` is the `model` part of
-    the run's config (the model reads its activations); `predictions` give the signature its output
+    the run's config (the model reads its activations), given to MLflow as the model's config in the
+    form of the run's params (`model.activation`: MLflow logs a model config as params too, so each
+    key stays one param); `predictions` give the signature its output
     shape; the model is linked to the metrics at `step`. `copies` (a tracking.ModelCopies) logs a
     copy of a model saved once for a batch of such runs.
     """
@@ -76,6 +78,6 @@ def log_network_model(run, code_file, weights_folder, n_weights, X, predictions,
         # a copy reuses the code of the model saved for its batch
         code_paths = [] if copies is not None and copies.saved else [stage_code(folder, code_file)]
         return run.log_code_model(record.MODEL_NAME, code_file, artifacts=artifacts, code_paths=code_paths,
-                                  model_config={"model": model_section}, input_example=X[:EXAMPLE_ROWS],
+                                  model_config=record.config_params({"model": model_section}), input_example=X[:EXAMPLE_ROWS],
                                   output_example=predictions[:EXAMPLE_ROWS], pip_requirements=pip_requirements(),
                                   step=step, copies=copies)

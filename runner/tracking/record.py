@@ -153,3 +153,24 @@ def dataset_params(data):
         params["data.classes"] = len(data.classes)
         params["data.class_names"] = json.dumps(data.classes)
     return {key: str(value) for key, value in params.items()}
+
+
+def config_params(config):
+    """A plain config (nested dicts) as run params, {dotted.key: text}: lists as their JSON text, the rest as str().
+
+    The run's params and its MLflow model's config (which Model.log logs as params too) are both
+    made here, so each key is one param with one text.
+    """
+    flat = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, f"{name}.")
+            else:
+                flat[name] = json.dumps(value) if isinstance(value, list) else str(value)
+
+    walk(config, "")
+    return flat
+

@@ -37,13 +37,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from runner import checkpoint, exit_codes
-from runner.config import ConfigError
+from runner.config import ConfigError, check_tracking_uri
 from runner.hydra_private import job_error
 from runner.job import mlflow_client, redact_overrides
 from runner.sweep.compare import compare_sweep
 from runner.tracking import record, run_owner
 from runner.tracking.provenance import provenance_tags
-from runner.tracking.uri import check_server, redact
+from runner.tracking.uri import check_access, redact
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,9 @@ class SweepTracking(Callback):
             sys.exit(exit_codes.BAD_INPUT)
 
     def _open_parent(self, config):
-        check_server(config.tracking.uri)  # in seconds, before MLflow's import and its minutes of retries
+        check_tracking_uri(config.tracking.uri)  # no password in it, before the launcher writes it anywhere
+        # in seconds, before MLflow's import and its minutes of retries; a login the server refuses too
+        check_access(config.tracking.uri, config.tracking.experiment)
         _check_launcher(config.hydra.launcher)
         open_run = mlflow_client().open_run
 

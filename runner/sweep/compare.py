@@ -19,7 +19,7 @@ from pathlib import Path
 from runner.job import mlflow_client
 from runner.plots import log_scale_points, new_figure, plain_log_axis
 from runner.tracking import record, run_owner
-from runner.tracking.uri import redact
+from runner.tracking.uri import check_access, redact
 
 
 class CompareError(Exception):
@@ -98,7 +98,11 @@ def sweep_rows(uri, parent, metric=record.ERROR_METRIC, children=None):
 
 
 def find_sweep(uri, experiment, parent_run_id=None):
-    """The parent run to compare: `parent_run_id`, or the latest sweep of `experiment`."""
+    """The parent run to compare: `parent_run_id`, or the latest sweep of `experiment`.
+
+    Raises CompareError, or ServerUnreachable / ServerRefused for a tracking server that does not answer or let us in.
+    """
+    check_access(uri, experiment)
     client = mlflow_client()
     if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///"):]):  # MLflow would create it
         raise CompareError(f"no MLflow store at {uri} (a relative path means the working directory)")

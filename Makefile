@@ -27,9 +27,10 @@ SERVER_SECRET_KEY := $(SERVER_DIR)/flask_secret_key
 SERVER_AUTH_CONFIG := $(SERVER_DIR)/basic_auth.ini
 EXPERIMENT ?= nn-runner
 PERMISSION ?= EDIT
+SERVER_OPTIONS ?=  # more `mlflow server` options, e.g. --allowed-hosts mlflow.example.org behind a reverse proxy
 # how `make server` and `make server-noauth` start mlflow server, after the app's options (the command's tail)
 SERVER_ARGS = --host 127.0.0.1 --port $(SERVER_PORT) --backend-store-uri $(SERVER_STORE) \
-	  --artifacts-destination $(SERVER_DIR)/artifacts >> $(SERVER_LOG) 2>&1 < /dev/null & echo $$! > $(SERVER_PID); \
+	  --artifacts-destination $(SERVER_DIR)/artifacts $(SERVER_OPTIONS) >> $(SERVER_LOG) 2>&1 < /dev/null & echo $$! > $(SERVER_PID); \
 	if $(BIN)/python -c "import sys; from runner.tracking.uri import wait_for_server; \
 	  sys.exit(not wait_for_server('$(SERVER_URL)', 120))"; then \
 	  echo "MLflow server: $(SERVER_URL) (PID $$(cat $(SERVER_PID)), log $(SERVER_LOG)); stop it with make server-stop"; \

@@ -19,7 +19,7 @@ from runner.tracking import record
 from runner.tracking.uri import ServerRefused, check_access, masked
 
 NN_RERUN = [sys.executable, "-m", "runner.cli.rerun"]
-NN_COMPARE = [sys.executable, "-m", "runner.cli.compare"]
+NN_COMPARE = [str(Path(sys.executable).parent / "nn-compare")]
 TIMEOUT = 600
 REFUSAL_TIMEOUT = 60  # generous for a shared machine; MLflow's own retries would take minutes
 TINY = ["train.iterations=20", "train.log_every=10"]
@@ -138,7 +138,7 @@ def test_a_user_with_edit_runs_sweeps_reruns_and_compares_and_the_password_is_no
     console += [compared.stdout, compared.stderr]
     assert compared.returncode == 0, compared.stderr[-3000:]
     latest = max(parents, key=lambda r: r.info.start_time)
-    assert latest.info.run_id in compared.stdout
+    assert f"to parent run {latest.info.run_id}" in compared.stdout
     assert len(admin.search_runs([experiment_id])) == 14  # the rerun's run
 
     needles = secrets_of(alice, password)

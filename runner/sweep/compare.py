@@ -209,8 +209,9 @@ def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout, metric=record
         with tempfile.TemporaryDirectory() as folder:
             write_csv(Path(folder, table), rows, keys, metric)
             plot_curves(Path(folder, plot), rows, keys, parent.info.run_name, metric)
-            client.log_artifact(uri, parent.info.run_id, str(Path(folder, table)))
-            client.log_artifact(uri, parent.info.run_id, str(Path(folder, plot)))
+            with client.refusals(uri, None, f"log to sweep parent run {parent.info.run_id} (--no-log only prints)"):
+                client.log_artifact(uri, parent.info.run_id, str(Path(folder, table)))
+                client.log_artifact(uri, parent.info.run_id, str(Path(folder, plot)))
         print(f"logged {table} and {plot} to parent run {parent.info.run_id}", file=out)
     print(f"runs page: {client.runs_page(uri, parent.info.experiment_id)}", file=out)
     return rows

@@ -27,7 +27,7 @@ class ServerUnreachable(ConnectionError):
     """No MLflow tracking server answers at the configured URI; the message is one line."""
 
 
-class ServerRefused(PermissionError):
+class ServerRefused(Exception):
     """The tracking server refused these credentials, or this user the experiment; the message is one line."""
 
 
@@ -169,9 +169,9 @@ def check_login(uri, timeout=PROBE_TIMEOUT, experiment=None, environ=os.environ)
         with urllib.request.urlopen(request, timeout=timeout, context=context):
             return
     except urllib.error.HTTPError as error:
-        if error.code in (401, 403):
-            raise ServerRefused(refused_message(uri, error.code, experiment, "search experiments",
-                                                environ=environ)) from None
+        if error.code in (401, 403):  # a 403 here is about searching, not about the experiment
+            raise ServerRefused(refused_message(uri, error.code, experiment if error.code == 401 else None,
+                                                "search experiments", environ=environ)) from None
     except (urllib.error.URLError, OSError):
         return  # check_server said it answers; MLflow's own client reports what follows
 

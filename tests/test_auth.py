@@ -246,3 +246,51 @@ def test_the_probe_lets_a_good_login_in_and_names_a_bad_one(server, monkeypatch,
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin_password[::-1])
     with pytest.raises(ServerRefused, match="refused the login of user 'admin'"):
         check_access(url, experiment)
+
+
+def test_make_server_starts_the_auth_app_with_secrets_it_never_prints(tmp_path):
+    import os
+    import signal
+
+    from conftest import ROOT
+    from servers import free_port, group_alive
+
+    from runner.tracking.uri import check_login
+
+    folder, port = tmp_path / "server", free_port()
+    url = f"http://127.0.0.1:{port}"
+    # this environment's Python, not a checkout's .venv; -o: do not install it again
+    make = ["make", "--no-print-directory", "-C", str(ROOT), "-o", f"{sys.prefix}/.installed", f"VENV={sys.prefix}",
+            f"SERVER_DIR={folder}", f"SERVER_PORT={port}"]
+    try:
+        started = run([*make, "server"], tmp_path, None)
+        assert started.returncode == 0, started.stdout + started.stderr
+        admin_password = (folder / "admin_password").read_text().strip()
+        assert started.stdout.splitlines()[0] == (f"users: admin 'admin', its password in {folder}/admin_password "
+                                                  "(mode 600: cat it); add users with make server-user")
+        assert started.stdout.splitlines()[1].startswith(f"MLflow server: {url} (PID ")
+        for name in ("admin_password", "flask_secret_key", "basic_auth.ini"):
+            assert (folder / name).stat().st_mode & 0o777 == 0o600
+        secret_key = (folder / "flask_secret_key").read_text().strip()
+        assert len(admin_password) >= 32 and len(secret_key) >= 32 and admin_password != secret_key
+        assert not [s for s in (admin_password, secret_key) if s in started.stdout + started.stderr
+                    or s in (folder / "basic_auth.ini").read_text()]
+
+        with pytest.raises(ServerRefused, match="asks for a login"):
+            check_login(url, environ={})
+        check_login(url, environ=credentials_env(ADMIN, admin_password))
+        password = new_password()
+        added = subprocess.run([*make, "server-user", "NAME=dora", "EXPERIMENT=dora-s"], cwd=tmp_path,
+                               input=f"{password}\n", capture_output=True, text=True, timeout=TIMEOUT)
+        assert added.returncode == 0, added.stderr
+        assert added.stdout.startswith(f"added user 'dora'; EDIT on experiment 'dora-s' (id ")
+        check_login(url, environ=credentials_env("dora", password))
+        again = run([*make, "server"], tmp_path, None)
+        assert again.stdout.strip().startswith(f"MLflow server already running: {url} (PID ")
+        assert (folder / "admin_password").read_text().strip() == admin_password  # made once, kept
+    finally:
+        pid = int((folder / "server.pid").read_text()) if (folder / "server.pid").exists() else None
+        stopped = run([*make, "server-stop"], tmp_path, None)
+        if pid is not None and group_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    assert stopped.stdout.strip() == f"MLflow server (PID {pid}) stopped" and not group_alive(pid)

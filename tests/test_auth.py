@@ -224,6 +224,14 @@ def test_a_password_in_the_tracking_uri_is_refused_before_any_file_is_written(se
     assert store_snapshot(admin) == before
 
 
+def test_nn_rerun_refuses_a_password_in_its_tracking_uri(tmp_path):
+    done = run([*NN_RERUN, "0" * 32, "--tracking-uri", "http://zed:pa55word-zed@127.0.0.1:9"], tmp_path, None,
+               timeout=REFUSAL_TIMEOUT)
+    assert done.returncode == 2 and "pa55word" not in done.stdout + done.stderr
+    assert done.stderr.strip().startswith("nn-rerun: tracking.uri='http://***@127.0.0.1:9' is not allowed: ")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_value_check_refuses_credentials_in_any_uri_without_showing_them():
     from conftest import compose_config
 

@@ -63,7 +63,7 @@ def files_holding(folder, needles):
     return [str(p) for p in Path(folder).rglob("*") if p.is_file() and any(n in p.read_bytes() for n in needles)]
 
 
-def server_record_holding(client, experiment_id, folder, needles):
+def server_record_holding(client, url, experiment_id, folder, needles):
     """Where one of `needles` is among the params, tags and artifacts of every run and logged model of an experiment
     (the artifacts are downloaded under `folder`)."""
     import mlflow
@@ -79,7 +79,7 @@ def server_record_holding(client, experiment_id, folder, needles):
         texts += [(f"model {model.model_id} param {k}", v) for k, v in model.params.items()]
         texts += [(f"model {model.model_id} tag {k}", v) for k, v in model.tags.items()]
         found += files_holding(mlflow.artifacts.download_artifacts(
-            artifact_uri=model.artifact_location, dst_path=str(folder / model.model_id)), needles)
+            artifact_uri=model.artifact_location, dst_path=str(folder / model.model_id), tracking_uri=url), needles)
     return found + [where for where, text in texts if any(n.decode() in text for n in needles)]
 
 
@@ -144,7 +144,7 @@ def test_a_user_with_edit_runs_sweeps_reruns_and_compares_and_the_password_is_no
     needles = secrets_of(alice, password)
     assert not [text for text in console if any(n.decode() in text for n in needles)]
     assert files_holding(tmp_path, needles) == []
-    assert server_record_holding(admin, experiment_id, tmp_path_factory.mktemp("downloaded"), needles) == []
+    assert server_record_holding(admin, url, experiment_id, tmp_path_factory.mktemp("downloaded"), needles) == []
 
 
 def refusal(url, experiment, user_line):

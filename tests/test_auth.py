@@ -142,6 +142,9 @@ def test_a_user_with_edit_runs_sweeps_reruns_and_compares_and_the_password_is_no
     assert len(admin.search_runs([experiment_id])) == 14  # the rerun's run
 
     needles = secrets_of(alice, password)
+    control = tmp_path_factory.mktemp("control") / "header.txt"  # the scan finds a leak where there is one
+    control.write_bytes(b"Authorization: Basic " + needles[1] + b"\n")
+    assert files_holding(control.parent, needles) == [str(control)]
     assert not [text for text in console if any(n.decode() in text for n in needles)]
     assert files_holding(tmp_path, needles) == []
     assert server_record_holding(admin, url, experiment_id, tmp_path_factory.mktemp("downloaded"), needles) == []
@@ -302,3 +305,19 @@ def test_make_server_starts_the_auth_app_with_secrets_it_never_prints(tmp_path):
         if pid is not None and group_alive(pid):
             os.killpg(pid, signal.SIGKILL)
     assert stopped.stdout.strip() == f"MLflow server (PID {pid}) stopped" and not group_alive(pid)
+
+
+def test_credentials_come_from_the_environment_then_mlflows_own_file(tmp_path, monkeypatch):
+    from runner.tracking.uri import authorization, credentials
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert credentials({}) == (None, None, None) and authorization({}) is None
+    (tmp_path / ".mlflow").mkdir()
+    (tmp_path / ".mlflow/credentials").write_text("[mlflow]\nmlflow_tracking_username = fay\n"
+                                                  "mlflow_tracking_password = from-the-file\n")
+    assert credentials({}) == ("fay", "from-the-file", None)
+    assert authorization({}) == "Basic " + base64.standard_b64encode(b"fay:from-the-file").decode()
+    env = {"MLFLOW_TRACKING_USERNAME": "gus", "MLFLOW_TRACKING_PASSWORD": "from-the-env", "MLFLOW_TRACKING_TOKEN": "t"}
+    assert credentials(env) == ("gus", "from-the-env", "t")  # MLflow's order: the environment first
+    monkeypatch.setenv("HOME", "/nonexistent")
+    assert authorization({"MLFLOW_TRACKING_TOKEN": "t"}) == "Bearer t"

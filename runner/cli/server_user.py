@@ -53,7 +53,8 @@ def main(argv=None):
         if created:
             server_users.add_user(args.tracking_uri, args.username, read_password(args.username))
         experiment_id = server_users.grant(args.tracking_uri, args.username, args.experiment, args.permission)
-    except (ServerUnreachable, ServerRefused, server_users.UserError, ValueError) as error:
+    # ImportError: MLflow's own one line when its auth extra (Flask-WTF) is missing: "pip install mlflow[auth]"
+    except (ServerUnreachable, ServerRefused, server_users.UserError, ValueError, ImportError) as error:
         print(f"server_user: {error}", file=sys.stderr)
         return exit_codes.BAD_INPUT
     print(f"{'added' if created else 'kept'} user {args.username!r}; {args.permission} on experiment "

@@ -215,7 +215,8 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
     `parent_run_id` and `experiment_id` place the run in a sweep (runner/sweep/callback.py); `extra_tags` are
     added to the run's tags (a rerun's link to its source, Hydra's output folder).
     Raises ConfigError before any run exists when a value is not allowed, ServerUnreachable when
-    tracking.uri names a server that does not answer, ServerRefused when it refuses the login or the run. `progress` draws a progress bar on stderr.
+    tracking.uri names a server that does not answer, ServerRefused when it refuses the login or the run.
+    `progress` draws a progress bar on stderr.
     `trained` (a Trained) is logged as is instead of training.
     `output_dir` (the Hydra job's folder) keeps the run's checkpoints (runner/checkpoint.py): a job
     whose folder holds a checkpoint of this config continues that run, bit for bit, and in a sweep

@@ -119,10 +119,10 @@ def test_a_user_with_edit_runs_sweeps_reruns_and_compares_and_the_password_is_no
         assert not any(line in done.stdout + done.stderr for line in QUIET_LINES)
     single = console[0].strip().splitlines()
     assert f"in experiment '{experiment}' at {url}" in single[-2]
-    assert single[-1].endswith(f"runs page: {url}/#/experiments/{admin.get_experiment_by_name(experiment).experiment_id}/runs")
+    experiment_id = admin.get_experiment_by_name(experiment).experiment_id
+    assert single[-1].endswith(f"runs page: {url}/#/experiments/{experiment_id}/runs")
     assert list((work / "multirun/submitit/.submitit").rglob("*_submitted.pkl"))  # submitit's files are there
 
-    experiment_id = admin.get_experiment_by_name(experiment).experiment_id
     runs = admin.search_runs([experiment_id])
     parents = [r for r in runs if record.SWEEP_ID_TAG in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]

@@ -46,7 +46,8 @@ def run_task(cfg, **job_options):
         result = run_job(cfg, HydraConfig.get().overrides.task, job.override_dirname or cfg.dataset.name,
                          progress=progress, **in_sweep, extra_tags={HYDRA_OUTPUT_DIR_TAG: output_dir},
                          output_dir=output_dir, **job_options)
-    except (ConfigError, ServerUnreachable, ServerRefused, StoreError, DivergenceError) as error:  # a diverged run: FAILED
+    # a diverged run is already FAILED
+    except (ConfigError, ServerUnreachable, ServerRefused, StoreError, DivergenceError) as error:
         if sweep is not None:
             raise
         print(f"nn-run: {error}", file=sys.stderr)

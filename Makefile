@@ -8,17 +8,38 @@ BIN := $(VENV)/bin
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-# `make server`: an MLflow tracking server for `nn-run tracking=server`, on loopback, with a SQLite
-# store and the artifacts under .mlflow-server/. It runs in its own session (process group) whose
-# id is written to .mlflow-server/server.pid; `make server-stop` ends that group, uvicorn workers too.
+# `make server`: an MLflow tracking server for `nn-run tracking=server`, on loopback, with users: MLflow's
+# basic-auth app (docs/tracking-server.md), a SQLite store and the artifacts under .mlflow-server/. On the
+# first start it makes the admin's password and the Flask secret key, random, in files of mode 600 there
+# (never printed), and the auth app's config (its user database; no password in it). It runs in its own
+# session (process group) whose id is written to .mlflow-server/server.pid; `make server-stop` ends that
+# group, uvicorn workers too. `make server-noauth`: the same server without users, for a laptop.
+# `make server-user NAME=alice EXPERIMENT=nn-runner PERMISSION=EDIT`: add a user (asks for a password)
+# and grant a permission on an experiment, as the admin.
 SERVER_DIR := .mlflow-server
 SERVER_PORT ?= 5000
 SERVER_STORE ?= sqlite:///$(SERVER_DIR)/mlflow.db
 SERVER_PID := $(SERVER_DIR)/server.pid
 SERVER_LOG := $(SERVER_DIR)/server.log
 SERVER_URL := http://127.0.0.1:$(SERVER_PORT)
+SERVER_ADMIN := admin
+SERVER_ADMIN_PASSWORD := $(SERVER_DIR)/admin_password
+SERVER_SECRET_KEY := $(SERVER_DIR)/flask_secret_key
+SERVER_AUTH_CONFIG := $(SERVER_DIR)/basic_auth.ini
+EXPERIMENT ?= nn-runner
+PERMISSION ?= EDIT
+SERVER_OPTIONS ?=  # more `mlflow server` options, e.g. --allowed-hosts mlflow.example.org behind a reverse proxy
+# how `make server` and `make server-noauth` start mlflow server, after the app's options (the command's tail)
+SERVER_ARGS = --host 127.0.0.1 --port $(SERVER_PORT) --backend-store-uri $(SERVER_STORE) \
+	  --artifacts-destination $(SERVER_DIR)/artifacts $(SERVER_OPTIONS) >> $(SERVER_LOG) 2>&1 < /dev/null & echo $$! > $(SERVER_PID); \
+	if $(BIN)/python -c "import sys; from runner.tracking.uri import wait_for_server; \
+	  sys.exit(not wait_for_server('$(SERVER_URL)', 120))"; then \
+	  echo "MLflow server: $(SERVER_URL) (PID $$(cat $(SERVER_PID)), log $(SERVER_LOG)); stop it with make server-stop"; \
+	else echo "MLflow server did not answer within 120 s; see $(SERVER_LOG)"; $(MAKE) --no-print-directory server-stop; exit 1; fi
+SERVER_RUNNING = if [ -f $(SERVER_PID) ] && kill -0 "$$(cat $(SERVER_PID))" 2>/dev/null; then \
+	  echo "MLflow server already running: $(SERVER_URL) (PID $$(cat $(SERVER_PID)))"; exit 0; fi
 
-.PHONY: setup lock run test bench clean server server-stop
+.PHONY: setup lock run test bench clean server server-noauth server-user server-stop
 
 setup: $(VENV)/.installed
 
@@ -48,15 +69,27 @@ bench: setup
 
 server: setup
 	@mkdir -p $(SERVER_DIR)
-	@if [ -f $(SERVER_PID) ] && kill -0 "$$(cat $(SERVER_PID))" 2>/dev/null; then \
-	  echo "MLflow server already running: $(SERVER_URL) (PID $$(cat $(SERVER_PID)))"; exit 0; fi; \
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid $(BIN)/mlflow server --host 127.0.0.1 --port $(SERVER_PORT) \
-	  --backend-store-uri $(SERVER_STORE) --artifacts-destination $(SERVER_DIR)/artifacts \
-	  >> $(SERVER_LOG) 2>&1 < /dev/null & echo $$! > $(SERVER_PID); \
-	if $(BIN)/python -c "import sys; from runner.tracking.uri import wait_for_server; \
-	  sys.exit(not wait_for_server('$(SERVER_URL)', 120))"; then \
-	  echo "MLflow server: $(SERVER_URL) (PID $$(cat $(SERVER_PID)), log $(SERVER_LOG)); stop it with make server-stop"; \
-	else echo "MLflow server did not answer within 120 s; see $(SERVER_LOG)"; $(MAKE) --no-print-directory server-stop; exit 1; fi
+	@$(SERVER_RUNNING); umask 077; \
+	for secret in $(SERVER_ADMIN_PASSWORD) $(SERVER_SECRET_KEY); do [ -s $$secret ] || \
+	  $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(32))" > $$secret || exit 1; done; \
+	[ -s $(SERVER_AUTH_CONFIG) ] || printf '%s\n' '[mlflow]' 'default_permission = READ' \
+	  'database_uri = sqlite:///$(abspath $(SERVER_DIR))/basic_auth.db' 'admin_username = $(SERVER_ADMIN)' \
+	  'authorization_function = mlflow.server.auth:authenticate_request_basic_auth' > $(SERVER_AUTH_CONFIG); \
+	echo "users: admin '$(SERVER_ADMIN)', its password in $(SERVER_ADMIN_PASSWORD) (mode 600: cat it); add users with make server-user"; \
+	MLFLOW_AUTH_CONFIG_PATH=$(SERVER_AUTH_CONFIG) MLFLOW_AUTH_ADMIN_PASSWORD="$$(cat $(SERVER_ADMIN_PASSWORD))" \
+	MLFLOW_FLASK_SERVER_SECRET_KEY="$$(cat $(SERVER_SECRET_KEY))" MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+	  setsid $(BIN)/mlflow server --app-name basic-auth $(SERVER_ARGS)
+
+server-noauth: setup
+	@mkdir -p $(SERVER_DIR)
+	@$(SERVER_RUNNING); \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid $(BIN)/mlflow server $(SERVER_ARGS)
+
+server-user: setup
+	@if [ -z "$(NAME)" ]; then echo "usage: make server-user NAME=alice [EXPERIMENT=nn-runner] [PERMISSION=EDIT]"; exit 2; fi
+	@MLFLOW_TRACKING_USERNAME=$(SERVER_ADMIN) MLFLOW_TRACKING_PASSWORD="$$(cat $(SERVER_ADMIN_PASSWORD))" \
+	  $(BIN)/python -m runner.cli.server_user '$(NAME)' --experiment '$(EXPERIMENT)' --permission '$(PERMISSION)' \
+	  --tracking-uri $(SERVER_URL)
 
 server-stop:
 	@if [ ! -f $(SERVER_PID) ]; then echo "no $(SERVER_PID): no server started by make server"; exit 0; fi; \

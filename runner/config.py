@@ -19,6 +19,7 @@ from runner.nn.network import INITS
 from runner.nn.schema import ModelConfig, TrainConfig
 from runner.output_folders import register_resolver
 from runner.tracking.schema import TrackingConfig
+from runner.tracking.uri import CREDENTIAL_VARIABLES, has_credentials, is_server, masked, redact
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # nn-run's Hydra configs: conf/ inside the installed package (a wheel), else conf/ beside the package (a checkout)
@@ -89,6 +90,19 @@ def check(cfg):
     _require(cfg.train.checkpoint_every > 0, "train.checkpoint_every", cfg.train.checkpoint_every,
              "must be > 0 seconds")
     check_model(cfg)
+    check_tracking_uri(cfg.tracking.uri)
+
+
+def check_tracking_uri(uri):
+    """A tracking.uri with a user or password in it is refused: Hydra, submitit and MLflow would write it
+    into their files (overrides, configs, pickles, tags); credentials come from the environment."""
+    if not has_credentials(uri):
+        return
+    where = ("in the environment: " + " and ".join(CREDENTIAL_VARIABLES[:2]) + f" (or {CREDENTIAL_VARIABLES[2]})"
+             if is_server(uri) else "as the database's client reads them (PostgreSQL: PGPASSWORD or ~/.pgpass)")
+    raise ConfigError(f"tracking.uri={masked(uri)!r} is not allowed: a user or password in it would be written "
+                      f"into Hydra's, submitit's and MLflow's files; give them {where}, and use "
+                      f"tracking.uri={redact(uri)!r}")
 
 
 def check_model(cfg):

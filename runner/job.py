@@ -19,7 +19,7 @@ from runner.nn.training import shuffle_rng, train
 from runner.progress import progress_bar
 from runner.tracking import provenance, record, run_owner
 from runner.tracking.model_export import log_network_model
-from runner.tracking.uri import check_server, redact
+from runner.tracking.uri import check_access, redact
 
 log = logging.getLogger(__name__)
 MODEL_CODE_FILE = Path(__file__).with_name("pyfunc_model.py")  # the logged model's code (MLflow runs it to load)
@@ -104,11 +104,11 @@ def write_test_predictions_and_plots(folder, cfg, data, result):
 
 
 def prepare_job(cfg):
-    """Check `cfg` and load its data; raises ConfigError or ServerUnreachable before any run exists."""
+    """Check `cfg` and load its data; raises ConfigError, ServerUnreachable or ServerRefused before any run exists."""
     check(cfg)
     data = load_data(cfg.dataset)
     check_fits_data(cfg, len(data.y), data.y.shape[1])
-    check_server(cfg.tracking.uri)
+    check_access(cfg.tracking.uri, cfg.tracking.experiment)
     return data
 
 
@@ -205,7 +205,8 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
     `parent_run_id` and `experiment_id` place the run in a sweep (runner/sweep/callback.py); `extra_tags` are
     added to the run's tags (a rerun's link to its source, Hydra's output folder).
     Raises ConfigError before any run exists when a value is not allowed, ServerUnreachable when
-    tracking.uri names a server that does not answer. `progress` draws a progress bar on stderr.
+    tracking.uri names a server that does not answer, ServerRefused when it refuses the login or the run.
+    `progress` draws a progress bar on stderr.
     `trained` (a Trained) is logged as is instead of training.
     `output_dir` (the Hydra job's folder) keeps the run's checkpoints (runner/checkpoint.py): a job
     whose folder holds a checkpoint of this config continues that run, bit for bit, and in a sweep

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from runner import exit_codes
-from runner.config import CONFIG_DIR, PRIMARY_CONFIG, tracking_defaults
+from runner.config import CONFIG_DIR, PRIMARY_CONFIG, check_tracking_uri, tracking_defaults
 from runner.job import run_job
 from runner.tracking import numeric_env, provenance, record
 from runner.tracking.record_diff import (
@@ -261,6 +261,8 @@ def rerun(text, uri, overrides, argv=None):
 
     `argv` (this command's arguments) is given when the numerics may be rebuilt in a child process.
     """
+    if uri is not None:  # a password in it would reach the child's command line and the new run's record
+        check_tracking_uri(uri)
     with tempfile.TemporaryDirectory() as folder:
         source = load_source(text, uri, os.path.join(folder, "source"))
         if argv is not None and source.run is not None and not overrides:

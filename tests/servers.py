@@ -1,13 +1,16 @@
 """Real server processes for tests, on loopback only, each stopped by the PID it was started with.
 
 An MLflow server and `mlflow models serve` run in their own session, so that stopping the
-process group by its PID also ends the uvicorn workers they spawn. PostgreSQL runs as a
-non-root user when the tests run as root (postgres refuses root), in a throwaway cluster.
+process group by its PID also ends the uvicorn workers they spawn. An MLflow server can run
+MLflow's basic-auth app with a random admin password (auth_server), and users are added with
+nn-runner's own command (add_user). PostgreSQL runs as a non-root user when the tests run as
+root (postgres refuses root), in a throwaway cluster.
 """
 
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -91,16 +94,59 @@ def process_group(cmd, log, health_url, env=None, cwd=None):
 
 
 @contextmanager
-def mlflow_server(backend_store_uri, folder, port=None):
-    """A real `mlflow server` on loopback, on `port` or a free one; yields (url, artifacts folder)."""
+def mlflow_server(backend_store_uri, folder, port=None, app_env=None):
+    """A real `mlflow server` on loopback, on `port` or a free one; yields (url, artifacts folder).
+
+    `app_env` (auth_server's): the environment of MLflow's basic-auth app, which the server then runs.
+    """
     port, artifacts = port or free_port(), Path(folder) / "artifacts"
-    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    app = ["--app-name", "basic-auth"] if app_env else []
+    cmd = [str(BIN / "mlflow"), "server", *app, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
            "--backend-store-uri", backend_store_uri, "--artifacts-destination", str(artifacts)]
     # the server's job runner (GenAI jobs) is not needed for tracking and costs seven processes
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true", **(app_env or {})}
     url = f"http://127.0.0.1:{port}"
     with process_group(cmd, Path(folder) / "server.log", f"{url}/health", env=env, cwd=folder):
         yield url, artifacts
+
+
+ADMIN = "admin"
+
+
+def new_password():
+    """A random password the basic-auth app accepts (it wants at least 12 characters)."""
+    return secrets.token_urlsafe(18)
+
+
+@contextmanager
+def auth_server(folder):
+    """`mlflow server --app-name basic-auth` on loopback with a SQLite store, as `make server` starts it (no
+    password in its config file: the admin's comes from the environment); yields (url, admin password)."""
+    folder, admin_password = Path(folder), new_password()
+    config = folder / "basic_auth.ini"
+    config.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{folder}/basic_auth.db\n"
+                      f"admin_username = {ADMIN}\n"
+                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    app_env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+               "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32)}
+    with mlflow_server(f"sqlite:///{folder}/mlflow.db", folder, app_env=app_env) as (url, _):
+        yield url, admin_password
+
+
+def credentials_env(username, password):
+    """The environment that gives MLflow's client (and nn-runner's) a server's credentials."""
+    return {**os.environ, "MLFLOW_TRACKING_USERNAME": username, "MLFLOW_TRACKING_PASSWORD": password}
+
+
+def add_user(url, admin_password, username, password, experiment, permission):
+    """`python -m runner.cli.server_user` as the admin (what `make server-user` runs): add `username` with
+    `password` if new, grant `permission` on `experiment`; returns the command's stdout."""
+    done = subprocess.run([sys.executable, "-m", "runner.cli.server_user", username, "--experiment", experiment,
+                           "--permission", permission, "--tracking-uri", url], input=f"{password}\n",
+                          env=credentials_env(ADMIN, admin_password), capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"server_user {username} exited with {done.returncode}: {done.stderr}")
+    return done.stdout
 
 
 @contextmanager

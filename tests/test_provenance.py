@@ -99,6 +99,14 @@ def test_result_changing_environment_variables_are_recorded():
                                           "env.OPENBLAS_NUM_THREADS": "1"}
 
 
+def test_a_variable_named_like_a_secret_is_never_recorded():
+    env = {"OMP_NUM_THREADS": "2", "OMP_ACCESS_TOKEN": "t0ken", "MKL_Password": "pw", "NPY_SECRET_KEY": "k",
+           "MLFLOW_TRACKING_PASSWORD": "pw2", "OPENBLAS_TOKENIZER": "x"}
+    assert provenance.result_env(env) == {"env.OMP_NUM_THREADS": "2"}
+    facts = tags_in_fresh_process(OMP_API_TOKEN="s3cret-t0ken", MLFLOW_TRACKING_PASSWORD="s3cret-pw")
+    assert not [k for k, v in facts.items() if "s3cret" in v or "TOKEN" in k.upper() or "PASSWORD" in k.upper()]
+
+
 def tags_in_fresh_process(**env):
     script = "import json, numpy; from runner.tracking.provenance import collect; print(json.dumps(collect().tags))"
     environ = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}

@@ -19,7 +19,7 @@ from runner.config import ConfigError
 from runner.nn.training import DivergenceError
 from runner.rerun import RerunError, rerun
 from runner.tracking.store_lock import StoreError
-from runner.tracking.uri import ServerUnreachable
+from runner.tracking.uri import ServerRefused, ServerUnreachable
 
 # Hydra's own job-logging format, so nn-rerun's progress lines look like nn-run's
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
@@ -51,7 +51,7 @@ def nn_rerun(argv=None):
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
         return rerun(args.source, args.tracking_uri, args.override, argv=None if args.no_rebuild else argv)
-    except (RerunError, NotInStore, ConfigError, ServerUnreachable, StoreError) as error:
+    except (RerunError, NotInStore, ConfigError, ServerUnreachable, ServerRefused, StoreError) as error:
         print(f"nn-rerun: {error}", file=sys.stderr)
         return exit_codes.BAD_INPUT
     except DivergenceError as error:  # as nn-run: the new run is already marked FAILED with this reason

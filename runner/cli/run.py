@@ -19,7 +19,7 @@ from runner.resume import ResumeError, resume_arguments
 from runner.sweep.callback import end_after_error, job_context, note_interrupted
 from runner.tracking.record import HYDRA_OUTPUT_DIR_TAG
 from runner.tracking.store_lock import StoreError
-from runner.tracking.uri import ServerUnreachable
+from runner.tracking.uri import ServerRefused, ServerUnreachable
 
 FULL_ERROR = "HYDRA_FULL_ERROR"  # set: Hydra lets an error through instead of printing its traceback
 
@@ -46,7 +46,8 @@ def run_task(cfg, **job_options):
         result = run_job(cfg, HydraConfig.get().overrides.task, job.override_dirname or cfg.dataset.name,
                          progress=progress, **in_sweep, extra_tags={HYDRA_OUTPUT_DIR_TAG: output_dir},
                          output_dir=output_dir, **job_options)
-    except (ConfigError, ServerUnreachable, StoreError, DivergenceError) as error:  # a diverged run is already FAILED
+    # a diverged run is already FAILED
+    except (ConfigError, ServerUnreachable, ServerRefused, StoreError, DivergenceError) as error:
         if sweep is not None:
             raise
         print(f"nn-run: {error}", file=sys.stderr)
@@ -68,7 +69,7 @@ def resume(argv):
         sys.exit(exit_codes.BAD_INPUT)
     try:
         return resume_arguments(argv[0], argv[2] if len(argv) == 3 else None)
-    except (ResumeError, NotInStore, StoreError, ServerUnreachable) as error:
+    except (ResumeError, NotInStore, StoreError, ServerUnreachable, ServerRefused) as error:
         print(f"nn-run: {error}", file=sys.stderr)
         sys.exit(exit_codes.BAD_INPUT)
 

@@ -14,7 +14,7 @@ from runner.config import ConfigError, check, task_values
 from runner.job import Trained, initial_weights, prepare_job
 from runner.nn.stacked import train_stacked
 from runner.tracking import provenance
-from runner.tracking.uri import ServerUnreachable
+from runner.tracking.uri import ServerRefused, ServerUnreachable
 
 BATCH_FREE_KEYS = ("seed", "train.lr")  # what may differ between the networks of one batch
 
@@ -85,7 +85,7 @@ def train_batch(configs):
     first = configs[0]
     try:
         data = prepare_job(first)  # what prepare_job checks is the same for every job of the batch
-    except (ConfigError, ServerUnreachable):
+    except (ConfigError, ServerUnreachable, ServerRefused):
         return [None] * len(configs)
     results, diverged = train_stacked(
         [initial_weights(cfg, data) for cfg in configs], data.X, data.y, lrs=[cfg.train.lr for cfg in configs],

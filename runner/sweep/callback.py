@@ -44,7 +44,7 @@ from runner.job import mlflow_client, redact_overrides
 from runner.sweep.compare import compare_sweep
 from runner.tracking import record, run_owner
 from runner.tracking.provenance import provenance_tags
-from runner.tracking.uri import check_server, redact
+from runner.tracking.uri import check_access, redact
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,8 @@ class SweepTracking(Callback):
             sys.exit(exit_codes.BAD_INPUT)
 
     def _open_parent(self, config):
-        check_server(config.tracking.uri)  # in seconds, before MLflow's import and its minutes of retries
+        # in seconds, before MLflow's import and its minutes of retries; a login the server refuses too
+        check_access(config.tracking.uri, config.tracking.experiment)
         _check_launcher(config.hydra.launcher)
         open_run = mlflow_client().open_run
 

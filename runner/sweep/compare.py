@@ -19,7 +19,7 @@ from pathlib import Path
 from runner.job import mlflow_client
 from runner.plots import log_scale_points, new_figure, plain_log_axis
 from runner.tracking import record, run_owner
-from runner.tracking.uri import redact
+from runner.tracking.uri import check_access, redact
 
 
 class CompareError(Exception):
@@ -98,7 +98,11 @@ def sweep_rows(uri, parent, metric=record.ERROR_METRIC, children=None):
 
 
 def find_sweep(uri, experiment, parent_run_id=None):
-    """The parent run to compare: `parent_run_id`, or the latest sweep of `experiment`."""
+    """The parent run to compare: `parent_run_id`, or the latest sweep of `experiment`.
+
+    Raises CompareError, or ServerUnreachable / ServerRefused for a tracking server that does not answer or let us in.
+    """
+    check_access(uri, experiment)
     client = mlflow_client()
     if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///"):]):  # MLflow would create it
         raise CompareError(f"no MLflow store at {uri} (a relative path means the working directory)")
@@ -205,8 +209,9 @@ def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout, metric=record
         with tempfile.TemporaryDirectory() as folder:
             write_csv(Path(folder, table), rows, keys, metric)
             plot_curves(Path(folder, plot), rows, keys, parent.info.run_name, metric)
-            client.log_artifact(uri, parent.info.run_id, str(Path(folder, table)))
-            client.log_artifact(uri, parent.info.run_id, str(Path(folder, plot)))
+            with client.refusals(uri, None, f"log to sweep parent run {parent.info.run_id} (--no-log only prints)"):
+                client.log_artifact(uri, parent.info.run_id, str(Path(folder, table)))
+                client.log_artifact(uri, parent.info.run_id, str(Path(folder, plot)))
         print(f"logged {table} and {plot} to parent run {parent.info.run_id}", file=out)
     print(f"runs page: {client.runs_page(uri, parent.info.experiment_id)}", file=out)
     return rows

@@ -21,6 +21,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # opt in by setting i
 # tqdm bars over artifact transfers between a run's progress lines
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# nor, on a tracking server, its "🏃 View run ... at: URL" and "🧪 View experiment at: URL" lines at each run's end:
+# nn-run's own last lines say where the run is, as on a local store
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 import mlflow  # noqa: E402  (after the telemetry default)
 import mlflow.pyfunc  # noqa: E402
@@ -50,7 +53,7 @@ from mlflow.environment_variables import MLFLOW_RUN_CONTEXT  # noqa: E402
 
 from runner.tracking import mlflow_private, run_owner  # noqa: E402
 from runner.tracking.store_lock import StoreError, sqlite_path, store_lock  # noqa: E402
-from runner.tracking.uri import is_server, redact  # noqa: E402
+from runner.tracking.uri import ServerRefused, is_server, redact, refused_message  # noqa: E402
 
 # MLflow's documented limits for one log_batch call and for a param
 MAX_PARAMS_PER_BATCH = 100
@@ -122,6 +125,19 @@ def ensure_experiment(client, name):
         if found is None:
             raise
         return found.experiment_id
+
+
+@contextmanager
+def refusals(uri, experiment, action):
+    """A request that a tracking server refuses (HTTP 401 or 403: MLflow's basic-auth app) raises ServerRefused,
+    one line naming the user, the experiment and what to do, instead of MLflow's exception."""
+    try:
+        yield
+    except MlflowException as error:
+        status = error.get_http_status_code()
+        if not is_server(uri) or status not in (401, 403):
+            raise
+        raise ServerRefused(refused_message(uri, status, experiment, action)) from None
 
 
 class TrackedRun:
@@ -399,26 +415,27 @@ def tracked_run(uri, experiment, run_name, tags=None, parent_run_id=None, experi
     process, which created the experiment); otherwise experiment `experiment` is found or created.
     Metric points buffered so far are written in every case.
     """
-    client = client_for(uri)
     tags = with_ui_tags(tags)
     if parent_run_id:
         tags[PARENT_RUN_TAG] = parent_run_id
-    if resume_run_id:
-        owner = [RunTag(k, v) for k, v in tags.items() if k in run_owner.OWNER_TAGS]  # now this process's run
-        client.log_batch(resume_run_id, tags=owner, synchronous=True)
-        client.update_run(resume_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-        if ERROR_TAG in client.get_run(resume_run_id).data.tags:  # ended FAILED by a sweep whose job it was
-            client.delete_tag(resume_run_id, ERROR_TAG)
-        stored = client.get_run(resume_run_id)
-        run = TrackedRun(client, stored, uri)
-        missing = {key: value for key, value in context_tags().items() if key not in stored.data.tags}
-        if missing:  # a run made by an nn-runner that did not set them
-            run.set_tags(missing)
-    else:
-        if not experiment_id:
-            with store_lock(uri):  # two first runs would each create the experiment
-                experiment_id = ensure_experiment(client, experiment)
-        run = TrackedRun(client, client.create_run(experiment_id, run_name=run_name, tags=tags), uri)
+    with refusals(uri, experiment, "resume a run" if resume_run_id else "create a run"):
+        client = client_for(uri)
+        if resume_run_id:
+            owner = [RunTag(k, v) for k, v in tags.items() if k in run_owner.OWNER_TAGS]  # now this process's run
+            client.log_batch(resume_run_id, tags=owner, synchronous=True)
+            client.update_run(resume_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            if ERROR_TAG in client.get_run(resume_run_id).data.tags:  # ended FAILED by a sweep whose job it was
+                client.delete_tag(resume_run_id, ERROR_TAG)
+            stored = client.get_run(resume_run_id)
+            run = TrackedRun(client, stored, uri)
+            missing = {key: value for key, value in context_tags().items() if key not in stored.data.tags}
+            if missing:  # a run made by an nn-runner that did not set them
+                run.set_tags(missing)
+        else:
+            if not experiment_id:
+                with store_lock(uri):  # two first runs would each create the experiment
+                    experiment_id = ensure_experiment(client, experiment)
+            run = TrackedRun(client, client.create_run(experiment_id, run_name=run_name, tags=tags), uri)
     try:
         yield run
     except (KeyboardInterrupt, SystemExit):
@@ -440,10 +457,11 @@ def open_run(uri, experiment, run_name, tags):
     For a run that outlives a `with` block (a sweep's parent): returns (experiment_id, run_id);
     end it with close_run.
     """
-    client = client_for(uri)
-    with store_lock(uri):
-        experiment_id = ensure_experiment(client, experiment)
-    run_id = client.create_run(experiment_id, run_name=run_name, tags=with_ui_tags(tags)).info.run_id
+    with refusals(uri, experiment, "create a run"):
+        client = client_for(uri)
+        with store_lock(uri):
+            experiment_id = ensure_experiment(client, experiment)
+        run_id = client.create_run(experiment_id, run_name=run_name, tags=with_ui_tags(tags)).info.run_id
     share_context_tags()  # the sweep's jobs, wherever they run, carry the parent's
     return experiment_id, run_id
 
@@ -451,9 +469,10 @@ def open_run(uri, experiment, run_name, tags):
 def reopen_run(uri, run_id, owner_tags):
     """Mark an ended run RUNNING again (a sweep continued into its own folder), owned by the process `owner_tags`
     name (run_owner.owner_tags)."""
-    client = client_for(uri)
-    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in owner_tags.items()], synchronous=True)
-    client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    with refusals(uri, None, f"continue run {run_id}"):
+        client = client_for(uri)
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in owner_tags.items()], synchronous=True)
+        client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
 
 
 def close_run(uri, run_id, status, metrics):

@@ -26,6 +26,8 @@ EXTRA_PACKAGES = ("omegaconf", "threadpoolctl")
 # Environment variables that can change a run's bits or thread counts: OpenBLAS kernels
 # (OPENBLAS_CORETYPE) and threads, NumPy's SIMD dispatch (NPY_DISABLE_CPU_FEATURES), other BLAS builds
 RESULT_ENV_PREFIXES = ("OPENBLAS_", "NPY_", "OMP_", "MKL_")
+# Never recorded, whatever their prefix: a variable whose name says it holds a secret
+SECRET_NAME_PARTS = ("PASSWORD", "TOKEN", "SECRET")
 ENV_TAG_PREFIX = "env."
 # The variables that pin a run's numerics to one OpenBLAS kernel and one set of NumPy SIMD loops (README:
 # Reruns, "the same bits on a cluster of mixed CPUs"); the tag says whether and how a run was pinned
@@ -116,9 +118,15 @@ def threadpool_tags():
     return tags
 
 
+def is_secret(name):
+    """Whether an environment variable's name says it holds a secret (*PASSWORD*, *TOKEN*, *SECRET*, any case)."""
+    return any(part in name.upper() for part in SECRET_NAME_PARTS)
+
+
 def result_env(environ=os.environ):
-    """The environment variables that can change results, as env.NAME tags."""
-    return {f"{ENV_TAG_PREFIX}{k}": v for k, v in sorted(environ.items()) if k.startswith(RESULT_ENV_PREFIXES)}
+    """The environment variables that can change results, as env.NAME tags; never one named like a secret."""
+    return {f"{ENV_TAG_PREFIX}{k}": v for k, v in sorted(environ.items())
+            if k.startswith(RESULT_ENV_PREFIXES) and not is_secret(k)}
 
 
 def pinned(environ=os.environ):

@@ -11,7 +11,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from runner.tracking import client as tracking  # noqa: E402
 from runner.tracking.client import MlflowException  # noqa: E402
-from runner.tracking.uri import check_server, redact  # noqa: E402
+from runner.tracking.uri import check_access, redact  # noqa: E402
 
 SQLITE_PREFIX = "sqlite:///"
 
@@ -22,8 +22,9 @@ class NotInStore(LookupError):
 
 def check_store(uri):
     """NotInStore for a SQLite URI naming no file: opening it would create an empty store as a side
-    effect of a failed look-up; ServerUnreachable for a tracking server that does not answer."""
-    check_server(uri)
+    effect of a failed look-up; ServerUnreachable for a tracking server that does not answer, ServerRefused
+    for one that refuses the login."""
+    check_access(uri)
     if uri.startswith(SQLITE_PREFIX):
         path = uri[len(SQLITE_PREFIX):].split("?", 1)[0]  # without query parameters
         if path and not os.path.isfile(path):

@@ -9,6 +9,7 @@ from runner.config import tracking_defaults
 from runner.sweep.compare import CompareError, compare_sweep, find_sweep
 from runner.tracking import record
 from runner.tracking.store_lock import StoreError
+from runner.tracking.uri import ServerUnreachable
 
 
 def main(argv=None):
@@ -31,6 +32,6 @@ def main(argv=None):
     try:
         parent = find_sweep(args.tracking_uri, args.experiment, args.parent_run_id)
         compare_sweep(args.tracking_uri, parent, log_to_parent=not args.no_log, metric=args.metric)
-    except (CompareError, StoreError) as error:
+    except (CompareError, StoreError, ServerUnreachable) as error:
         print(f"nn-compare: {error}", file=sys.stderr)
         sys.exit(exit_codes.BAD_INPUT)

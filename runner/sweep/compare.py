@@ -10,7 +10,6 @@ test_error` ranks by the error on the held-out split instead (comparison_test_er
 import csv
 import json
 import math
-import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -99,9 +98,14 @@ def sweep_rows(uri, parent, metric=record.ERROR_METRIC, children=None):
 
 def find_sweep(uri, experiment, parent_run_id=None):
     """The parent run to compare: `parent_run_id`, or the latest sweep of `experiment`."""
+    # stored_run imports MLflow (~1.5 s): only once there is a sweep to look up
+    from runner.tracking import stored_run
+
     client = mlflow_client()
-    if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///"):]):  # MLflow would create it
-        raise CompareError(f"no MLflow store at {uri} (a relative path means the working directory)")
+    try:
+        stored_run.check_store(uri)  # MLflow would create a missing store
+    except stored_run.NotInStore as error:
+        raise CompareError(str(error)) from None
     if parent_run_id is None:
         parent = client.latest_run_with_tag(uri, experiment, record.SWEEP_ID_TAG)
         if parent is None:

@@ -11,9 +11,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from runner.tracking import client as tracking  # noqa: E402
 from runner.tracking.client import MlflowException  # noqa: E402
+from runner.tracking.store_lock import sqlite_path  # noqa: E402
 from runner.tracking.uri import check_server, redact  # noqa: E402
-
-SQLITE_PREFIX = "sqlite:///"
 
 
 class NotInStore(LookupError):
@@ -24,10 +23,10 @@ def check_store(uri):
     """NotInStore for a SQLite URI naming no file: opening it would create an empty store as a side
     effect of a failed look-up; ServerUnreachable for a tracking server that does not answer."""
     check_server(uri)
-    if uri.startswith(SQLITE_PREFIX):
-        path = uri[len(SQLITE_PREFIX):].split("?", 1)[0]  # without query parameters
-        if path and not os.path.isfile(path):
-            raise NotInStore(f"no MLflow store at {uri} (no file {path!r})")
+    path = sqlite_path(uri)
+    if path is not None and path != ":memory:" and not os.path.isfile(path):
+        where = "" if os.path.isabs(path) else f" in {os.getcwd()}: a relative path means the working directory"
+        raise NotInStore(f"no MLflow store at {uri} (no file {path!r}{where})")
 
 
 def get_run(uri, run_id):

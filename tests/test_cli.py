@@ -43,14 +43,59 @@ def test_cli_bad_value_is_one_line_and_exit_2(tmp_path, override, expected):
     done = nn_run(tmp_path, override, "tracking.uri=sqlite:///store.db")
     assert done.returncode == 2
     assert done.stderr.strip() == expected
-    assert not (tmp_path / "store.db").exists()  # not even a store was opened
+    assert list(tmp_path.iterdir()) == []  # not even a store was opened, nor an outputs/DATE/TIME folder left
 
 
-def test_cli_unknown_key_fails_at_composition(tmp_path):
-    done = nn_run(tmp_path, "train.momentum=0.9", "tracking.uri=sqlite:///store.db")
-    assert done.returncode == 1
-    assert "train.momentum" in done.stderr and "Key 'momentum' not in 'TrainConfig'" in done.stderr
-    assert not (tmp_path / "store.db").exists()
+@pytest.mark.parametrize("overrides, expected", [
+    (["train.lrr=0.5"], "train.lrr is not a config key: did you mean train.lr?"),  # Hydra refuses it composing
+    (["+train.lrr=0.5"], "train.lrr is not a config key: did you mean train.lr?"),  # Hydra adds it: nn-run refuses
+    (["++model.activaton=tanh"], "model.activaton is not a config key: did you mean model.activation?"),
+    (["+dataset.n_bits=3"], "dataset.n_bits is not a key of dataset=seed: other data sets have it"),
+    (["dataset=parity", "+dataset.n_bit=3"], "dataset.n_bit is not a config key: did you mean dataset.n_bits?"),
+    (["+colour=red"], "colour is not a config key"),
+])
+def test_cli_unknown_key_is_one_line_naming_the_closest_key(tmp_path, overrides, expected):
+    done = nn_run(tmp_path, *overrides, "tracking.uri=sqlite:///store.db")
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"nn-run: {expected} (`nn-run --cfg job` shows every key)"
+    assert done.stdout == "" and list(tmp_path.iterdir()) == []  # no store, no run, no output folder
+
+
+def test_a_refused_run_leaves_what_was_in_its_folder_before(tmp_path):
+    folder = tmp_path / "kept"
+    (folder / "notes").mkdir(parents=True)
+    done = nn_run(tmp_path, "train.lr=-1", f"hydra.run.dir={folder}/run")
+    assert done.returncode == 2 and sorted(p.name for p in folder.iterdir()) == ["notes"]
+    done = nn_run(tmp_path, "train.lr=-1", f"hydra.run.dir={folder}")  # a folder that was there: left as it was
+    assert done.returncode == 2 and (folder / "notes").is_dir()
+
+
+@pytest.mark.parametrize("preset, swept", [("lr_sweep", "train.lr"),
+                                           ("optuna_search", "train.lr, model.hidden, model.activation")])
+def test_a_sweep_preset_without_m_says_how_to_run_it(tmp_path, preset, swept):
+    done = nn_run(tmp_path, f"experiment={preset}", "tracking.uri=sqlite:///store.db")
+    assert done.returncode == 2 and list(tmp_path.iterdir()) == []
+    setting = "set train.lr to one value" if preset == "lr_sweep" else f"set {swept} to one value each"
+    assert done.stderr.strip() == (
+        f"nn-run: experiment={preset} is a sweep (hydra.sweeper.params sweeps {swept}): run it with "
+        f"`nn-run -m experiment={preset} tracking.uri=sqlite:///store.db`, or {setting} to run one job")
+
+
+def test_one_job_of_a_sweep_preset_runs_without_m(tmp_path):
+    done = nn_run(tmp_path, "experiment=lr_sweep", "train.lr=0.3", "train.iterations=20", "train.log_every=10",
+                  "tracking.uri=sqlite:///store.db")
+    assert done.returncode == 0, done.stderr
+    assert "step 20: error " in done.stdout
+
+
+@pytest.mark.parametrize("args, modes", [(["-m", "experiment=lr_sweep", "--cfg", "job"], "-m and --cfg"),
+                                         (["--cfg", "job", "--info"], "--cfg and --info")])
+def test_two_modes_at_once_are_one_line(tmp_path, args, modes):
+    done = nn_run(tmp_path, *args)
+    assert done.returncode == 2 and list(tmp_path.iterdir()) == []
+    assert done.stderr.strip() == (
+        f"nn-run: {modes} cannot go together: each is a way to run nn-run (-m: a sweep; --cfg: show the config of "
+        "one job, without running it; --info: Hydra's information); give one")
 
 
 def test_help_names_the_app_and_its_groups():
@@ -60,6 +105,9 @@ def test_help_names_the_app_and_its_groups():
     (datasets,) = [line for line in done.stdout.splitlines() if line.startswith("dataset: ")]
     assert {"seed", "iris", "csv"} <= set(datasets[len("dataset: "):].split(", "))
     assert "schema" not in datasets  # the typed schemas of the options are not options themselves
+    for command in ("nn-run -m experiment=lr_sweep", "nn-run experiment=seed --cfg job", "nn-run resume RUN_ID",
+                    "nn-rerun RUN_ID", "nn-compare"):
+        assert f"\n  {command} " in done.stdout  # the footer names every command and what it does
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C; `kill`, a scheduler's time limit

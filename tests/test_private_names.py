@@ -76,7 +76,7 @@ def test_hydra_keeps_a_failed_jobs_error_without_raising_it():
 
 
 def test_hydra_reads_its_command_line_as_nn_run_expects():
-    args = hydra_private.command_line(["-m", "experiment=lr_sweep", "--cfg", "job", "train.lr=1"])
+    args = hydra_private.command_line(["-m", "--cfg", "job", "experiment=lr_sweep", "train.lr=1"])
     assert args.multirun and args.cfg == "job" and args.overrides == ["experiment=lr_sweep", "train.lr=1"]
     args = hydra_private.command_line(["--resolve", "--info"])
     assert args.info is not None and args.resolve and args.cfg is None and not args.run and not args.shell_completion

@@ -190,21 +190,26 @@ def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout, metric=record
     """Print the ranking of the sweep `parent` by final `metric`; log its table and plot to the parent.
 
     `children`: the parent's child runs, if the caller has them. Raises CompareError when no child
-    logged `metric` (test_error needs a held-out split).
+    logged test_error and none still runs (it needs a held-out split); when no child has logged a point
+    of `metric` yet, the table and its RUNNING runs are printed and nothing is logged.
     """
     client = mlflow_client()
     children = client.child_runs(uri, parent) if children is None else children
     rows, keys = sweep_rows(uri, parent, metric, children)
-    if rows and not any(row.curve for row in rows):
-        raise CompareError(f"--metric {metric}: no run of sweep {parent.info.run_id} logged {metric}"
-                           + (" (it needs a held-out split: dataset.test_fraction > 0)"
-                              if metric == record.TEST_ERROR_METRIC else ""))
+    logged = any(row.curve for row in rows)
+    running = any(row.status == "RUNNING" for row in rows)
+    if rows and not logged and not running and metric == record.TEST_ERROR_METRIC:
+        raise CompareError(f"--metric {metric}: no run of sweep {parent.info.run_id} logged {metric} "
+                           "(it needs a held-out split: dataset.test_fraction > 0)")
     print(f"sweep {parent.info.run_name!r} (parent run {parent.info.run_id}, {parent.info.status}): "
           f"{len(rows)} runs ranked by final {metric}", file=out)
     print(format_table(rows, keys, metric), file=out)
     for note in running_notes([parent, *children]):
         print(note, file=out)
-    if log_to_parent:
+    if rows and not logged:  # killed before any point reached the store, or every job failed at once
+        print(f"no run of sweep {parent.info.run_id} has logged {metric} yet: nothing to rank, nothing logged "
+              "to the parent run", file=out)
+    elif log_to_parent:
         table, plot = record.comparison_files(metric)
         with tempfile.TemporaryDirectory() as folder:
             write_csv(Path(folder, table), rows, keys, metric)

@@ -1,12 +1,13 @@
 """The real `nn-run` command in a subprocess: output, exit codes, what lands in MLflow."""
 
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import NN_RUN, interrupt_after, runs_of
+from conftest import NN_RUN, ROOT, interrupt_after, runs_of
 
 
 def nn_run(cwd, *args):
@@ -29,10 +30,35 @@ def test_cli_run_prints_progress_predictions_and_run(tmp_path, client, tracking_
     assert (tmp_path / "outputs").is_dir()  # hydra.job.chdir=false: outputs beside the user, cwd unchanged
 
 
-def test_cli_default_store_is_sqlite_in_the_working_directory(tmp_path):
+def doc_block_after(path, text):
+    """The lines of the first plain ``` block after `text` in a doc."""
+    doc = (ROOT / path).read_text()
+    fences = [n for n, line in enumerate(doc[doc.index(text):].splitlines()) if line.startswith("```")]
+    lines = doc[doc.index(text):].splitlines()
+    start = next(opening for opening in fences[::2] if lines[opening] == "```")  # fences pair up: open, close
+    return lines[start + 1:fences[fences.index(start) + 1]]
+
+
+def as_pattern(doc_line):
+    """A doc's console line as a regex: RUN_ID and ID stand for ids, .venv/bin/ for wherever the venv is."""
+    pattern = re.escape(doc_line).replace("RUN_ID", "[0-9a-f]{32}").replace("ID", "[0-9]+")
+    return pattern.replace(re.escape(".venv/bin/"), "\\S*/")
+
+
+def test_cli_default_store_is_sqlite_in_the_working_directory_and_the_console_is_as_the_docs_show(tmp_path):
     done = nn_run(tmp_path, "train.iterations=5", "train.log_every=5")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "mlflow.db").is_file()
+    assert done.stderr == ""  # stdout: progress and results; stderr: warnings and errors only
+    lines = done.stdout.splitlines()
+    assert [re.fullmatch(r"step (\d+): error [-+.e0-9]+", line)[1] for line in lines[:2]] == ["0", "5"]  # bare
+    for doc, heading in (("README.md", "### A run"), ("docs/tracking-and-ui.md", "## What a run prints")):
+        shown = doc_block_after(doc, heading)
+        assert len(shown) == 2 and all(re.fullmatch(as_pattern(d), line) for d, line in zip(shown, lines[-2:])), (
+            doc, shown, lines[-2:])
+    (log,) = tmp_path.glob("outputs/*/*/run.log")  # the timestamped log is the run's own file
+    assert re.fullmatch(r"\[[-0-9]+ [:,0-9]+\]\[runner\.job\]\[INFO\] - " + re.escape(lines[0]),
+                        log.read_text().splitlines()[0])
 
 
 @pytest.mark.parametrize("override, expected", [
@@ -59,6 +85,17 @@ def test_cli_unknown_key_is_one_line_naming_the_closest_key(tmp_path, overrides,
     assert done.returncode == 2
     assert done.stderr.strip() == f"nn-run: {expected} (`nn-run --cfg job` shows every key)"
     assert done.stdout == "" and list(tmp_path.iterdir()) == []  # no store, no run, no output folder
+
+
+def test_the_bad_input_transcript_of_the_configuration_page_is_what_nn_run_prints(tmp_path):
+    transcript = doc_block_after("docs/configuration.md", "## Bad input")
+    commands = [n for n, line in enumerate(transcript) if line.startswith("$ nn-run ")]
+    assert len(commands) == 4
+    for n in commands:
+        done = nn_run(tmp_path, *transcript[n].removeprefix("$ nn-run ").split())
+        assert done.returncode == 2 and done.stdout == ""
+        assert done.stderr.splitlines() == [transcript[n + 1]]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_refused_run_leaves_what_was_in_its_folder_before(tmp_path):

@@ -96,7 +96,8 @@ def test_ctrl_c_then_nn_run_resume_continues_the_same_run_bit_for_bit(tmp_path, 
 
     done = nn_run(tmp_path, "resume", run_id, "--tracking-uri", tracking_uri)
     assert done.returncode == 0, done.stderr
-    assert f"MLflow run {run_id} resumes at step {step}" in done.stdout + done.stderr
+    assert f"MLflow run {run_id} resumes at step {step} from its checkpoint in {folder}" in done.stdout.splitlines()
+    assert done.stderr == ""  # as nn-run: progress and results on stdout, bare
     (resumed,) = runs_of(client, experiment)  # the same run, no second one
     assert resumed.info.run_id == run_id and resumed.info.status == "FINISHED"
     assert json.loads(resumed.data.tags[record.RESUMED_AT_TAG]) == [step]
@@ -142,6 +143,7 @@ def test_a_stopped_run_resumes_from_another_folder_and_leaves_nothing_there(tmp_
     done = nn_run(elsewhere, "resume", stopped.info.run_id, "--tracking-uri", found_at)
     assert done.returncode == 0, done.stderr
     assert list(elsewhere.iterdir()) == []  # no store, no lock, no outputs/
+    assert done.stdout.startswith(f"MLflow run {stopped.info.run_id} resumes at step ") and done.stderr == ""
     (resumed,) = runs_of(client, "nn-runner")  # the same run, finished
     assert resumed.info.run_id == stopped.info.run_id and resumed.info.status == "FINISHED"
     cfg = compose_config(*common)

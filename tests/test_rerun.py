@@ -191,7 +191,8 @@ def test_cli_unknown_run_id_is_a_clear_error(tmp_path, tracking_uri, client):
 def test_cli_missing_store_is_a_clear_error_and_creates_none(tmp_path):
     done = cli(NN_RERUN, tmp_path, "0123456789abcdef0123456789abcdef")  # default: sqlite:///mlflow.db
     assert done.returncode == EXIT_BAD_INPUT
-    assert done.stderr.strip() == "nn-rerun: no MLflow store at sqlite:///mlflow.db (no file 'mlflow.db')"
+    assert done.stderr.strip() == (f"nn-rerun: no MLflow store at sqlite:///mlflow.db (no file 'mlflow.db' in "
+                                   f"{tmp_path}: a relative path means the working directory)")
     assert not (tmp_path / "mlflow.db").exists()
 
 

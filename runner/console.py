@@ -27,13 +27,23 @@ class BelowWarning(logging.Filter):
         return record.levelno < logging.WARNING
 
 
+class ConsoleHandler(logging.StreamHandler):
+    """A stream handler that configure() installed (and replaces when called again)."""
+
+
 def configure(level=logging.INFO):
-    """The console as nn-run's job logging has it, for a command that is not a Hydra app (nn-rerun, nn-compare)."""
-    out = logging.StreamHandler(sys.stdout)
-    out.addFilter(BelowWarning())
-    err = logging.StreamHandler(sys.stderr)
-    err.setLevel(logging.WARNING)
+    """The console as nn-run's job logging has it, for a command that is not a Hydra app (nn-rerun, nn-compare).
+
+    Called again (a command run twice in one process), it replaces its handlers with ones on the
+    current sys.stdout and sys.stderr.
+    """
     root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, ConsoleHandler)]:
+        root.removeHandler(handler)
+    out = ConsoleHandler(sys.stdout)
+    out.addFilter(BelowWarning())
+    err = ConsoleHandler(sys.stderr)
+    err.setLevel(logging.WARNING)
     for handler in (out, err):
         handler.setFormatter(ConsoleFormatter())
         root.addHandler(handler)

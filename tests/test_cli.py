@@ -61,6 +61,12 @@ def test_cli_default_store_is_sqlite_in_the_working_directory_and_the_console_is
                         log.read_text().splitlines()[0])
 
 
+def test_hydras_own_console_logging_is_one_override_away(tmp_path):
+    done = nn_run(tmp_path, "hydra/job_logging=default", "train.iterations=5", "train.log_every=5")
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"\[[-0-9]+ [:,0-9]+\]\[runner\.job\]\[INFO\] - step 0: error [.0-9]+", done.stdout.splitlines()[0])
+
+
 @pytest.mark.parametrize("override, expected", [
     ("train.lr=-1", "nn-run: train.lr=-1.0 is not allowed: must be a finite number > 0"),
     ("model.activation=swish", "nn-run: model.activation='swish' is not allowed: one of sigmoid, tanh, relu"),

@@ -20,7 +20,6 @@ from runner.config import CONFIG_DIR, PRIMARY_CONFIG, tracking_defaults
 from runner.rerun import RerunError, check_dataset_file
 from runner.tracking import record
 
-
 TRACKING_URI_KEY = "tracking.uri"
 
 

@@ -64,7 +64,8 @@ def test_cli_default_store_is_sqlite_in_the_working_directory_and_the_console_is
 def test_hydras_own_console_logging_is_one_override_away(tmp_path):
     done = nn_run(tmp_path, "hydra/job_logging=default", "train.iterations=5", "train.log_every=5")
     assert done.returncode == 0, done.stderr
-    assert re.fullmatch(r"\[[-0-9]+ [:,0-9]+\]\[runner\.job\]\[INFO\] - step 0: error [.0-9]+", done.stdout.splitlines()[0])
+    first = done.stdout.splitlines()[0]
+    assert re.fullmatch(r"\[[-0-9]+ [:,0-9]+\]\[runner\.job\]\[INFO\] - step 0: error [.0-9]+", first)
 
 
 @pytest.mark.parametrize("override, expected", [

@@ -128,7 +128,8 @@ def main():
         if hydra_reports:
             raise
         cause = error.__cause__
-        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and getattr(cause, "full_key", None):  # train.lrr=0.5
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and getattr(cause, "full_key", None):
+            # a key no schema has, set without + (train.lrr=0.5): as nn-run says it of +train.lrr=0.5
             print(f"nn-run: {unknown_key_message(cause.full_key)}", file=sys.stderr)
         else:
             print(error, file=sys.stderr)

@@ -1,11 +1,13 @@
 """Where nn-run's configs live, the run's schema (each group's typed keys beside its code) and the value checks.
 
-Hydra rejects unknown keys and wrong types while composing; `check` rejects values that are
-well typed but out of range, before any MLflow run starts.
+Hydra rejects wrong types, and unknown keys set without `+`, while composing; `check` rejects a
+key no schema has (`+train.lrr=0.5`, which Hydra adds) and values that are well typed but out
+of range, before any MLflow run starts.
 """
 
+import difflib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -72,13 +74,59 @@ def task_values(cfg):
     return values
 
 
+def schema_keys(schema=RunConfig, prefix=""):
+    """Every dotted key a schema dataclass has (the `dataset` group: the keys of every data set's schema)."""
+    keys = []
+    for item in fields(schema):
+        name, kind = f"{prefix}{item.name}", item.type
+        if name == "dataset":
+            keys += sorted({key for option in (DatasetConfig, *OPTION_SCHEMAS.values())
+                            for key in schema_keys(option, "dataset.")})
+        elif is_dataclass(kind):
+            keys += schema_keys(kind, f"{name}.")
+        else:
+            keys.append(name)
+    return keys
+
+
+def unknown_key_message(key, dataset=None):
+    """What nn-run says of a key its schema does not have: the closest real key, and where to see them all.
+
+    `dataset`: the data set chosen, when known (a key of another data set's schema is named as such).
+    """
+    known = schema_keys()
+    if key in known:  # only another data set has it
+        chosen = f"dataset={dataset}" if dataset else "the data set chosen"
+        return f"{key} is not a key of {chosen}: other data sets have it (`nn-run --cfg job` shows every key)"
+    closest = difflib.get_close_matches(key, known, n=1)
+    hint = f": did you mean {closest[0]}?" if closest else ""
+    return f"{key} is not a config key{hint} (`nn-run --cfg job` shows every key)"
+
+
+def unknown_keys(node, prefix=""):
+    """The dotted keys of a composed config that its typed schema does not have (`+key=value` adds them)."""
+    schema = OmegaConf.get_type(node)
+    known = {item.name for item in fields(schema)} if is_dataclass(schema) else None
+    found = []
+    for key in node:
+        if key == "hydra" and not prefix:
+            continue
+        if known is not None and key not in known:
+            found.append(f"{prefix}{key}")
+        elif OmegaConf.is_dict(node[key]):
+            found += unknown_keys(node[key], f"{prefix}{key}.")
+    return found
+
+
 def _require(ok, key, value, allowed):
     if not ok:
         raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
 
 
 def check(cfg):
-    """Raise ConfigError for the first out-of-range value in a composed config."""
+    """Raise ConfigError for a key no schema has, or the first out-of-range value, in a composed config."""
+    for key in unknown_keys(cfg):
+        raise ConfigError(unknown_key_message(key, cfg.dataset.get("name")))
     _require(cfg.dataset.name in DATASETS, "dataset.name", cfg.dataset.name, f"one of {', '.join(DATASETS)}")
     for size in cfg.model.hidden:
         _require(size >= 1, "model.hidden", list(cfg.model.hidden), "every hidden size must be >= 1")

@@ -5,6 +5,7 @@ behaviour relied on, so a Hydra upgrade that changes one fails there, with the r
 """
 
 from hydra._internal.config_loader_impl import get_overrides_dirname
+from hydra._internal.utils import get_args_parser
 
 
 def overrides_dirname(overrides, kv_sep, item_sep, exclude_keys):
@@ -21,3 +22,9 @@ def is_config_group(config_loader, name):
 def job_error(job_return):
     """The exception a failed job raised, without raising it (JobReturn.return_value re-raises it)."""
     return getattr(job_return, "_return_value", None)
+
+
+def command_line(argv):
+    """The command line of a Hydra app as Hydra's own parser reads it (an argparse Namespace: .multirun, .cfg,
+    .info, .run, .shell_completion, .resolve, .help, .overrides); Hydra checks their combinations only later."""
+    return get_args_parser().parse_args(argv)

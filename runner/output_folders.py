@@ -14,6 +14,11 @@ A folder named on the command line (`hydra.sweep.dir=...` to continue a sweep, t
 second nn-run that finds it held stops with one line, exit 2, before any MLflow run exists. The
 kernel releases the lock when its process ends, however it ends, so a killed sweep can be continued
 at once; a sweep's forked workers share it.
+
+A run or sweep that nn-run refuses (a bad value, a refused login) leaves no folder behind: the folders
+made for it (by `new_folder`, or by Hydra for a `hydra.run.dir` that did not exist) are noted as they
+are made and removed again by `remove_made`, and nothing that was there before: `nn-run resume` runs
+in the run's own folder, and a fixed `hydra.run.dir` may hold other runs.
 """
 
 import fcntl
@@ -21,6 +26,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,6 +44,7 @@ LOCK_FILE = ".nn-run.lock"  # in a run's or sweep's folder: held (flock) by the 
 SINCE_KEY = "since"  # in LOCK_FILE, beside the owner's host and pid: when it took the folder
 
 _held = {}  # folder -> the open descriptor of its LOCK_FILE, in the process that holds it
+_made = {}  # {a folder (absolute): the outermost folder this process made for it}
 
 
 class FolderInUse(RuntimeError):
@@ -49,6 +56,8 @@ def new_folder(path):
 
     mkdir is atomic: of the commands that name one folder in the same instant, exactly one makes it.
     """
+    wanted = Path(os.path.abspath(path))
+    outermost = first_missing(wanted)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     for number in itertools.count(1):
         name = path if number == 1 else f"{path}_{number}"
@@ -56,7 +65,40 @@ def new_folder(path):
             os.mkdir(name)
         except FileExistsError:
             continue
+        made = Path(os.path.abspath(name))
+        _made[made] = made if outermost in (None, wanted) else outermost  # else the parents it made too
         return name
+
+
+def first_missing(folder):
+    """The outermost folder of `folder`'s (absolute) path that does not exist, or None when `folder` exists."""
+    missing = None
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return missing
+        missing = candidate
+    return missing
+
+
+def remove_made(output_dir):
+    """Remove the folder made for this run or sweep (closing its log file first), up to the outermost one made
+    for it; a parent folder another process has put something in meanwhile stays."""
+    folder = Path(os.path.abspath(output_dir))
+    made = _made.pop(folder, None)
+    if made is None:
+        return
+    for handler in list(logging.getLogger().handlers):  # Hydra's file handler writes run.log in it
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_relative_to(folder):
+            handler.close()
+            logging.getLogger().removeHandler(handler)
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in folder.parents:
+        if not parent.is_relative_to(made):
+            break
+        try:
+            parent.rmdir()  # only when empty: a run started meanwhile keeps its folder
+        except OSError:
+            break
 
 
 def register_resolver():
@@ -124,6 +166,10 @@ class FolderOwnership(Callback):
 
 def _own(key, folder, prefix, advice=""):
     """Hold `folder` (resolving its name makes a default folder), or stop nn-run with one line, exit 2."""
+    path = Path(os.path.abspath(str(folder)))  # a default name: new_folder makes and notes it
+    outermost = first_missing(path)
+    if outermost is not None:  # a named folder that does not exist yet: holding it makes it
+        _made[path] = outermost
     try:
         hold(key, str(folder))
     except FolderInUse as error:

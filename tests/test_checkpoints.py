@@ -96,7 +96,8 @@ def test_ctrl_c_then_nn_run_resume_continues_the_same_run_bit_for_bit(tmp_path, 
 
     done = nn_run(tmp_path, "resume", run_id, "--tracking-uri", tracking_uri)
     assert done.returncode == 0, done.stderr
-    assert f"MLflow run {run_id} resumes at step {step}" in done.stdout + done.stderr
+    assert f"MLflow run {run_id} resumes at step {step} from its checkpoint in {folder}" in done.stdout.splitlines()
+    assert done.stderr == ""  # as nn-run: progress and results on stdout, bare
     (resumed,) = runs_of(client, experiment)  # the same run, no second one
     assert resumed.info.run_id == run_id and resumed.info.status == "FINISHED"
     assert json.loads(resumed.data.tags[record.RESUMED_AT_TAG]) == [step]
@@ -109,6 +110,46 @@ def test_ctrl_c_then_nn_run_resume_continues_the_same_run_bit_for_bit(tmp_path, 
 
     again = nn_run(tmp_path, "resume", run_id, "--tracking-uri", tracking_uri)
     assert again.returncode == 2 and again.stderr.strip() == f"nn-run: run {run_id} finished: there is nothing to resume"
+
+
+@pytest.fixture(params=["sqlite", "server"])
+def store_elsewhere(request, tmp_path_factory):
+    """(folder a run is started in, the tracking.uri it is started with, the URI that finds it from anywhere)."""
+    folder = tmp_path_factory.mktemp("started-here")
+    if request.param == "sqlite":  # nn-run's default: a relative path, meaning the folder it was started in
+        yield folder, "sqlite:///mlflow.db", f"sqlite:///{folder}/mlflow.db"
+        return
+    from servers import mlflow_server
+
+    with mlflow_server(f"sqlite:///{folder}/server.db", folder) as (url, _):
+        yield folder, url, url
+
+
+@pytest.mark.slow
+def test_a_stopped_run_resumes_from_another_folder_and_leaves_nothing_there(tmp_path, store_elsewhere):
+    from conftest import interrupt_after
+    from mlflow import MlflowClient
+
+    started_in, uri, found_at = store_elsewhere
+    common = ["train.iterations=400000", "train.log_every=20000", "train.checkpoint_every=0.2"]
+    code, _ = interrupt_after([*NN_RUN, *common, f"tracking.uri={uri}"], started_in, "step 20000: error")
+    assert code == 130
+    client = MlflowClient(found_at)
+    (stopped,) = runs_of(client, "nn-runner")
+    assert stopped.info.status == "KILLED"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    done = nn_run(elsewhere, "resume", stopped.info.run_id, "--tracking-uri", found_at)
+    assert done.returncode == 0, done.stderr
+    assert list(elsewhere.iterdir()) == []  # no store, no lock, no outputs/
+    assert done.stdout.startswith(f"MLflow run {stopped.info.run_id} resumes at step ") and done.stderr == ""
+    (resumed,) = runs_of(client, "nn-runner")  # the same run, finished
+    assert resumed.info.run_id == stopped.info.run_id and resumed.info.status == "FINISHED"
+    cfg = compose_config(*common)
+    whole = training(cfg, load_data(cfg.dataset))
+    assert resumed.data.tags[record.WEIGHTS_HASH_TAG] == record.weights_sha256(whole.weights)
+    assert points(client, stopped.info.run_id) == list(zip(whole.steps, whole.errors))
 
 
 def test_resume_refuses_with_one_line_and_creates_nothing(tmp_path, tracking_uri, experiment, client):

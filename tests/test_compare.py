@@ -129,7 +129,8 @@ def test_default_is_the_latest_sweep_of_the_experiment(tracking_uri, experiment,
 
 @pytest.mark.parametrize("args, message", [
     (["--tracking-uri", "sqlite:///missing.db"],
-     "nn-compare: no MLflow store at sqlite:///missing.db (a relative path means the working directory)"),
+     "nn-compare: no MLflow store at sqlite:///missing.db (no file 'missing.db' in {cwd}: a relative path "
+     "means the working directory)"),
     (["--tracking-uri", "sqlite:///empty.db", "--experiment", "nothing-here"],
      "nn-compare: experiment 'nothing-here' at sqlite:///empty.db has no sweep: run `nn-run -m ...` first"),
     (["--tracking-uri", "sqlite:///empty.db", "0123456789abcdef0123456789abcdef"],
@@ -139,7 +140,7 @@ def test_nothing_to_compare_is_one_line_and_exit_2(tmp_path, tracking_uri, args,
     Path(tmp_path, "empty.db").write_bytes(Path(tracking_uri.removeprefix("sqlite:///")).read_bytes())
     done = subprocess.run([NN_COMPARE, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip() == message
+    assert done.stderr.strip() == message.format(cwd=tmp_path)
     assert not (tmp_path / "missing.db").exists()  # looking did not create a store
 
 

@@ -4,7 +4,9 @@ every job is accounted for, no run is left RUNNING, and the sweep says which job
 import os
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import NN_RUN, runs_of
@@ -83,3 +85,31 @@ def test_nn_compare_tells_a_run_whose_process_is_gone(tracking_uri, experiment, 
     elsewhere = client.create_run(experiment_id, run_name="remote", tags={"host": "another-node", "pid": "1"})
     (note,) = running_notes([client.get_run(elsewhere.info.run_id)])
     assert note.endswith("is not on this host: whether it still runs cannot be seen from here")
+
+
+def test_nn_compare_on_a_killed_sweep_whose_runs_logged_no_point_reports_their_processes(tmp_path, tracking_uri,
+                                                                                          experiment, client):
+    # the basic launcher runs the job in the sweep's own process: SIGKILL leaves parent and child RUNNING, and the
+    # child's points are still buffered (the first flush comes with a checkpoint, 1000 s away)
+    command = [*NN_RUN, "-m", "seed=1,2", *ENDLESS, "train.checkpoint_every=1000", "tracking.log_model=false",
+               f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}"]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not running_children(client, experiment):
+        time.sleep(0.3)
+    proc.kill()
+    proc.wait(timeout=60)
+    parent, (child,) = sweep_of(client, experiment)
+    assert client.get_metric_history(child.info.run_id, record.ERROR_METRIC) == []
+
+    done = subprocess.run([str(Path(sys.executable).parent / "nn-compare"), "--tracking-uri", tracking_uri,
+                           "--experiment", experiment], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    lines = done.stdout.splitlines()
+    host = run_owner.owner_tags()["host"]
+    for run in (parent, child):
+        assert (f"run {run.info.run_id} ({run.info.run_name}) is RUNNING: its process (pid {proc.pid} on {host}) is "
+                "gone: it will never end by itself (a sweep's end marks such runs FAILED)") in lines
+    assert (f"no run of sweep {parent.info.run_id} has logged error yet: nothing to rank, nothing logged to the "
+            "parent run") in lines
+    assert client.list_artifacts(parent.info.run_id) == []

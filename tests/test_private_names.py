@@ -84,6 +84,14 @@ def test_hydra_keeps_a_failed_jobs_error_without_raising_it():
         job.return_value  # the public property raises it
 
 
+def test_hydra_reads_its_command_line_as_nn_run_expects():
+    args = hydra_private.command_line(["-m", "--cfg", "job", "experiment=lr_sweep", "train.lr=1"])
+    assert args.multirun and args.cfg == "job" and args.overrides == ["experiment=lr_sweep", "train.lr=1"]
+    args = hydra_private.command_line(["--resolve", "--info"])
+    assert args.info is not None and args.resolve and args.cfg is None and not args.run and not args.shell_completion
+    assert not args.help and not args.multirun
+
+
 def test_omegaconf_gives_the_node_of_a_value_or_none():
     cfg = OmegaConf.create({"train": {"lr": 0.5, "name": "${train.lr}"}, "hidden": [4]})
     assert isinstance(omegaconf_private.node_at(cfg, "train.lr"), ValueNode)

@@ -78,3 +78,27 @@ def test_only_environment_facts_are_compared():
         ("env.OPENBLAS_CORETYPE", "Haswell", MISSING),
         ("git_commit", "abc", "def"),
     ]
+
+
+def test_a_symlinked_interpreter_is_the_same_interpreter_but_another_venv_is_not(tmp_path):
+    interpreter = tmp_path / "base" / "python3.11"
+    interpreter.parent.mkdir()
+    interpreter.write_text("")
+    venvs = []
+    for name in ("venv", "other-venv"):
+        (tmp_path / name / "bin").mkdir(parents=True)
+        (tmp_path / name / "pyvenv.cfg").write_text(f"home = {interpreter.parent}\n")
+        (tmp_path / name / "bin" / "python").symlink_to(interpreter)
+        (tmp_path / name / "bin" / "python3").symlink_to("python")
+        venvs.append(tmp_path / name / "bin")
+    venv, other = venvs
+    facts = lambda path: {"python_executable": str(path), "python_version": "3.11.2"}  # noqa: E731
+    assert differing_facts(facts(venv / "python3"), facts(venv / "python")) == []
+    assert differing_facts(facts(venv / "python"), facts(venv / "python")) == []
+    assert differing_facts(facts(venv / "python3"), facts(other / "python")) == [
+        ("python_executable", str(venv / "python3"), str(other / "python"))]  # same file, other packages
+    assert differing_facts(facts(interpreter), facts(venv / "python")) == [
+        ("python_executable", str(interpreter), str(venv / "python"))]  # the base interpreter is not the venv
+    missing = tmp_path / "gone" / "python"  # recorded on another machine
+    assert differing_facts(facts(missing), facts(venv / "python")) == [
+        ("python_executable", str(missing), str(venv / "python"))]

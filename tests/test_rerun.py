@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 import sys
 from urllib.parse import urlsplit
 
@@ -51,13 +52,19 @@ def artifact_dir(run):
 
 
 def test_cli_rerun_of_the_default_run_is_reproduced(tmp_path, tracking_uri, experiment, client):
-    done = cli(NN_RUN, tmp_path, f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}")
+    # started through another name of this venv's interpreter (bin/python3 -> python or the other way round)
+    name = Path(sys.executable).name
+    other = Path(sys.executable).with_name("python3" if name != "python3" else "python")
+    assert other.resolve() == Path(sys.executable).resolve()
+    done = cli([str(other), *NN_RUN[1:]], tmp_path, f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}")
     assert done.returncode == 0, done.stderr
     (source,) = runs_of(client, experiment)
     done = cli(NN_RERUN, tmp_path, source.info.run_id, "--tracking-uri", tracking_uri)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "reproduced"
     new = the_rerun(client, experiment, source.info.run_id)
+    assert new.data.tags["python_executable"] != source.data.tags["python_executable"]
+    assert "python_executable" not in done.stdout  # the same interpreter: not a fact that differs
     assert new.info.status == "FINISHED" and new.info.experiment_id == source.info.experiment_id
     assert f"new run {new.info.run_id} (rerun_of={source.info.run_id})" in done.stdout
     assert new.data.tags[record.WEIGHTS_HASH_TAG] == source.data.tags[record.WEIGHTS_HASH_TAG]
@@ -184,7 +191,8 @@ def test_cli_unknown_run_id_is_a_clear_error(tmp_path, tracking_uri, client):
 def test_cli_missing_store_is_a_clear_error_and_creates_none(tmp_path):
     done = cli(NN_RERUN, tmp_path, "0123456789abcdef0123456789abcdef")  # default: sqlite:///mlflow.db
     assert done.returncode == EXIT_BAD_INPUT
-    assert done.stderr.strip() == "nn-rerun: no MLflow store at sqlite:///mlflow.db (no file 'mlflow.db')"
+    assert done.stderr.strip() == (f"nn-rerun: no MLflow store at sqlite:///mlflow.db (no file 'mlflow.db' in "
+                                   f"{tmp_path}: a relative path means the working directory)")
     assert not (tmp_path / "mlflow.db").exists()
 
 

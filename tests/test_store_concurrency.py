@@ -114,6 +114,20 @@ def test_the_lock_makes_others_wait_gives_up_with_one_line_and_dies_with_its_hol
     assert done.returncode == 0, done.stderr
 
 
+def test_looking_a_store_up_leaves_no_file_and_only_a_new_store_gets_a_lock(tmp_path, tracking_uri):
+    bin_dir = Path(sys.executable).parent
+    Path(tmp_path, "made-elsewhere.db").write_bytes(Path(tracking_uri.removeprefix("sqlite:///")).read_bytes())
+    for uri in ("sqlite:///made-elsewhere.db", "sqlite:///missing.db"):  # a store made without a lock; none at all
+        for command in ([bin_dir / "nn-rerun", "0" * 32, "--tracking-uri", uri],
+                        [bin_dir / "nn-compare", "--tracking-uri", uri],
+                        [*NN_RUN, "resume", "0" * 32, "--tracking-uri", uri]):
+            done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["made-elsewhere.db"], command
+    with store_lock(f"sqlite:///{tmp_path}/new.db"):  # a process about to create a store takes the lock first
+        assert Path(tmp_path, "new.db.lock").is_file()
+
+
 @pytest.mark.slow
 def test_a_server_restarted_mid_sweep_loses_no_run(tmp_path):
     from mlflow import MlflowClient

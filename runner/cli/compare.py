@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 
-from runner import exit_codes
+from runner import console, exit_codes
 from runner.config import tracking_defaults
 from runner.sweep.compare import CompareError, compare_sweep, find_sweep
 from runner.tracking import record
@@ -29,6 +29,7 @@ def main(argv=None):
     parser.add_argument("--no-log", action="store_true", help="only print the table; log nothing to the parent run")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    console.configure()  # as nn-run: the table on stdout, warnings and errors on stderr
     try:
         parent = find_sweep(args.tracking_uri, args.experiment, args.parent_run_id)
         compare_sweep(args.tracking_uri, parent, log_to_parent=not args.no_log, metric=args.metric)

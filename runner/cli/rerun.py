@@ -5,24 +5,21 @@
     nn-rerun outputs/DATE/TIME             the same from a Hydra output folder (.hydra/config.yaml)
     nn-rerun RUN_ID --no-rebuild           train in this process as it is, even where its numerics differ
 
-Exit 0: reproduced (or a derived/uncompared run was made); 1: not reproduced, or training diverged
-(one line on stderr, the new run FAILED); 2: bad input, with one line on stderr and no new run.
+Progress and the verdict go to stdout, errors to stderr (runner/console.py). Exit 0: reproduced (or a
+derived/uncompared run was made); 1: not reproduced, or training diverged (one line on stderr, the new
+run FAILED); 2: bad input, with one line on stderr and no new run.
 """
 
 import argparse
 import gc
-import logging
 import sys
 
-from runner import exit_codes
+from runner import console, exit_codes
 from runner.config import ConfigError
 from runner.nn.training import DivergenceError
 from runner.rerun import RerunError, rerun
 from runner.tracking.store_lock import StoreError
 from runner.tracking.uri import ServerRefused, ServerUnreachable
-
-# Hydra's own job-logging format, so nn-rerun's progress lines look like nn-run's
-LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
 def parse_args(argv):
@@ -48,7 +45,7 @@ def nn_rerun(argv=None):
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    console.configure()  # its lines look as nn-run's: plain on stdout, warnings and errors on stderr
     try:
         return rerun(args.source, args.tracking_uri, args.override, argv=None if args.no_rebuild else argv)
     except (RerunError, NotInStore, ConfigError, ServerUnreachable, ServerRefused, StoreError) as error:

@@ -8,12 +8,14 @@ import sys
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from runner import exit_codes
-from runner.config import CONFIG_DIR, PRIMARY_CONFIG, ConfigError
+from runner.config import CONFIG_DIR, PRIMARY_CONFIG, ConfigError, unknown_key_message
+from runner.hydra_private import command_line
 from runner.job import run_job
 from runner.nn.training import DivergenceError
+from runner.output_folders import remove_made
 from runner.progress import wanted
 from runner.resume import ResumeError, resume_arguments
 from runner.sweep.callback import end_after_error, job_context, note_interrupted
@@ -37,22 +39,41 @@ def hydra_main(cfg):
 
 def run_task(cfg, **job_options):
     """The body of nn-run's task function; `job_options` go to run_job (the batched launcher's `trained`)."""
-    job = HydraConfig.get().job
+    hydra_cfg = HydraConfig.get()
     sweep = job_context()  # None for a single run
     in_sweep = {"parent_run_id": sweep.parent_run_id, "experiment_id": sweep.experiment_id} if sweep else {}
     progress = wanted(sys.stderr, multirun=sweep is not None)
+    output_dir = hydra_cfg.runtime.output_dir
     try:
-        output_dir = HydraConfig.get().runtime.output_dir
-        result = run_job(cfg, HydraConfig.get().overrides.task, job.override_dirname or cfg.dataset.name,
+        if sweep is None:
+            refuse_unswept(hydra_cfg)
+        result = run_job(cfg, hydra_cfg.overrides.task, hydra_cfg.job.override_dirname or cfg.dataset.name,
                          progress=progress, **in_sweep, extra_tags={HYDRA_OUTPUT_DIR_TAG: output_dir},
                          output_dir=output_dir, **job_options)
     # a diverged run is already FAILED
     except (ConfigError, ServerUnreachable, ServerRefused, StoreError, DivergenceError) as error:
         if sweep is not None:
             raise
+        if not isinstance(error, DivergenceError):  # refused before any run: no folder left behind either
+            remove_made(output_dir)
         print(f"nn-run: {error}", file=sys.stderr)
         sys.exit(exit_codes.FAILED if isinstance(error, DivergenceError) else exit_codes.BAD_INPUT)
     return result.final_error
+
+
+def refuse_unswept(hydra_cfg):
+    """ConfigError for a sweep's config run without -m (`nn-run experiment=lr_sweep`) that leaves a swept key
+    without a value of its own: it is a sweep. One job of it, every swept key given (`train.lr=0.3`), runs."""
+    swept = list(hydra_cfg.sweeper.get("params") or {})
+    given = {override.partition("=")[0].lstrip("+~") for override in hydra_cfg.overrides.task}
+    unset = [key for key in swept if key not in given]
+    if not unset:
+        return
+    preset = hydra_cfg.runtime.choices.get("experiment")
+    what = f"experiment={preset} is a sweep" if preset else "this config is a sweep"
+    raise ConfigError(f"{what} (hydra.sweeper.params sweeps {', '.join(swept)}): run it with "
+                      f"`nn-run -m {' '.join(sys.argv[1:])}`, or set {', '.join(unset)} to one value"
+                      f"{' each' if len(unset) > 1 else ''} to run one job")
 
 
 def _interrupt(signum, frame):
@@ -74,9 +95,26 @@ def resume(argv):
         sys.exit(exit_codes.BAD_INPUT)
 
 
+def refuse_mixed_modes(argv):
+    """Exit 2 with one line when the command line asks Hydra for two things at once (`-m ... --cfg job`)."""
+    args = command_line(argv)
+    modes = [flag for flag, given in (("-m", args.multirun), ("--cfg", args.cfg is not None),
+                                      ("--info", args.info is not None), ("--shell-completion", args.shell_completion),
+                                      ("--run", args.run)) if given]
+    if len(modes) > 1:
+        print(f"nn-run: {' and '.join(modes)} cannot go together: each is a way to run nn-run (-m: a sweep; --cfg: "
+              "show the config of one job, without running it; --info: Hydra's information); give one",
+              file=sys.stderr)
+        sys.exit(exit_codes.BAD_INPUT)
+    if args.resolve and args.cfg is None and not args.help:
+        print("nn-run: --resolve goes with --cfg (or --help): `nn-run --cfg job --resolve`", file=sys.stderr)
+        sys.exit(exit_codes.BAD_INPUT)
+
+
 def main():
     if sys.argv[1:2] == ["resume"]:
         sys.argv[1:] = resume(sys.argv[2:])
+    refuse_mixed_modes(sys.argv[1:])
     signal.signal(signal.SIGTERM, _interrupt)
     # Hydra would print a traceback for any error that reaches it; nn-run reports errors itself (below)
     hydra_reports = bool(os.environ.get(FULL_ERROR))  # the user asked for Hydra's full traceback
@@ -90,10 +128,15 @@ def main():
     except CompactHydraException as error:  # a config that does not compose: Hydra's own one or two lines
         if hydra_reports:
             raise
-        print(error, file=sys.stderr)
-        if isinstance(error.__cause__, OmegaConfBaseException):
-            print(error.__cause__, file=sys.stderr)
-        sys.exit(exit_codes.FAILED)
+        cause = error.__cause__
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and getattr(cause, "full_key", None):
+            # a key no schema has, set without + (train.lrr=0.5): as nn-run says it of +train.lrr=0.5
+            print(f"nn-run: {unknown_key_message(cause.full_key)}", file=sys.stderr)
+        else:
+            print(error, file=sys.stderr)
+            if isinstance(cause, OmegaConfBaseException):
+                print(cause, file=sys.stderr)
+        sys.exit(exit_codes.BAD_INPUT)
     except Exception as error:
         lost = end_after_error(error)
         if lost is None or hydra_reports:  # not a sweep that a job or a launcher stopped: a bug, shown whole

@@ -41,6 +41,7 @@ from runner import checkpoint, exit_codes
 from runner.config import ConfigError
 from runner.hydra_private import job_error
 from runner.job import mlflow_client, redact_overrides
+from runner.output_folders import remove_made
 from runner.sweep.compare import compare_sweep
 from runner.tracking import record, run_owner
 from runner.tracking.provenance import provenance_tags
@@ -210,6 +211,7 @@ class SweepTracking(Callback):
             sweep_file.write_text(json.dumps(asdict(context)))
         except Exception as error:
             # Hydra would only warn about a callback's error and start the jobs: stop before any starts
+            remove_made(_sweep_file(config.hydra).parent)
             print(f"nn-run: the sweep cannot start: {error}", file=sys.stderr)
             sys.exit(exit_codes.BAD_INPUT)
 

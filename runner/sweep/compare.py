@@ -10,7 +10,6 @@ test_error` ranks by the error on the held-out split instead (comparison_test_er
 import csv
 import json
 import math
-import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 from runner.job import mlflow_client
 from runner.plots import log_scale_points, new_figure, plain_log_axis
 from runner.tracking import record, run_owner
-from runner.tracking.uri import check_access, redact
+from runner.tracking.uri import redact
 
 
 class CompareError(Exception):
@@ -102,10 +101,14 @@ def find_sweep(uri, experiment, parent_run_id=None):
 
     Raises CompareError, or ServerUnreachable / ServerRefused for a tracking server that does not answer or let us in.
     """
-    check_access(uri, experiment)
+    # stored_run imports MLflow (~1.5 s): only once there is a sweep to look up
+    from runner.tracking import stored_run
+
     client = mlflow_client()
-    if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///"):]):  # MLflow would create it
-        raise CompareError(f"no MLflow store at {uri} (a relative path means the working directory)")
+    try:
+        stored_run.check_store(uri, experiment)  # MLflow would create a missing store
+    except stored_run.NotInStore as error:
+        raise CompareError(str(error)) from None
     if parent_run_id is None:
         parent = client.latest_run_with_tag(uri, experiment, record.SWEEP_ID_TAG)
         if parent is None:
@@ -190,21 +193,26 @@ def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout, metric=record
     """Print the ranking of the sweep `parent` by final `metric`; log its table and plot to the parent.
 
     `children`: the parent's child runs, if the caller has them. Raises CompareError when no child
-    logged `metric` (test_error needs a held-out split).
+    logged test_error and none still runs (it needs a held-out split); when no child has logged a point
+    of `metric` yet, the table and its RUNNING runs are printed and nothing is logged.
     """
     client = mlflow_client()
     children = client.child_runs(uri, parent) if children is None else children
     rows, keys = sweep_rows(uri, parent, metric, children)
-    if rows and not any(row.curve for row in rows):
-        raise CompareError(f"--metric {metric}: no run of sweep {parent.info.run_id} logged {metric}"
-                           + (" (it needs a held-out split: dataset.test_fraction > 0)"
-                              if metric == record.TEST_ERROR_METRIC else ""))
+    logged = any(row.curve for row in rows)
+    running = any(row.status == "RUNNING" for row in rows)
+    if rows and not logged and not running and metric == record.TEST_ERROR_METRIC:
+        raise CompareError(f"--metric {metric}: no run of sweep {parent.info.run_id} logged {metric} "
+                           "(it needs a held-out split: dataset.test_fraction > 0)")
     print(f"sweep {parent.info.run_name!r} (parent run {parent.info.run_id}, {parent.info.status}): "
           f"{len(rows)} runs ranked by final {metric}", file=out)
     print(format_table(rows, keys, metric), file=out)
     for note in running_notes([parent, *children]):
         print(note, file=out)
-    if log_to_parent:
+    if rows and not logged:  # killed before any point reached the store, or every job failed at once
+        print(f"no run of sweep {parent.info.run_id} has logged {metric} yet: nothing to rank, nothing logged "
+              "to the parent run", file=out)
+    elif log_to_parent:
         table, plot = record.comparison_files(metric)
         with tempfile.TemporaryDirectory() as folder:
             write_csv(Path(folder, table), rows, keys, metric)

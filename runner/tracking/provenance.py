@@ -159,6 +159,22 @@ def collect(folder=None):
     return Provenance(tags, diff or None)
 
 
+def same_interpreter(a, b):
+    """Whether two recorded python_executable paths name one interpreter in one environment: the same file once
+    symlinks are resolved (a venv's bin/python3 -> python), in the same venv (or both in none).
+
+    Two venvs share their base interpreter's file but not their packages: those stay different.
+    Paths are resolved on this machine; one that is not here resolves to itself.
+    """
+    return a == b or (os.path.realpath(a) == os.path.realpath(b) and environment_of(a) == environment_of(b))
+
+
+def environment_of(executable):
+    """The venv an interpreter path belongs to (the folder above its bin/, holding pyvenv.cfg), or None."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(executable)))
+    return os.path.realpath(root) if os.path.isfile(os.path.join(root, "pyvenv.cfg")) else None
+
+
 def provenance_tags():
     """The tags of collect(), for a run that logs no files (a sweep's parent run)."""
     return collect().tags

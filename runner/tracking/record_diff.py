@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runner.tracking import record
-from runner.tracking.provenance import is_provenance_tag
+from runner.tracking.provenance import is_provenance_tag, same_interpreter
 
 MISSING = "(not recorded)"
 
@@ -76,8 +76,17 @@ def _brief(steps, shown=6):
     return f"[{text}{', ...' if len(steps) > shown else ''}] ({len(steps)} points)"
 
 
+SAME_FACT = {"python_executable": same_interpreter}  # facts that can be equal without being equal text
+
+
 def differing_facts(source_tags, rerun_tags):
-    """[(key, source value, rerun value)] for every recorded environment fact that differs."""
-    keys = sorted(k for k in {*source_tags, *rerun_tags} if is_provenance_tag(k))
-    return [(k, source_tags.get(k, MISSING), rerun_tags.get(k, MISSING)) for k in keys
-            if source_tags.get(k) != rerun_tags.get(k)]
+    """[(key, source value, rerun value)] for every recorded environment fact that differs (python_executable:
+    a symlink to the same interpreter in the same environment is the same)."""
+    differing = []
+    for key in sorted(k for k in {*source_tags, *rerun_tags} if is_provenance_tag(k)):
+        before, after = source_tags.get(key), rerun_tags.get(key)
+        if before == after or (before is not None and after is not None and key in SAME_FACT
+                               and SAME_FACT[key](before, after)):
+            continue
+        differing.append((key, MISSING if before is None else before, MISSING if after is None else after))
+    return differing

@@ -6,6 +6,11 @@ this lock (an flock on `<database>.lock`) around its first use of a store, so on
 creates the tables and the others wait, then find them made. The kernel releases an flock when
 its process dies, so a crashed holder never blocks anyone. A tracking server's store is the
 server's business: no lock. No MLflow here.
+
+Only a process about to create the database makes the lock file. Where the database exists, the
+lock is taken if its file is there (a process of ours may still be creating the tables) and
+skipped if not (no process of ours made that store, and none is making it): looking a run up in
+a store never leaves a file beside it.
 """
 
 import fcntl
@@ -48,9 +53,10 @@ def store_lock(uri, seconds=WAIT_SECONDS):
     if path is None:
         yield
         return
+    creating = not os.path.exists(sqlite_path(uri))
     try:
-        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:  # no such folder, or not writable: MLflow's own error will name the store
+        handle = os.open(path, os.O_RDWR | (os.O_CREAT if creating else 0), 0o666)
+    except OSError:  # a store made without one, no such folder, or not writable (MLflow's error will name it)
         yield
         return
     try:

@@ -120,7 +120,7 @@ def test_a_user_with_edit_runs_sweeps_reruns_and_compares_and_the_password_is_no
     single = console[0].strip().splitlines()
     assert f"in experiment '{experiment}' at {url}" in single[-2]
     experiment_id = admin.get_experiment_by_name(experiment).experiment_id
-    assert single[-1].endswith(f"runs page: {url}/#/experiments/{experiment_id}/runs")
+    assert single[-1].endswith(f"runs page: {url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
     assert list((work / "multirun/submitit/.submitit").rglob("*_submitted.pkl"))  # submitit's files are there
 
     runs = admin.search_runs([experiment_id])

@@ -65,7 +65,7 @@ def finished_sweep(tmp_path_factory):
     assert len(children) == 2
     # the sweep's last line: the experiment's runs page, on the port `mlflow ui` serves by default
     (printed,) = [line for line in done.stdout.splitlines() if line.startswith("runs page: ")]
-    assert printed.startswith(f"runs page: http://127.0.0.1:5000/#/experiments/{experiment_id}/runs (serve it with: ")
+    assert printed.startswith(f"runs page: http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning (serve it with: ")
     page_path = printed.split()[2].removeprefix("http://127.0.0.1:5000")
     return folder, uri, experiment_id, parent, children, page_path
 
@@ -178,10 +178,13 @@ def test_ui_shows_the_sweep_as_training_runs_created_by_the_user_with_each_param
     folder, uri, experiment_id, parent, children, page_path = finished_sweep
     url = mlflow_ui
 
-    # the printed runs page: the sweep is under "Training runs" (not MLflow's GenAI "Evaluation runs")
+    # the printed runs page opens in the UI's model-training layout (its "Runs", not the GenAI layout's "Training
+    # runs" beside "Evaluation runs"), with the sweep in it
     page.goto(f"{url}{page_path}")
-    expect(page.get_by_role("heading", name="Training runs", exact=True)).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_role("heading", name="Runs", exact=True)).to_be_visible(timeout=WAIT_MS)
     expect(run_link(page, experiment_id, parent.info.run_id).first).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_text("Evaluation runs", exact=True)).to_have_count(0)
+    expect(page.get_by_text("Training runs", exact=True)).to_have_count(0)
     page.screenshot(path=str(tmp_path / "ui_training_runs.png"))
 
     # "Created by" on the parent's and a child's page: the user who ran the sweep (MLflow's context tags)

@@ -36,7 +36,7 @@ def test_a_wheel_installs_and_every_command_runs_from_anywhere(tmp_path):
 
     short = ["train.iterations=200", "train.log_every=100"]
     single = run([str(bin_ / "nn-run"), *short], work, env)
-    assert "runs page: http://127.0.0.1:5000/#/experiments/1/runs" in single.stdout + single.stderr
+    assert "runs page: http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning" in single.stdout + single.stderr
     assert (work / "mlflow.db").is_file()
     sweep = run([str(bin_ / "nn-run"), "-m", "seed=1,2", *short], work, env)
     assert "2 runs ranked by final error" in sweep.stdout

@@ -556,8 +556,13 @@ def ui_command(uri):
     return f"{mlflow_executable()} ui --backend-store-uri {uri} --host {UI_HOST} --port {UI_PORT}"
 
 
+# MLflow 3's UI opens on its GenAI layout unless told otherwise (its toggle, or this query parameter)
+TRAINING_LAYOUT = "workflowType=machine_learning"
+
+
 def runs_page(uri, experiment_id):
-    """Where the UI lists an experiment's runs (MLflow 3's UI opens elsewhere), and the command that serves it."""
+    """Where the UI lists an experiment's runs, in its model-training layout, and the command that serves it."""
+    page = f"#/experiments/{experiment_id}/runs?{TRAINING_LAYOUT}"
     if is_server(uri):
-        return f"{redact(uri).rstrip('/')}/#/experiments/{experiment_id}/runs"
-    return f"http://{UI_HOST}:{UI_PORT}/#/experiments/{experiment_id}/runs (serve it with: {ui_command(uri)})"
+        return f"{redact(uri).rstrip('/')}/{page}"
+    return f"http://{UI_HOST}:{UI_PORT}/{page} (serve it with: {ui_command(uri)})"

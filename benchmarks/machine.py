@@ -11,17 +11,7 @@ import platform
 import numpy as np
 from threadpoolctl import threadpool_info
 
-
-def cpu_model():
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from runner.tracking.provenance import cpu_model
 
 
 def blas_kernels():

@@ -180,8 +180,9 @@ NOT_RUN = {  # key: (why it is not run here, the test that covers it instead or 
     "squeue": (SLURM, None),
     "make slurm-stop": (SLURM, None),
     "make server": ("a server, started by make in a checkout",
-                    "tests/test_server.py::test_a_parallel_sweep_lands_every_run_on_the_server"),
-    "make server-stop": ("a server, stopped by make in a checkout", None),
+                    "tests/test_auth.py::test_make_server_starts_the_auth_app_with_secrets_it_never_prints"),
+    "make server-stop": ("a server, stopped by make in a checkout",
+                         "tests/test_auth.py::test_make_server_starts_the_auth_app_with_secrets_it_never_prints"),
     ".venv/bin/nn-run -m hydra/launcher=submitit_slurm hydra.launcher.partition=debug tracking=server seed=1,2,3": (
         SLURM, "tests/test_slurm.py::test_a_submitit_slurm_sweep_lands_three_finished_children_under_one_parent"),
     "nn-run -m hydra/launcher=batched hydra.launcher.executor=slurm hydra.launcher.n_jobs=2 "
@@ -190,10 +191,6 @@ NOT_RUN = {  # key: (why it is not run here, the test that covers it instead or 
     "nn-run -m hydra/launcher=submitit_slurm hydra.launcher.partition=PARTITION hydra.launcher.timeout_min=120 "
     "hydra.launcher.cpus_per_task=1 hydra.launcher.array_parallelism=32 hydra.sweep.dir=/shared/sweeps/lr-$(date +%F) "
     "tracking.uri=http://HOST:5000 tracking.experiment=NAME train.lr=0.1,1,10": (SLURM + "; a real cluster's names", None),
-    "mlflow server --backend-store-uri sqlite:///mlflow.db --host HOST --port 5000": (
-        "a server on a machine the nodes reach", "tests/test_server.py::test_a_parallel_sweep_lands_every_run_on_the_server"),
-    "nn-run -m hydra/launcher=submitit_slurm hydra.launcher.partition=PARTITION tracking.uri=http://HOST:5000 "
-    "train.lr=0.1,1,10": (SLURM + "; a real cluster's names", None),
     "nn-run -m hydra/sweeper=optuna hydra.sweeper.n_trials=20 'train.lr=tag(log,interval(0.01,30))'": (
         "a long sweep (20 trials of 60,000 iterations)",
         "tests/test_sweeps.py::test_optuna_search_minimises_the_final_error_with_a_child_per_trial"),
@@ -207,12 +204,29 @@ NOT_RUN = {  # key: (why it is not run here, the test that covers it instead or 
         "a long sweep (64 jobs as submitit jobs)",
         "tests/test_batched_slurm.py::test_a_local_executor_sweep_runs_each_share_as_a_submitit_job"),
     "nn-compare PARENT_RUN_ID --tracking-uri http://HOST:5000": ("needs a tracking server at HOST", None),
+    "make server-user NAME=$USER": ("adds a user on `make server`'s server (asks for a password)",
+                                    "tests/test_auth.py::test_make_server_starts_the_auth_app_with_secrets_it_never_prints"),
+    "make server-user NAME=alice": ("adds a user on `make server`'s server (asks for a password)",
+                                    "tests/test_auth.py::test_make_server_starts_the_auth_app_with_secrets_it_never_prints"),
+    "make server-user NAME=bob EXPERIMENT=xor-study PERMISSION=READ": (
+        "grants a permission on `make server`'s server",
+        "tests/test_auth.py::test_a_user_with_read_only_is_refused_in_one_line_and_the_store_is_unchanged"),
+    "export MLFLOW_TRACKING_USERNAME=$USER": ("sets the shell's environment for the commands after it",
+                                              "tests/test_auth.py::test_credentials_come_from_the_environment_then_mlflows_own_file"),
+    "export MLFLOW_TRACKING_USERNAME=alice": ("sets the shell's environment for the commands after it",
+                                              "tests/test_auth.py::test_credentials_come_from_the_environment_then_mlflows_own_file"),
+    "read -rs MLFLOW_TRACKING_PASSWORD && export MLFLOW_TRACKING_PASSWORD": (
+        "reads a password at the terminal", "tests/test_auth.py::test_credentials_come_from_the_environment_then_mlflows_own_file"),
+    "echo 'DBHOST:5432:mlflow:mlflow:DBPASSWORD' >> ~/.pgpass && chmod 600 ~/.pgpass": (
+        "writes the user's ~/.pgpass for a real database host", None),
+    "make server SERVER_STORE=postgresql+psycopg2://mlflow@DBHOST:5432/mlflow": (
+        "a server over a real PostgreSQL host", "tests/test_server.py::test_a_parallel_sweep_lands_every_run_on_the_server"),
+    "nn-run -m hydra/launcher=submitit_slurm hydra.launcher.partition=PARTITION tracking.uri=https://mlflow.example.org "
+    "train.lr=0.1,1,10": (SLURM + "; a real cluster's names", None),
     ".venv/bin/nn-run tracking=server": ("needs `make server`",
                                          "tests/test_server.py::test_a_parallel_sweep_lands_every_run_on_the_server"),
     ".venv/bin/nn-run -m tracking=server hydra/launcher=joblib train.lr=0.3,1,3": (
         "needs `make server`", "tests/test_server.py::test_a_parallel_sweep_lands_every_run_on_the_server"),
-    ".venv/bin/pip install psycopg2-binary": ("installs into the checkout's venv; for PostgreSQL", None),
-    "make server SERVER_STORE=postgresql+psycopg2://USER:PASSWORD@DBHOST:5432/mlflow": ("needs a PostgreSQL", None),
 }
 
 

@@ -64,7 +64,7 @@ def finished_sweep(tmp_path_factory):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 2
     # the sweep's last line: the experiment's runs page, on the port `mlflow ui` serves by default
-    (printed,) = [line for line in done.stdout.splitlines() if line.startswith("runs page: ")]
+    printed = done.stdout.splitlines()[-1]  # each job prints its own run's lines too; the sweep's come last
     assert printed.startswith(f"runs page: http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning (serve it with: ")
     page_path = printed.split()[2].removeprefix("http://127.0.0.1:5000")
     return folder, uri, experiment_id, parent, children, page_path

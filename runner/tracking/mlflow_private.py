@@ -29,3 +29,22 @@ def sqlalchemy_engines():
     share its parent's connections: tracking.client.forget_inherited_connections)."""
     return list(SqlAlchemyStore._engine_map.values())
 
+
+
+def metric_history_bulk(client, run_ids, key, runs_per_query):
+    """{run id: [Metric]} of metric `key` for every run of `run_ids` that logged it, `runs_per_query` runs a query,
+    through the SQL store's get_metric_history_bulk; None when `client`'s store is not MLflow's SQL store (a
+    tracking server: MLflow's REST API has no public call that returns the history of many runs at once).
+
+    Needed by tracking.client.metric_histories: one query per run made the end of a 10,000-job sweep take minutes.
+    The store's method is public on the class but not documented, and reached through MlflowClient's private
+    _tracking_client.
+    """
+    store = client._tracking_client.store
+    if not isinstance(store, SqlAlchemyStore):
+        return None
+    run_ids, found = list(run_ids), {}
+    for start in range(0, len(run_ids), runs_per_query):
+        for point in store.get_metric_history_bulk(run_ids[start:start + runs_per_query], key, max_results=2**62):
+            found.setdefault(point.run_id, []).append(point)
+    return found

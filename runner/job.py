@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from runner import checkpoint
-from runner.config import ConfigError, check, check_fits_data
+from runner import checkpoint, objective
+from runner.config import ConfigError, check, check_fits_data, check_objective
 from runner.data.datasets import load_dataset
 from runner.data.errors import DataError
 from runner.nn.network import init_weights, layer_sizes, predict
@@ -34,6 +34,8 @@ class JobResult:
     final_error: float
     weights_sha256: str
     final_metrics: dict = field(default_factory=dict)  # {final_error: ..., final_test_error: ..., ...}
+    objective: str = record.ERROR_METRIC  # the metric the config's sweep.objective names (runner/objective.py)
+    objective_value: float | None = None  # its final value: what nn-run's task returns to a sweeper
 
 
 @dataclass
@@ -84,18 +86,23 @@ def load_data(dataset_cfg):
 
 
 def log_dataset_inputs(run, data):
-    """The training split, and the test split if any, as the run's MLflow dataset inputs."""
+    """The training split, and the validation and test splits if any, as the run's MLflow dataset inputs."""
     splits = {record.TRAINING_CONTEXT: (data.X, data.y, record.dataset_digest(data.X, data.y))}
+    if data.X_val is not None:
+        splits[record.VALIDATION_CONTEXT] = (data.X_val, data.y_val, record.dataset_digest(data.X_val, data.y_val))
     if data.X_test is not None:
         splits[record.TESTING_CONTEXT] = (data.X_test, data.y_test, record.dataset_digest(data.X_test, data.y_test))
     run.log_datasets(data.name, data.source, splits)
 
 
 def write_test_predictions_and_plots(folder, cfg, data, result):
-    """Into the artifact folder: test_predictions.csv (final weights) and, with tracking.log_plots, the plots."""
-    if data.X_test is not None:
-        outputs = predict(result.weights, data.X_test, cfg.model.activation, cfg.model.output)
-        record.write_predictions(folder, data.X_test, data.y_test, outputs, record.TEST_PREDICTIONS_FILE)
+    """Into the artifact folder: val_predictions.csv and test_predictions.csv (final weights) for the splits the
+    data has and, with tracking.log_plots, the plots."""
+    for X, y, name in ((data.X_val, data.y_val, record.VAL_PREDICTIONS_FILE),
+                       (data.X_test, data.y_test, record.TEST_PREDICTIONS_FILE)):
+        if X is not None:
+            outputs = predict(result.weights, X, cfg.model.activation, cfg.model.output)
+            record.write_predictions(folder, X, y, outputs, name)
     if cfg.tracking.log_plots:
         # runner.plots imports matplotlib (~0.4 s) as it draws: only when plots are wanted
         from runner.plots import write_run_plots
@@ -108,6 +115,7 @@ def prepare_job(cfg):
     check(cfg)
     data = load_data(cfg.dataset)
     check_fits_data(cfg, len(data.y), data.y.shape[1])
+    check_objective(cfg, data.classes is not None)
     check_access(cfg.tracking.uri, cfg.tracking.experiment)
     return data
 
@@ -127,8 +135,8 @@ def train_job(cfg, data, on_log, progress=False, resume=None, checkpoints=None):
         return train(initial_weights(cfg, data), data.X, data.y, iterations=cfg.train.iterations,
                      log_every=cfg.train.log_every, lr=cfg.train.lr, hidden_activation=cfg.model.activation,
                      output_activation=cfg.model.output, batch_size=cfg.train.batch_size,
-                     rng=shuffle_rng(cfg.seed), X_test=data.X_test, y_test=data.y_test,
-                     classify=data.classes is not None, on_log=bar.wrap_log(on_log), resume=resume,
+                     rng=shuffle_rng(cfg.seed), X_test=data.X_test, y_test=data.y_test, X_val=data.X_val,
+                     y_val=data.y_val, classify=data.classes is not None, on_log=bar.wrap_log(on_log), resume=resume,
                      checkpoints=checkpoints, **bar.train_hooks)
 
 
@@ -194,8 +202,14 @@ def finished_result(cfg, run_id):
     run = mlflow_client().get_run(cfg.tracking.uri, run_id)
     metrics = {k: v for k, v in run.data.metrics.items() if k.startswith(record.FINAL_PREFIX)}
     log.info("MLflow run %s finished before: kept as it is", run_id)
-    return JobResult(run_id, metrics[record.final_metric(record.ERROR_METRIC)],
-                     run.data.tags.get(record.WEIGHTS_HASH_TAG), metrics)
+    return job_result(cfg, run_id, run.data.tags.get(record.WEIGHTS_HASH_TAG), metrics)
+
+
+def job_result(cfg, run_id, weights_sha256, final_metrics):
+    """The JobResult of a run of `cfg` whose final metrics are `final_metrics` ({final_error: ..., ...})."""
+    metric = objective.configured(cfg)  # prepare_job checked it against the data
+    return JobResult(run_id, final_metrics[record.final_metric(record.ERROR_METRIC)], weights_sha256, final_metrics,
+                     metric, final_metrics[record.final_metric(metric)])
 
 
 def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, progress=False, extra_tags=None,
@@ -213,6 +227,8 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
     one whose run finished is kept as it is.
     """
     data = prepare_job(cfg) if trained is None else trained.data
+    if parent_run_id is None:  # a sweep warns once, as it starts (runner/sweep/callback.py)
+        objective.warn_if_leaking(objective.configured(cfg))
     tracked_run, runs_page = mlflow_client().tracked_run, mlflow_client().runs_page
     checkpointing = output_dir is not None and trained is None
     config_sha = checkpoint.config_sha256(cfg) if checkpointing else None
@@ -266,4 +282,4 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
     uri = redact(cfg.tracking.uri)
     log.info("MLflow run %s in experiment %r at %s", run.run_id, cfg.tracking.experiment, uri)
     log.info("runs page: %s", runs_page(uri, run.experiment_id))
-    return JobResult(run.run_id, result.errors[-1], digest, final_metrics)
+    return job_result(cfg, run.run_id, digest, final_metrics)

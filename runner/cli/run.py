@@ -28,7 +28,8 @@ FULL_ERROR = "HYDRA_FULL_ERROR"  # set: Hydra lets an error through instead of p
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name=PRIMARY_CONFIG)
 def hydra_main(cfg):
-    """Hand the composed config to run_job and return the final training error (what sweepers minimise).
+    """Hand the composed config to run_job and return the final value of its objective (what sweepers optimise:
+    sweep.objective, runner/objective.py).
 
     A single run ends with one line: exit 2 for a bad value or a tracking server that does not
     answer, 1 for divergence. In a sweep (`-m`) these fail only their own job (Hydra records it)
@@ -58,7 +59,7 @@ def run_task(cfg, **job_options):
             remove_made(output_dir)
         print(f"nn-run: {error}", file=sys.stderr)
         sys.exit(exit_codes.FAILED if isinstance(error, DivergenceError) else exit_codes.BAD_INPUT)
-    return result.final_error
+    return result.objective_value
 
 
 def refuse_unswept(hydra_cfg):

@@ -18,7 +18,7 @@ import numpy as np
 
 from runner.nn.activations import get_activation, get_output, run_ops
 from runner.nn.metrics import Scores, correct_count, mean_abs
-from runner.nn.training import Evaluator, TrainResult, stacked
+from runner.nn.training import HeldOut, TrainResult, held_out_splits, stacked
 
 
 def swap(a):
@@ -80,25 +80,22 @@ class StackedBackprop:
 
 @np.errstate(over="ignore", invalid="ignore")  # as runner.nn.training.train: saturation is fine, NaN is reported
 def train_stacked(initials, X, y, *, lrs, iterations, log_every, hidden_activation="sigmoid",
-                  output_activation="sigmoid", X_test=None, y_test=None, classify=False):
+                  output_activation="sigmoid", X_test=None, y_test=None, X_val=None, y_val=None, classify=False):
     """Train K networks (`initials`: K lists of weight matrices of one shape) full batch on the same data.
 
     Returns (results, diverged): a runner.nn.training.TrainResult per network, bitwise what
     runner.nn.training.train gives for that network alone (same weights, last output, scores at
-    the same steps), and the sorted indices of networks whose weights became NaN or inf (their
-    results are meaningless: retrain them alone for the DivergenceError).
+    the same steps, the held-out splits `X_test` and `X_val` included), and the sorted indices of
+    networks whose weights became NaN or inf (their results are meaningless: retrain them alone
+    for the DivergenceError).
     """
     X = np.ascontiguousarray(X, dtype=np.float64)
     y = np.ascontiguousarray(y, dtype=np.float64)
     net = StackedBackprop(initials, X, y, lrs, hidden_activation, output_activation)
     count = net.count
     views = [net.network_weights(n) for n in range(count)]
-    tests = []
-    if X_test is not None:
-        X_test = np.ascontiguousarray(X_test, dtype=np.float64)
-        y_test = np.ascontiguousarray(y_test, dtype=np.float64)
-        tests = [Evaluator(views[n], X_test, y_test, hidden_activation, output_activation, classify)
-                 for n in range(count)]
+    splits = held_out_splits(X_test, y_test, X_val, y_val)
+    held_out = [HeldOut(views[n], splits, hidden_activation, output_activation, classify) for n in range(count)]
     results = [TrainResult(weights=views[n]) for n in range(count)]
     forward_and_error, update, iteration = net.forward_ops + net.error_ops, net.update_ops, net.ops
 
@@ -107,9 +104,8 @@ def train_stacked(initials, X, y, *, lrs, iterations, log_every, hidden_activati
         for n, result in enumerate(results):
             error, prediction = net.deltas[-1][n], net.layers[-1][n]
             accuracy = correct_count(y, prediction) / len(y) if classify else None
-            test_error, test_accuracy = tests[n].measure() if tests else (None, None)
             result.steps.append(step)
-            result.history.append(Scores(mean_abs(error), test_error, accuracy, test_accuracy))
+            result.history.append(Scores(mean_abs(error), train_accuracy=accuracy, **held_out[n].measure()))
 
     i = 0
     while i < iterations:

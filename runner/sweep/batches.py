@@ -90,7 +90,7 @@ def train_batch(configs):
     results, diverged = train_stacked(
         [initial_weights(cfg, data) for cfg in configs], data.X, data.y, lrs=[cfg.train.lr for cfg in configs],
         iterations=first.train.iterations, log_every=first.train.log_every, hidden_activation=first.model.activation,
-        output_activation=first.model.output, X_test=data.X_test, y_test=data.y_test,
-        classify=data.classes is not None)
+        output_activation=first.model.output, X_test=data.X_test, y_test=data.y_test, X_val=data.X_val,
+        y_val=data.y_val, classify=data.classes is not None)
     facts, shared = provenance.collect(), {}
     return [None if n in diverged else Trained(result, data, facts, shared) for n, result in enumerate(results)]

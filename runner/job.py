@@ -227,8 +227,9 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
     one whose run finished is kept as it is.
     """
     data = prepare_job(cfg) if trained is None else trained.data
+    metric = objective.configured(cfg)
     if parent_run_id is None:  # a sweep warns once, as it starts (runner/sweep/callback.py)
-        objective.warn_if_leaking(objective.configured(cfg))
+        objective.warn_if_leaking(metric)
     tracked_run, runs_page = mlflow_client().tracked_run, mlflow_client().runs_page
     checkpointing = output_dir is not None and trained is None
     config_sha = checkpoint.config_sha256(cfg) if checkpointing else None
@@ -240,7 +241,7 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
             return finished_result(cfg, meta["run_id"])
         meta = None  # a single run into the folder of a finished one (a fixed hydra.run.dir) is a new run
     facts = provenance.collect() if trained is None else trained.facts
-    tags = run_tags(overrides, data, facts, extra_tags)
+    tags = run_tags(overrides, data, facts, {record.OBJECTIVE_TAG: metric, **(extra_tags or {})})
     saver = None
     with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id, experiment_id,
                      resume_run_id=meta["run_id"] if meta else None) as run:

@@ -37,7 +37,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from runner import checkpoint, exit_codes
+from runner import checkpoint, exit_codes, objective
 from runner.config import ConfigError
 from runner.hydra_private import job_error
 from runner.job import mlflow_client, redact_overrides
@@ -128,6 +128,18 @@ def planned_jobs(config):
     for values in choices.values():
         jobs = [job + [value] for job in jobs for value in values]
     return jobs
+
+
+def sweep_objective(config, swept):
+    """The metric the sweep `config` optimises and ranks by (runner/objective.py), from its config without the
+    swept values; ConfigError for one it cannot have. With data-set keys swept, the jobs check their own."""
+    try:
+        return objective.configured(config)
+    except objective.ObjectiveError as error:
+        name = config.sweep.objective
+        if name in objective.CHOICES and any(key == "dataset" or key.startswith("dataset.") for key in swept):
+            return name
+        raise ConfigError(str(error)) from None
 
 
 def launcher_report(error):
@@ -225,6 +237,7 @@ class SweepTracking(Callback):
         for key, values in swept.items():
             if key.startswith("tracking."):
                 raise ConfigError(f"{key}={values} is not allowed: one sweep logs to one store and one experiment")
+        metric = sweep_objective(config, swept)
         sweep_id = uuid.uuid4().hex
         tags = {
             **provenance_tags(),
@@ -235,6 +248,7 @@ class SweepTracking(Callback):
             record.SWEEP_DIR_TAG: str(_sweep_file(config.hydra).parent.resolve()),
             record.LAUNCHER_TAG: OmegaConf.select(config, "hydra.runtime.choices.hydra/launcher"),
             record.SWEEPER_TAG: OmegaConf.select(config, "hydra.runtime.choices.hydra/sweeper"),
+            record.OBJECTIVE_TAG: metric,
         }
         uri = config.tracking.uri
         self._planned = planned_jobs(config)
@@ -250,6 +264,7 @@ class SweepTracking(Callback):
         self._parent = (uri, run_id)
         _open_sweeps.append(self)
         atexit.register(self._end_parent, completed=False)
+        objective.warn_if_leaking(metric)  # once for the sweep: its jobs do not warn
         if earlier is not None:
             log.info("sweep parent run %s continues: finished jobs are kept, stopped ones resume from their "
                      "checkpoints, the others run", run_id)
@@ -326,6 +341,10 @@ class SweepTracking(Callback):
         errors = [e for e in errors if math.isfinite(e)]
         if errors:
             metrics[record.BEST_ERROR_METRIC] = min(errors)
+        agreed = {c.data.tags.get(record.OBJECTIVE_TAG) for c in children} - {None}
+        if len(agreed) == 1 and agreed != {parent.data.tags.get(record.OBJECTIVE_TAG)}:
+            # every job optimised one metric the sweep's config did not name (a swept dataset.val_fraction)
+            set_run_tags(uri, run_id, {record.OBJECTIVE_TAG: agreed.pop()})
         if not completed and (_interrupted or (not lost and any(c.info.status == "KILLED" for c in children))):
             status = "KILLED"  # Ctrl-C or SIGTERM: the jobs that were running are KILLED
         elif completed and finished and len(finished) == len(children) and not rejected and not not_run:

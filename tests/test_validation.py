@@ -301,3 +301,12 @@ def test_a_sweep_naming_a_test_metric_warns_once(tmp_path, tracking_uri, experim
     assert len(warnings) == 1
     sweep = json.loads((next(tmp_path.glob("multirun/*/*")) / "mlflow_sweep.json").read_text())
     assert sweep["parent_run_id"]
+
+
+def test_a_search_whose_direction_opposes_its_objective_does_not_start(tmp_path):
+    done = nn_run(tmp_path, "-m", "hydra/sweeper=nn_optuna", "hydra.sweeper.n_trials=2", "dataset=iris",
+                  "dataset.val_fraction=0.2", "sweep.objective=val_accuracy", "train.lr=interval(0.01,0.1)")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == ("nn-run: the sweep cannot start: hydra.sweeper.direction=minimize is not allowed: the "
+                           "sweep's objective val_accuracy (sweep.objective=val_accuracy) is to maximize\n")
+    assert list(tmp_path.iterdir()) == []

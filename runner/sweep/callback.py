@@ -133,14 +133,19 @@ def planned_jobs(config):
 
 def sweep_objective(config, swept):
     """The metric the sweep `config` optimises and ranks by (runner/objective.py), from its config without the
-    swept values; ConfigError for one it cannot have. With data-set keys swept, the jobs check their own."""
+    swept values; ConfigError for one it cannot have, or that its sweeper's `direction` would optimise the wrong
+    way. With data-set keys swept, the jobs check their own."""
     try:
-        return objective.configured(config)
+        metric = objective.configured(config)
     except objective.ObjectiveError as error:
-        name = config.sweep.objective
-        if name in objective.CHOICES and any(key == "dataset" or key.startswith("dataset.") for key in swept):
-            return name
-        raise ConfigError(str(error)) from None
+        metric = config.sweep.objective
+        if metric not in objective.CHOICES or not any(key == "dataset" or key.startswith("dataset.") for key in swept):
+            raise ConfigError(str(error)) from None
+    direction = OmegaConf.select(config, "hydra.sweeper.direction")
+    if isinstance(direction, str) and direction != objective.direction(metric):
+        raise ConfigError(f"hydra.sweeper.direction={direction} is not allowed: the sweep's objective {metric} "
+                          f"(sweep.objective={config.sweep.objective}) is to {objective.direction(metric)}")
+    return metric
 
 
 def launcher_report(error):

@@ -75,9 +75,12 @@ def share_out(batches, count, workers):
     return [(parts, sorted(jobs)) for parts, jobs in shares if jobs]
 
 
-def train_batch(configs):
+def train_batch(configs, stoppers=None):
     """Train the jobs `configs` (one batch of plan_batches) together.
 
+    `stoppers` holds one should_stop(step, scores) or None per config (runner.job.run_job's): a network
+    whose should_stop says True at a logged step stops there and leaves the stack (runner/nn/stacked.py),
+    and its Trained result says so (TrainResult.stopped_at); run_job logs it as a pruned run.
     Returns one runner.job.Trained per config, or None for a job to run on its own: every job
     when the shared data or tracking server is rejected (each then fails with its own error),
     and a network that diverged (alone, it fails with the step and layer of its first bad update).
@@ -91,6 +94,6 @@ def train_batch(configs):
         [initial_weights(cfg, data) for cfg in configs], data.X, data.y, lrs=[cfg.train.lr for cfg in configs],
         iterations=first.train.iterations, log_every=first.train.log_every, hidden_activation=first.model.activation,
         output_activation=first.model.output, X_test=data.X_test, y_test=data.y_test,
-        classify=data.classes is not None)
+        classify=data.classes is not None, on_logs=stoppers)
     facts, shared = provenance.collect(), {}
     return [None if n in diverged else Trained(result, data, facts, shared) for n, result in enumerate(results)]

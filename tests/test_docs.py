@@ -191,7 +191,7 @@ NOT_RUN = {  # key: (why it is not run here, the test that covers it instead or 
     "nn-run -m hydra/launcher=submitit_slurm hydra.launcher.partition=PARTITION hydra.launcher.timeout_min=120 "
     "hydra.launcher.cpus_per_task=1 hydra.launcher.array_parallelism=32 hydra.sweep.dir=/shared/sweeps/lr-$(date +%F) "
     "tracking.uri=http://HOST:5000 tracking.experiment=NAME train.lr=0.1,1,10": (SLURM + "; a real cluster's names", None),
-    "nn-run -m hydra/sweeper=optuna hydra.sweeper.n_trials=20 'train.lr=tag(log,interval(0.01,30))'": (
+    "nn-run -m hydra/sweeper=nn_optuna hydra.sweeper.n_trials=20 'train.lr=tag(log,interval(0.01,30))'": (
         "a long sweep (20 trials of 60,000 iterations)",
         "tests/test_sweeps.py::test_optuna_search_minimises_the_final_error_with_a_child_per_trial"),
     "nn-run -m hydra/launcher=batched seed='range(1,257)'": (

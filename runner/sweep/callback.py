@@ -35,6 +35,7 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
@@ -198,6 +199,20 @@ def _check_launcher(launcher_cfg):
         raise ConfigError(str(error)) from None
 
 
+def _check_sweeper(config):
+    """The sweeper's own check of its settings, if it has one (nn_optuna's check_settings: sampler, pruner,
+    storage, search space), so that a bad one stops the sweep before the parent run exists, as _check_launcher."""
+    target = config.hydra.sweeper.get("_target_")
+    sweepers = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in Plugins.instance().discover(Sweeper)}
+    check = getattr(sweepers.get(target), "check_settings", None)
+    if check is None:
+        return
+    try:
+        check(config)
+    except ValueError as error:  # its one-line refusal (runner.sweep.optuna_settings.SettingsError)
+        raise ConfigError(str(error)) from None
+
+
 class SweepTracking(Callback):
     """Hydra callback: a parent MLflow run around every multirun; see the module docstring."""
 
@@ -221,6 +236,7 @@ class SweepTracking(Callback):
         # in seconds, before MLflow's import and its minutes of retries; a login the server refuses too
         check_access(config.tracking.uri, config.tracking.experiment)
         _check_launcher(config.hydra.launcher)
+        _check_sweeper(config)
         open_run = mlflow_client().open_run
 
         swept = swept_values(config)

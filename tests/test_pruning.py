@@ -1,13 +1,17 @@
-"""Pruning: a run its should_stop stops at a logged step, alone, in a stacked batch, logged, resumed and rerun.
+"""Pruning: a run its should_stop stops at a logged step, alone, in a stacked batch, logged, resumed and rerun;
+then real searches with nn_optuna and a median pruner, on the basic and the batched launcher.
 
 The oracle is the same training not stopped, in this process: every point up to the stop step, and
 the weights at that step (the run trained for exactly that many iterations), bit for bit.
 """
 
 import numpy as np
+import optuna
 import pytest
 from conftest import compose_config, runs_of
+from optuna.trial import TrialState
 from test_batched import same_training
+from test_sweeps import nn_run_m, sweep_of
 
 from runner import checkpoint
 from runner.cli.rerun import nn_rerun
@@ -168,3 +172,47 @@ def test_nn_rerun_of_a_pruned_run_trains_to_its_step_and_reproduces_it(tmp_path,
     (new,) = [r for r in runs_of(client, experiment) if r.data.tags.get(record.RERUN_OF_TAG) == source.run_id]
     assert new.data.tags[record.PRUNED_AT_TAG] == "400"
     assert points(client, new.info.run_id, record.ERROR_METRIC) == points(client, source.run_id, record.ERROR_METRIC)
+
+
+# learning rates from 1e-3 to 10 on the seed table: the small ones barely move in 1000 iterations, the large ones
+# reach a small error, so the median pruner stops the hopeless trials at their first steps
+SEARCH = ["hydra/sweeper=nn_optuna", "hydra.sweeper.n_trials=10", "hydra.sweeper.sampler.name=random",
+          "hydra.sweeper.sampler.seed=1", "hydra.sweeper.pruner.name=median", "hydra.sweeper.pruner.n_startup_trials=2",
+          "train.lr=tag(log,interval(0.001,10))", "train.iterations=1000", "train.log_every=100",
+          "tracking.log_model=false", "hydra.sweep.dir=search"]
+LAUNCHERS = {"basic": [], "batched": ["hydra/launcher=batched", "hydra.launcher.n_jobs=1", "hydra.sweeper.n_jobs=4"]}
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_search_with_a_median_pruner_stops_hopeless_trials_and_counts_them(tmp_path, tracking_uri, experiment,
+                                                                              client, capsys, launcher):
+    done = nn_run_m(tmp_path, tracking_uri, experiment, *SEARCH, *LAUNCHERS[launcher])
+    assert done.returncode == 0, done.stderr
+    parent, children = sweep_of(client, experiment)
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path}/search/optuna.db")
+    trials = {t.number: t for t in study.trials}
+    pruned = [c for c in children if record.PRUNED_AT_TAG in c.data.tags]
+    assert 0 < len(pruned) < len(children) == len(trials) == 10
+    assert parent.info.status == "FINISHED" and parent.data.metrics[record.TRIALS_PRUNED_METRIC] == len(pruned)
+    assert sorted(int(c.data.tags[record.TRIAL_NUMBER_TAG]) for c in pruned) == sorted(
+        n for n, t in trials.items() if t.state == TrialState.PRUNED)
+    completed = [c for c in children if c not in pruned]
+    assert parent.data.metrics[record.BEST_ERROR_METRIC] == study.best_value == min(
+        c.data.metrics[record.final_metric(record.ERROR_METRIC)] for c in completed)
+    for child in children:
+        trial = trials[int(child.data.tags[record.TRIAL_NUMBER_TAG])]
+        cfg = compose_config(f"train.lr={child.data.params['train.lr']}", *SEARCH[7:9])
+        whole = training(cfg, load_data(cfg.dataset))
+        logged = points(client, child.info.run_id, record.ERROR_METRIC)
+        assert child.info.status == "FINISHED"
+        if child in pruned:
+            step = int(child.data.tags[record.PRUNED_AT_TAG])
+            assert 0 <= step < 1000 and trial.user_attrs == {record.PRUNED_AT_TAG: step}
+            assert logged == [(s, e) for s, e in zip(whole.steps, whole.errors) if s <= step]
+            assert trial.intermediate_values == dict(logged)  # what the trial reported: its objective, each step
+        else:
+            assert logged == list(zip(whole.steps, whole.errors)) and trial.value == whole.errors[-1]
+            assert child.data.tags[record.WEIGHTS_HASH_TAG] == record.weights_sha256(whole.weights)
+    if launcher == "batched":  # a pruned network of a stack, alone: its rerun reproduces it
+        assert nn_rerun([pruned[0].info.run_id, "--tracking-uri", tracking_uri]) == 0
+        assert capsys.readouterr().out.splitlines()[-1] == "reproduced"

@@ -100,5 +100,8 @@ def train_batch(configs, stoppers=None):
         iterations=first.train.iterations, log_every=first.train.log_every, hidden_activation=first.model.activation,
         output_activation=first.model.output, X_test=data.X_test, y_test=data.y_test,
         classify=data.classes is not None, on_logs=stoppers)
+    for stopper in stoppers:
+        if hasattr(stopper, "close"):  # a trial reporter of a network that diverged is still open
+            stopper.close()
     facts, shared = provenance.collect(), {}
     return [None if n in diverged else Trained(result, data, facts, shared) for n, result in enumerate(results)]

@@ -3,10 +3,10 @@
 A source is an MLflow run or a Hydra output folder; its recorded config is composed with nn-run's
 configs (real Hydra composition), trained as a new run linked to it, and the two records are
 compared exactly (runner/tracking/record_diff.py). A pruned source (tag pruned_at_step) is
-reproduced by training to that step; a run derived from it with overrides trains in full. A reproduction whose source recorded another
-BLAS kernel, other NumPy SIMD loops or other OPENBLAS_*/NPY_*/OMP_*/MKL_* values than this
-process has trains in a child process whose environment rebuilds them
-(runner/tracking/numeric_env.py), after one line saying what it set.
+reproduced by training to that step; a run derived from it with overrides trains in full. A
+reproduction whose source recorded another BLAS kernel, other NumPy SIMD loops or other
+OPENBLAS_*/NPY_*/OMP_*/MKL_* values than this process has trains in a child process whose
+environment rebuilds them (runner/tracking/numeric_env.py), after one line saying what it set.
 """
 
 import os

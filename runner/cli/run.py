@@ -20,8 +20,8 @@ from runner.output_folders import remove_made
 from runner.progress import wanted
 from runner.resume import ResumeError, resume_arguments
 from runner.sweep.callback import end_after_error, job_context, note_interrupted
-from runner.sweep.pruning import trial_reporter
 from runner.sweep.optuna_settings import SWEEPER_TARGET
+from runner.sweep.pruning import trial_reporter
 from runner.tracking.record import HYDRA_OUTPUT_DIR_TAG, TRIAL_NUMBER_TAG
 from runner.tracking.store_lock import StoreError
 from runner.tracking.uri import ServerRefused, ServerUnreachable

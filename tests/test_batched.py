@@ -245,13 +245,13 @@ def test_a_diverging_network_fails_only_its_own_child_with_the_single_runs_error
 def test_optuna_search_on_the_batched_launcher(tmp_path, tracking_uri, experiment, client):
     import yaml
 
-    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/sweeper=optuna", "hydra/launcher=batched",
+    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/sweeper=nn_optuna", "hydra/launcher=batched",
                     "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "hydra.sweeper.sampler.seed=1",
                     "train.lr=interval(0.1,4)", *TINY)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("Training 2 networks together") == 2  # each batch of two trials trains at once
     parent, children = sweep_of(client, experiment)
-    assert parent.info.status == "FINISHED" and parent.data.tags["sweeper"] == "optuna" and len(children) == 4
+    assert parent.info.status == "FINISHED" and parent.data.tags["sweeper"] == "nn_optuna" and len(children) == 4
     results = yaml.safe_load((Path(parent.data.tags[record.SWEEP_DIR_TAG]) / "optimization_results.yaml").read_text())
     errors = {float(c.data.params["train.lr"]): c.data.metrics[record.final_metric(record.ERROR_METRIC)]
               for c in children}

@@ -118,6 +118,7 @@ SCENARIOS = {
     "datasets.md: split and scaling": Scenario([
         "nn-run dataset=wine dataset.test_fraction=0.3 dataset.split_seed=7 dataset.scale=minmax",
         "nn-run -m dataset=iris dataset.split_seed=0,1,2,3,4",
+        "nn-run dataset=iris dataset.val_fraction=0.2",
     ]),
     "model.md: model and training options": Scenario([
         "nn-run dataset=iris model.hidden=[16,8] model.activation=relu model.init=he model.output=softmax "
@@ -141,6 +142,10 @@ SCENARIOS = {
     ], before=[
         "nn-run -m tracking.experiment=other seed=1,2 train.iterations=100",
         "nn-run -m dataset=iris seed=1,2 train.iterations=100",
+    ]),
+    "sweeps.md: the validation split and the objective": Scenario([
+        "nn-run -m dataset=iris dataset.val_fraction=0.2 model.hidden=[3],[8] train.lr=0.01,0.05 train.iterations=1000",
+        "nn-compare --metric val_accuracy",
     ]),
     "tracking-and-ui.md: plots": Scenario([
         "nn-run experiment=moons",
@@ -191,7 +196,7 @@ NOT_RUN = {  # key: (why it is not run here, the test that covers it instead or 
     "nn-run -m hydra/launcher=submitit_slurm hydra.launcher.partition=PARTITION hydra.launcher.timeout_min=120 "
     "hydra.launcher.cpus_per_task=1 hydra.launcher.array_parallelism=32 hydra.sweep.dir=/shared/sweeps/lr-$(date +%F) "
     "tracking.uri=http://HOST:5000 tracking.experiment=NAME train.lr=0.1,1,10": (SLURM + "; a real cluster's names", None),
-    "nn-run -m hydra/sweeper=optuna hydra.sweeper.n_trials=20 'train.lr=tag(log,interval(0.01,30))'": (
+    "nn-run -m hydra/sweeper=nn_optuna hydra.sweeper.n_trials=20 'train.lr=tag(log,interval(0.01,30))'": (
         "a long sweep (20 trials of 60,000 iterations)",
         "tests/test_sweeps.py::test_optuna_search_minimises_the_final_error_with_a_child_per_trial"),
     "nn-run -m hydra/launcher=batched seed='range(1,257)'": (

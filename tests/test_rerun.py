@@ -82,7 +82,7 @@ def test_cli_rerun_of_the_default_run_is_reproduced(tmp_path, tracking_uri, expe
     ["hydra/launcher=joblib", "train.lr=0.5,2.0"],
     ["hydra/launcher=basic", "train.lr=0.5,2.0"],
     # Optuna picks lr values like 0.7613...: the float must survive config.yaml to the last bit
-    ["hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "train.lr=interval(0.1,2.0)"],
+    ["hydra/sweeper=nn_optuna", "hydra.sweeper.n_trials=2", "train.lr=interval(0.1,2.0)"],
     # both networks trained together as stacked arrays; the rerun trains the child's alone
     ["hydra/launcher=batched", "train.lr=0.5,2.0"],
 ], ids=["joblib", "basic", "optuna", "batched"])

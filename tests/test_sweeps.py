@@ -196,11 +196,11 @@ def test_sigterm_before_any_job_has_a_run_ends_the_parent_killed(tmp_path, track
 
 @pytest.mark.slow
 def test_optuna_search_minimises_the_final_error_with_a_child_per_trial(tmp_path, tracking_uri, experiment, client):
-    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=4",
+    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/sweeper=nn_optuna", "hydra.sweeper.n_trials=4",
                     "hydra.sweeper.sampler.seed=1", "train.lr=interval(0.1,4)", *TINY)
     assert done.returncode == 0, done.stderr
     parent, children = sweep_of(client, experiment)
-    assert parent.info.status == "FINISHED" and parent.data.tags["sweeper"] == "optuna"
+    assert parent.info.status == "FINISHED" and parent.data.tags["sweeper"] == "nn_optuna"
     assert json.loads(parent.data.tags[record.SWEPT_KEYS_TAG]) == ["train.lr"]
     lrs = [float(c.data.params["train.lr"]) for c in children]
     assert len(children) == 4 and len(set(lrs)) == 4 and all(0.1 <= lr <= 4 for lr in lrs)

@@ -6,7 +6,9 @@ workers) through the CLI into a real SQLite store. A Hydra callback (HeldMemory,
 workers are not traced) and notes, when the last job has returned, how much traced memory it
 still holds: what each job left behind is the difference of the two sweeps over the 128 jobs
 between them (what does not grow with the sweep cancels). On the code before issue 28 each job
-left ~280 KB: its composed config, its JobReturn's two configs. Not a timing: bytes.
+left ~300 KB: its composed config, its JobReturn's two configs. Not a timing: bytes. The children's
+records are read back (the bulk history query against the per-run one), and the comparison plot of
+thousands of runs is checked to draw a few hundred curves and summarise them all.
 """
 
 import json
@@ -96,3 +98,33 @@ def test_every_child_keeps_its_full_record(sweeps, client, tracking_uri):
         assert histories[run_id] == alone and [step for step, _ in alone] == [0, 10, 20]
         assert {a.path for a in client.list_artifacts(run_id)} == artifacts
         assert client.get_logged_model(child.outputs.model_outputs[0].model_id).status == "READY"
+
+
+def test_a_comparison_of_thousands_of_runs_draws_a_few_hundred_and_summarises_them_all():
+    import numpy as np
+
+    from runner.plots import BAND, MAX_CURVES, new_figure, plot_other_curves
+
+    curves = [[(0, 0.5), (10, 0.5 / (n + 1)), (20, 0.25 / (n + 1))] for n in range(2000)]  # in rank order
+    _, axes = new_figure(9, 5.5)
+    plot_other_curves(axes, curves, named=10)  # the best 10 are the caller's
+    *grey, median = axes.lines
+    (band,) = axes.collections
+    assert len(grey) == MAX_CURVES - 10
+    assert [list(line.get_ydata()) for line in (grey[0], grey[-1])] == [[v for _, v in c] for c in (curves[0],
+                                                                                                     curves[-1])]
+    assert list(median.get_xdata()) == [0, 10, 20]
+    at_step = [[c[k][1] for c in curves] for k in range(3)]
+    assert list(median.get_ydata()) == pytest.approx([np.median(values) for values in at_step])
+    low, high = band.get_paths()[0].vertices[:, 1].min(), band.get_paths()[0].vertices[:, 1].max()
+    assert (low, high) == pytest.approx((min(np.percentile(v, BAND[0]) for v in at_step),
+                                         max(np.percentile(v, BAND[1]) for v in at_step)))
+    assert [artist.get_label() for artist in (grey[0], band, median)] == [
+        "290 of the other 2000 runs, evenly by rank", "10-90% of the other 2000 runs at each step",
+        "median of the other 2000 runs"]
+    _, axes = new_figure(9, 5.5)  # up to MAX_CURVES runs in all: every curve, nothing summarised
+    plot_other_curves(axes, curves[:MAX_CURVES - 10], named=10)
+    assert len(axes.lines) == MAX_CURVES - 10 and not axes.collections
+    _, axes = new_figure(9, 5.5)  # a linear axis (an accuracy) shows the zeros a log axis leaves out
+    plot_other_curves(axes, [[(0, 0.0), (10, 1.0)]] * 400, named=0, log=False)
+    assert list(axes.lines[-1].get_ydata()) == [0.0, 1.0]

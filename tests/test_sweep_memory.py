@@ -59,7 +59,8 @@ def sweeps(tmp_path_factory, tracking_uri):
                        f"seed=range(1,{jobs + 1})", *TINY,
                        f"+hydra.callbacks.held_memory._target_={__name__}.HeldMemory",
                        f"+hydra.callbacks.held_memory.path={held}", timeout=600,
-                       env={"PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])})
+                       env={"PYTHONPATH": os.pathsep.join([os.path.dirname(__file__),
+                                                           os.environ.get("PYTHONPATH", "")])})
         assert run.returncode == 0, run.stderr[-3000:]
         assert f"Training {jobs} networks together" in run.stdout
         done[jobs] = experiment, json.loads(held.read_text())

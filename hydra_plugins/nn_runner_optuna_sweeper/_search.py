@@ -83,7 +83,7 @@ def run_search(settings, arguments, config, launcher, validate=None):
                 attrs = trial_attrs(study, batch)
                 for trial, job in zip(batch, returns):
                     state, value = outcome(job, attrs[trial.number])
-                    study.tell(trial, value, state=state)
+                    tell(study, trial, value, state)
                     log.info(f"trial {trial.number}: {state.name}" + ("" if value is None else f", value {value!r}"))
                     if state == TrialState.FAIL:
                         failed += 1
@@ -113,6 +113,15 @@ def trial_attrs(study, trials):
     found = {t.number: t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
              if t.number in numbers}
     return {number: found.get(number, {}) for number in numbers}
+
+
+def tell(study, trial, value, state):
+    """study.tell; the grid sampler's study.stop() once its grid is done is no error here (the trial is stored)."""
+    try:
+        study.tell(trial, value, state=state)
+    except RuntimeError as error:  # Optuna allows Study.stop only inside study.optimize
+        if "Study.stop" not in str(error):
+            raise
 
 
 def outcome(job, attrs):

@@ -72,7 +72,7 @@ def distribution(override, text=None):
     if not override.is_sweep_override():
         return None
     value = override.value()
-    text = text or f"{override.get_key_element()}={override.get_value_element_as_str()}"
+    text = text or override.input_line
     try:
         if isinstance(value, IntervalSweep):
             log = "log" in value.tags

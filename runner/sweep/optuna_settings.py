@@ -29,6 +29,11 @@ SAMPLERS = {
     "qmc": ("QMCSampler", ("seed", "qmc_type", "scramble")),
 }
 QMC_TYPES = ("sobol", "halton")
+# the least value of an integer setting, checked before Optuna (some it checks only when sampling, or not at all)
+LEAST = {"seed": 0, "n_startup_trials": 0, "n_ei_candidates": 1, "popsize": 1, "n_warmup_steps": 0,
+         "interval_steps": 1, "n_min_trials": 1, "reduction_factor": 2, "min_early_stopping_rate": 0,
+         "bootstrap_count": 0}
+SEED_LIMIT = 2**32  # a seed is below it (NumPy's RandomState)
 # name -> (Optuna's class in optuna.pruners, the settings it takes besides `name`)
 PRUNERS = {
     "none": ("NopPruner", ()),
@@ -103,6 +108,10 @@ def _given(settings, group, known):
         if key not in allowed:
             takes = f"takes {', '.join(allowed)}" if allowed else "takes no settings"
             raise SettingsError(f"{group}.{key}={value} is not allowed with {group}.name={name}: {name} {takes}")
+        if key in LEAST and isinstance(value, int) and value < LEAST[key]:
+            raise SettingsError(f"{group}.{key}={value} is not allowed: must be >= {LEAST[key]}")
+        if key == "seed" and isinstance(value, int) and value >= SEED_LIMIT:
+            raise SettingsError(f"{group}.seed={value} is not allowed: must be below 2**32")
     return given
 
 

@@ -183,7 +183,7 @@ def nn_run_m(cwd, *args):
     (["hydra.sweeper.sampler.name=bayes"],
      "hydra.sweeper.sampler.name=bayes is not allowed: must be one of tpe, random, grid, cmaes, qmc"),
     (["train.lr=tag(log,interval(-1,1))"],
-     "train.lr=tag(log,interval(-1,1)) is not allowed: `low > 0` must hold for `log=True`, but got (low=-1.0, high=1.0)."),
+     "train.lr=tag(log,interval(-1,1)) is not allowed: tag(log, ...) needs a lower bound > 0, not -1.0"),
     (["hydra.sweeper.storage=postgresql://optuna:secret@db/s"],
      "hydra.sweeper.storage='postgresql://***@db/s' is not allowed: a password in it would be written into Hydra's "
      "files; give it as the database's client reads it (PostgreSQL: PGPASSWORD or ~/.pgpass), and use "
@@ -253,3 +253,20 @@ def test_the_sweeper_is_a_hydra_plugin_whose_scan_imports_no_optuna():
             "print('NnOptunaSweeper' in names, 'optuna' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["True", "False"], done.stderr
+
+
+@pytest.mark.slow
+def test_the_search_stops_once_more_than_max_failure_rate_of_its_trials_failed(tmp_path, client, tracking_uri,
+                                                                                experiment):
+    # every trial is refused (lr must be > 0): 1 of 3 failed is not more than 0.5 of 3; 2 of 3 is
+    done = nn_run_m(tmp_path, "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failure_rate=0.5", "train.lr=choice(-1)",
+                    f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}", *TINY)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == ("nn-run: the sweep stopped: ConfigError: train.lr=-1.0 is not allowed: "
+                                            "must be a finite number > 0")
+    (sweep_dir,) = tmp_path.glob("multirun/*/*")
+    trials = optuna.load_study(storage=f"sqlite:///{sweep_dir}/optuna.db", study_name=None).trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2
+    (parent,) = runs_of(client, experiment)  # the refused jobs have no run; the parent names them
+    assert parent.info.status == "FAILED" and parent.data.metrics[record.JOBS_REJECTED_METRIC] == 2
+    assert not (sweep_dir / "optimization_results.yaml").exists()

@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from hydra_plugins.nn_runner_optuna_sweeper._search_space import grid, params_arguments, search_space
+from runner.hydra_private import job_error
 from runner.sweep.optuna_settings import (
     check_numbers,
     make_pruner,
@@ -84,7 +85,7 @@ def run_search(settings, arguments, config, launcher, validate=None):
                 for trial, job in zip(batch, returns):
                     state, value = outcome(job, attrs[trial.number])
                     tell(study, trial, value, state)
-                    log.info(f"trial {trial.number}: {state.name}" + ("" if value is None else f", value {value!r}"))
+                    log.info(f"trial {trial.number}: {state.name}{said(job, value, attrs[trial.number])}")
                     if state == TrialState.FAIL:
                         failed += 1
                         if failed > settings["max_failure_rate"] * n_trials:
@@ -137,6 +138,19 @@ def outcome(job, attrs):
     if not math.isfinite(value):
         return TrialState.FAIL, None
     return TrialState.COMPLETE, value
+
+
+def said(job, value, attrs):
+    """What the trial's log line adds to its state: its value, the step it was pruned at, or why it failed."""
+    if value is not None:
+        return f", value {value!r}"
+    if PRUNED_AT_TAG in attrs:
+        return f" at step {attrs[PRUNED_AT_TAG]}"
+    error = job_error(job) if job.status != JobStatus.COMPLETED else None
+    if error is not None:
+        text = str(error).strip()
+        return f" ({type(error).__name__}: {text.splitlines()[0] if text else ''})"
+    return ""
 
 
 def raise_failure(job):

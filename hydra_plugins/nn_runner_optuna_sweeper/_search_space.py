@@ -76,12 +76,14 @@ def distribution(override, text=None):
     try:
         if isinstance(value, IntervalSweep):
             log = "log" in value.tags
+            _check_bounds(value.start, value.end, log=log)
             if isinstance(value.start, int) and isinstance(value.end, int):
                 return IntDistribution(value.start, value.end, log=log)
             return FloatDistribution(value.start, value.end, log=log)
         if isinstance(value, RangeSweep):
             if value.shuffle:
                 return CategoricalDistribution(_choices(override, ordered=True))
+            _check_bounds(value.start, value.stop, step=value.step)
             if any(isinstance(x, float) for x in (value.start, value.stop, value.step)):
                 return FloatDistribution(value.start, value.stop, step=value.step)
             return IntDistribution(int(value.start), int(value.stop), step=int(value.step))
@@ -91,6 +93,16 @@ def distribution(override, text=None):
         raise SettingsError(f"{text} is not allowed: {' '.join(str(error).split())}") from None
     raise SettingsError(f"{text} is not allowed: nn_optuna searches interval(), int(interval()), tag(log, ...), "
                         "range(), choice() and comma lists")
+
+
+def _check_bounds(low, high, log=False, step=None):
+    """ValueError in nn-run's words (Optuna's differ between versions) for bounds no distribution takes."""
+    if low > high:
+        raise ValueError(f"its lower bound {low} is above its upper bound {high}")
+    if log and low <= 0:
+        raise ValueError(f"tag(log, ...) needs a lower bound > 0, not {low}")
+    if step is not None and step <= 0:
+        raise ValueError(f"its step must be > 0, not {step}")
 
 
 def _choices(override, ordered):

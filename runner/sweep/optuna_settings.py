@@ -93,7 +93,7 @@ def study_name(sweeper_cfg, sweep_dir):
 
 def open_storage(url):
     """Optuna's RDBStorage at `url`; on SQLite a process waits up to SQLITE_TIMEOUT s for another's write."""
-    import optuna
+    import optuna  # ~0.6 s (measured): only where an Optuna object is built, not in every job that imports this
 
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT}} if url.startswith("sqlite") else None
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
@@ -134,7 +134,7 @@ def _build(cls, given, group, name):
 def make_sampler(settings, grid=None):
     """The Optuna sampler `settings` name (a plain dict: `name` and its settings, null ones left to Optuna);
     the grid sampler takes its grid, {parameter: [values]}, from `grid` (the search space's)."""
-    import optuna
+    import optuna  # ~0.6 s (measured): only where an Optuna object is built, not in every job that imports this
 
     name = _check_name(settings, SAMPLER_KEY, SAMPLERS)
     given = _given(settings, SAMPLER_KEY, SAMPLERS)
@@ -149,7 +149,7 @@ def make_sampler(settings, grid=None):
 
 def make_pruner(settings):
     """The Optuna pruner `settings` name (a plain dict: `name` and its settings, null ones left to Optuna)."""
-    import optuna
+    import optuna  # ~0.6 s (measured): only where an Optuna object is built, not in every job that imports this
 
     name = _check_name(settings, PRUNER_KEY, PRUNERS)
     given = _given(settings, PRUNER_KEY, PRUNERS)

@@ -22,6 +22,7 @@ from runner.sweep.optuna_settings import (
     make_pruner,
     make_sampler,
     open_storage,
+    open_trial,
     storage_url,
     study_name,
 )
@@ -150,24 +151,33 @@ def test_the_storage_is_the_sweep_folders_sqlite_file_unless_named_and_never_hol
 
 
 def test_a_trial_its_job_marked_pruned_is_told_pruned_with_its_last_reported_value(tmp_path):
-    """The pruning contract: the job opens its trial in the storage, reports, sets pruned_at_step, returns a value."""
+    """The pruning contract: the job opens its trial (open_trial), reports, sets pruned_at_step, returns a value."""
     from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import OmegaConf
 
-    url = f"sqlite:///{tmp_path}/optuna.db"
-    study = optuna.create_study(storage=open_storage(url), study_name="s")
-    trials = [study.ask({"x": FloatDistribution(0, 1)}) for _ in range(2)]
-    in_job = optuna.load_study(storage=open_storage(url), study_name="s")  # another connection, as a job's
-    pruned = optuna.trial.Trial(in_job, trials[1]._trial_id)
-    pruned.report(0.7, step=10)
-    pruned.set_user_attr(record.PRUNED_AT_TAG, 10)
-    attrs = _search.trial_attrs(study, trials)
-    returned = [JobReturn(_return_value=0.5, status=JobStatus.COMPLETED),
-                JobReturn(_return_value=0.6, status=JobStatus.COMPLETED)]
-    outcomes = [_search.outcome(job, attrs[t.number]) for t, job in zip(trials, returned)]
-    assert outcomes == [(TrialState.COMPLETE, 0.5), (TrialState.PRUNED, None)]
-    for trial, (state, value) in zip(trials, outcomes):
+    sweeper = {"storage": None, "study_name": None, "pruner": {"name": "median", "n_startup_trials": 1}}
+    (tmp_path / "sweep").mkdir()  # the sweep folder, which the sweeper makes
+    study = optuna.create_study(storage=open_storage(storage_url(sweeper, "sweep", cwd=tmp_path)),
+                                study_name=study_name(sweeper, "sweep"), pruner=make_pruner(sweeper["pruner"]))
+    trials = [study.ask({"x": FloatDistribution(0, 1)}) for _ in range(3)]
+    jobs = [open_trial(OmegaConf.create({"sweeper": sweeper, "sweep": {"dir": "sweep"}, "job": {"num": number},
+                                         "runtime": {"cwd": str(tmp_path)}})) for number in (0, 1)]
+    assert [job.number for job in jobs] == [0, 1] and jobs[1].params == trials[1].params  # each job's own trial
+    jobs[0].report(0.5, step=10)
+    study.tell(trials[0], 0.5)
+    jobs[1].report(0.7, step=10)  # worse than the median of the finished trials at step 10
+    assert jobs[1].should_prune()  # the search's pruner, in the job
+    jobs[1].set_user_attr(record.PRUNED_AT_TAG, 10)
+
+    attrs = _search.trial_attrs(study, trials[1:])  # what the sweeper reads once the jobs returned
+    returned = [JobReturn(_return_value=0.6, status=JobStatus.COMPLETED),
+                JobReturn(_return_value=0.3, status=JobStatus.COMPLETED)]
+    outcomes = [_search.outcome(job, attrs[t.number]) for t, job in zip(trials[1:], returned)]
+    assert outcomes == [(TrialState.PRUNED, None), (TrialState.COMPLETE, 0.3)]
+    for trial, (state, value) in zip(trials[1:], outcomes):
         _search.tell(study, trial, value, state)
-    assert [(t.state, t.value) for t in study.trials] == [(TrialState.COMPLETE, 0.5), (TrialState.PRUNED, 0.7)]
+    assert [(t.state, t.value) for t in study.trials] == [
+        (TrialState.COMPLETE, 0.5), (TrialState.PRUNED, 0.7), (TrialState.COMPLETE, 0.3)]
     failed = JobReturn(_return_value=ValueError("no"), status=JobStatus.FAILED)
     assert _search.outcome(failed, {}) == (TrialState.FAIL, None)
     assert _search.outcome(JobReturn(_return_value=float("nan"), status=JobStatus.COMPLETED), {}) == (

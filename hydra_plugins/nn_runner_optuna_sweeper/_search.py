@@ -77,21 +77,21 @@ def run_search(settings, arguments, config, launcher, validate=None):
         failed = 0
         for first in range(0, n_trials, settings["n_jobs"]):
             trials = [study.ask(space.distributions) for _ in range(min(settings["n_jobs"], n_trials - first))]
-            for batch in consecutive(trials):
-                if validate is not None and first == 0:
-                    validate([space.overrides(t.params) for t in batch])
-                returns = launcher.launch([space.overrides(t.params) for t in batch], initial_job_idx=batch[0].number)
-                attrs = trial_attrs(study, batch)
-                for trial, job in zip(batch, returns):
-                    state, value = outcome(job, attrs[trial.number])
-                    tell(study, trial, value, state)
-                    log.info(f"trial {trial.number}: {state.name}{said(job, value, attrs[trial.number])}")
-                    if state == TrialState.FAIL:
-                        failed += 1
-                        if failed > settings["max_failure_rate"] * n_trials:
-                            log.error(f"{failed} of {n_trials} trials failed, more than max_failure_rate="
-                                      f"{settings['max_failure_rate']} allows")
-                            raise_failure(job)
+            try:
+                for batch in consecutive(trials):
+                    if validate is not None and first == 0:
+                        validate([space.overrides(t.params) for t in batch])
+                    returns = launcher.launch([space.overrides(t.params) for t in batch],
+                                              initial_job_idx=batch[0].number)
+                    failures = tell_batch(study, batch, returns)
+                    failed += len(failures)
+                    if failures and failed > settings["max_failure_rate"] * n_trials:
+                        log.error(f"{failed} of {n_trials} trials failed, more than max_failure_rate="
+                                  f"{settings['max_failure_rate']} allows")
+                        raise_failure(failures[0])
+            except BaseException:  # a failed search, a launcher's error, Ctrl-C: no trial of it stays RUNNING
+                fail_unfinished(study, trials)
+                raise
         write_results(study, sweep_dir / RESULTS_FILE)
     finally:
         optuna.logging.set_verbosity(verbosity)
@@ -106,6 +106,28 @@ def consecutive(trials):
         else:
             runs.append([trial])
     return runs
+
+
+def tell_batch(study, batch, returns):
+    """Tell Optuna how each trial of a launched batch ended; returns the JobReturns of the failed ones."""
+    attrs = trial_attrs(study, batch)
+    failures = []
+    for trial, job in zip(batch, returns):
+        state, value = outcome(job, attrs[trial.number])
+        tell(study, trial, value, state)
+        log.info(f"trial {trial.number}: {state.name}{said(job, value, attrs[trial.number])}")
+        if state == TrialState.FAIL:
+            failures.append(job)
+    return failures
+
+
+def fail_unfinished(study, trials):
+    """Tell FAIL for the trials of a batch that the search could not tell (best effort: it is stopping)."""
+    for trial in trials:
+        try:
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        except Exception as error:  # noqa: BLE001  the search's own error is the one to report
+            log.warning(f"trial {trial.number} could not be marked FAIL: {error}")
 
 
 def trial_attrs(study, trials):

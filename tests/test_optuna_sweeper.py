@@ -280,3 +280,21 @@ def test_the_search_stops_once_more_than_max_failure_rate_of_its_trials_failed(t
     (parent,) = runs_of(client, experiment)  # the refused jobs have no run; the parent names them
     assert parent.info.status == "FAILED" and parent.data.metrics[record.JOBS_REJECTED_METRIC] == 2
     assert not (sweep_dir / "optimization_results.yaml").exists()
+
+
+@pytest.mark.slow
+def test_a_named_study_in_a_named_storage_is_continued_by_the_next_search(tmp_path, client, tracking_uri,
+                                                                           experiment):
+    storage = f"sqlite:///{tmp_path}/studies.db"
+    for _ in range(2):
+        done = nn_run_m(tmp_path, "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage={storage}",
+                        "hydra.sweeper.study_name=lr", "hydra.sweeper.sampler.seed=1", "train.lr=interval(0.1,4)",
+                        f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}", *TINY)
+        assert done.returncode == 0, done.stderr
+    trials = optuna.load_study(storage=storage, study_name="lr").trials
+    assert [(t.number, t.state) for t in trials] == [(0, TrialState.COMPLETE), (1, TrialState.COMPLETE)]
+    children = [r for r in runs_of(client, experiment) if "mlflow.parentRunId" in r.data.tags]
+    # the second search's trial is number 1, and so is its job (its folder, its tag)
+    assert sorted((r.data.tags[record.TRIAL_NUMBER_TAG], Path(r.data.tags[record.HYDRA_OUTPUT_DIR_TAG]).name)
+                  for r in children) == [("0", "0"), ("1", "1")]
+    assert not list(tmp_path.glob("multirun/*/*/optuna.db"))  # the named storage, not the sweep folder's file

@@ -7,10 +7,12 @@ initial_job_idx = the first trial's number: a job's `hydra.job.num` is its trial
 
 How a trial ends, decided from the job's JobReturn (its status and return value only: the batched launcher
 may drop the JobReturn's configs) and from the study's storage once the job has returned:
-- the job failed, or returned no finite number: FAIL;
+- the job failed (an error, a rejected value): FAIL;
 - the job set the user attribute `pruned_at_step` (record.PRUNED_AT_TAG) on its trial before returning
-  (a pruned job: it reported intermediate values with trial.report and its pruner said stop): PRUNED, whose
-  value Optuna takes from the trial's last reported value;
+  (a pruned job: it opened its trial with runner.sweep.optuna_settings.open_trial, reported intermediate
+  values with trial.report, and its pruner said stop): PRUNED, whose value Optuna takes from the trial's last
+  reported value; this is the hook of the pruning contract (`outcome`);
+- the job returned no finite number: FAIL;
 - else COMPLETE with the returned value.
 The search stops (raising the failed job's error) once more than max_failure_rate * n_trials trials failed.
 """

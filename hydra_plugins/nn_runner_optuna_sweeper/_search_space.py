@@ -31,7 +31,7 @@ from runner.sweep.optuna_settings import SAMPLER_KEY, SettingsError
 
 @dataclass
 class SearchSpace:
-    """The distributions to sample, and every key's override in order (None: the key is sampled)."""
+    """The distributions to sample, the fixed overrides, and the order of all their keys."""
 
     distributions: dict = field(default_factory=dict)  # {key as the override names it: Optuna distribution}
     fixed: dict = field(default_factory=dict)  # {key: the override's own text}, for the keys not sampled
@@ -49,7 +49,8 @@ def params_arguments(params):
 
 def search_space(arguments):
     """The SearchSpace of `arguments` (params_arguments first, then the command line): a later override of a
-    key replaces an earlier one in its place, so the command line wins over `hydra.sweeper.params`."""
+    key replaces an earlier one (and takes its own place in the order), so the command line wins over
+    `hydra.sweeper.params`."""
     space = SearchSpace()
     for text, override in zip(arguments, OverridesParser.create().parse_overrides(arguments)):
         key = override.get_key_element()

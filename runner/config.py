@@ -19,6 +19,7 @@ from runner.data.schema import OPTION_SCHEMAS, DatasetConfig
 from runner.nn.activations import ACTIVATIONS, OUTPUTS
 from runner.nn.network import INITS
 from runner.nn.schema import ModelConfig, TrainConfig
+from runner.objective import ObjectiveError, SweepConfig, configured
 from runner.output_folders import register_resolver
 from runner.tracking.schema import TrackingConfig
 from runner.tracking.uri import CREDENTIAL_VARIABLES, has_credentials, is_server, masked, redact
@@ -38,6 +39,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
@@ -138,7 +140,20 @@ def check(cfg):
     _require(cfg.train.checkpoint_every > 0, "train.checkpoint_every", cfg.train.checkpoint_every,
              "must be > 0 seconds")
     check_model(cfg)
+    check_objective(cfg)
     check_tracking_uri(cfg.tracking.uri)
+
+
+def check_objective(cfg, classify=None):
+    """Raise ConfigError for a sweep.objective the config's data set does not measure (runner/objective.py).
+
+    `classify`: whether the data has classes, once it is loaded (runner/job.py prepare_job); None before.
+    Returns the objective's metric name.
+    """
+    try:
+        return configured(cfg, classify)
+    except ObjectiveError as error:
+        raise ConfigError(str(error)) from None
 
 
 def check_tracking_uri(uri):

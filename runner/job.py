@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from runner import checkpoint
-from runner.config import ConfigError, check, check_fits_data
+from runner import checkpoint, objective
+from runner.config import ConfigError, check, check_fits_data, check_objective
 from runner.data.datasets import load_dataset
 from runner.data.errors import DataError
 from runner.nn.network import init_weights, layer_sizes, predict
@@ -34,6 +34,9 @@ class JobResult:
     final_error: float
     weights_sha256: str
     final_metrics: dict = field(default_factory=dict)  # {final_error: ..., final_test_error: ..., ...}
+    pruned_at_step: int | None = None  # the step its should_stop stopped it at (record.PRUNED_AT_TAG), else None
+    objective: str = record.ERROR_METRIC  # the metric the config's sweep.objective names (runner/objective.py)
+    objective_value: float | None = None  # its final value: what nn-run's task returns to a sweeper
 
 
 @dataclass
@@ -84,18 +87,23 @@ def load_data(dataset_cfg):
 
 
 def log_dataset_inputs(run, data):
-    """The training split, and the test split if any, as the run's MLflow dataset inputs."""
+    """The training split, and the validation and test splits if any, as the run's MLflow dataset inputs."""
     splits = {record.TRAINING_CONTEXT: (data.X, data.y, record.dataset_digest(data.X, data.y))}
+    if data.X_val is not None:
+        splits[record.VALIDATION_CONTEXT] = (data.X_val, data.y_val, record.dataset_digest(data.X_val, data.y_val))
     if data.X_test is not None:
         splits[record.TESTING_CONTEXT] = (data.X_test, data.y_test, record.dataset_digest(data.X_test, data.y_test))
     run.log_datasets(data.name, data.source, splits)
 
 
 def write_test_predictions_and_plots(folder, cfg, data, result):
-    """Into the artifact folder: test_predictions.csv (final weights) and, with tracking.log_plots, the plots."""
-    if data.X_test is not None:
-        outputs = predict(result.weights, data.X_test, cfg.model.activation, cfg.model.output)
-        record.write_predictions(folder, data.X_test, data.y_test, outputs, record.TEST_PREDICTIONS_FILE)
+    """Into the artifact folder: val_predictions.csv and test_predictions.csv (final weights) for the splits the
+    data has and, with tracking.log_plots, the plots."""
+    for X, y, name in ((data.X_val, data.y_val, record.VAL_PREDICTIONS_FILE),
+                       (data.X_test, data.y_test, record.TEST_PREDICTIONS_FILE)):
+        if X is not None:
+            outputs = predict(result.weights, X, cfg.model.activation, cfg.model.output)
+            record.write_predictions(folder, X, y, outputs, name)
     if cfg.tracking.log_plots:
         # runner.plots imports matplotlib (~0.4 s) as it draws: only when plots are wanted
         from runner.plots import write_run_plots
@@ -108,6 +116,7 @@ def prepare_job(cfg):
     check(cfg)
     data = load_data(cfg.dataset)
     check_fits_data(cfg, len(data.y), data.y.shape[1])
+    check_objective(cfg, data.classes is not None)
     check_access(cfg.tracking.uri, cfg.tracking.experiment)
     return data
 
@@ -127,8 +136,8 @@ def train_job(cfg, data, on_log, progress=False, resume=None, checkpoints=None):
         return train(initial_weights(cfg, data), data.X, data.y, iterations=cfg.train.iterations,
                      log_every=cfg.train.log_every, lr=cfg.train.lr, hidden_activation=cfg.model.activation,
                      output_activation=cfg.model.output, batch_size=cfg.train.batch_size,
-                     rng=shuffle_rng(cfg.seed), X_test=data.X_test, y_test=data.y_test,
-                     classify=data.classes is not None, on_log=bar.wrap_log(on_log), resume=resume,
+                     rng=shuffle_rng(cfg.seed), X_test=data.X_test, y_test=data.y_test, X_val=data.X_val,
+                     y_val=data.y_val, classify=data.classes is not None, on_log=bar.wrap_log(on_log), resume=resume,
                      checkpoints=checkpoints, **bar.train_hooks)
 
 
@@ -147,14 +156,20 @@ def record_result(run, cfg, data, overrides, result, facts, shared=None):
 
     `shared` (a dict shared by the jobs of one batch, whose models differ only in their weights)
     lets the model be saved once for them all (tracking.ModelCopies).
+    A result stopped early (TrainResult.stopped_at: a pruned trial) is recorded at its stop step: final
+    metrics at that step, its weights and predictions, and the tag record.PRUNED_AT_TAG.
     Returns (final metrics {name: value}, weights sha256).
     """
     final_metrics = {record.final_metric(name): value for name, value in record.score_metrics(result.final).items()}
     predictions = predict(result.weights, data.X, cfg.model.activation, cfg.model.output)
+    end = cfg.train.iterations if result.stopped_at is None else result.stopped_at
     for name, value in final_metrics.items():
-        run.log_metric(name, cfg.train.iterations, value)
+        run.log_metric(name, end, value)
     digest = record.weights_sha256(result.weights)
-    run.set_tags({record.WEIGHTS_HASH_TAG: digest}, defer=True)  # written with the final metrics (and model links)
+    tags = {record.WEIGHTS_HASH_TAG: digest}
+    if result.stopped_at is not None:
+        tags[record.PRUNED_AT_TAG] = str(result.stopped_at)
+    run.set_tags(tags, defer=True)  # written with the final metrics (and model links)
     with tempfile.TemporaryDirectory() as folder:
         record.write_weights(folder, result.weights)
         record.write_predictions(folder, data.X, data.y, predictions, last_output=result.last_output)
@@ -170,7 +185,7 @@ def record_result(run, cfg, data, overrides, result, facts, shared=None):
             if shared is not None:
                 copies = shared.setdefault("model", mlflow_client().ModelCopies())
             log_network_model(run, MODEL_CODE_FILE, folder, len(result.weights), data.X, predictions,
-                              OmegaConf.to_container(cfg.model, resolve=True), step=cfg.train.iterations,
+                              OmegaConf.to_container(cfg.model, resolve=True), step=end,
                               copies=copies)
     return final_metrics, digest
 
@@ -190,16 +205,26 @@ def print_outputs(cfg, data, result):
 
 
 def finished_result(cfg, run_id):
-    """The JobResult of a run that already finished (a resumed sweep keeps its finished jobs as they are)."""
+    """The JobResult of a run that already finished (a resumed sweep keeps its finished jobs as they are,
+    a pruned one as pruned)."""
     run = mlflow_client().get_run(cfg.tracking.uri, run_id)
     metrics = {k: v for k, v in run.data.metrics.items() if k.startswith(record.FINAL_PREFIX)}
-    log.info("MLflow run %s finished before: kept as it is", run_id)
-    return JobResult(run_id, metrics[record.final_metric(record.ERROR_METRIC)],
-                     run.data.tags.get(record.WEIGHTS_HASH_TAG), metrics)
+    pruned = run.data.tags.get(record.PRUNED_AT_TAG)
+    pruned_at = None if pruned is None else int(pruned)
+    log.info("MLflow run %s finished before%s: kept as it is", run_id,
+             "" if pruned_at is None else f" (pruned at step {pruned_at})")
+    return job_result(cfg, run_id, run.data.tags.get(record.WEIGHTS_HASH_TAG), metrics, pruned_at)
+
+
+def job_result(cfg, run_id, weights_sha256, final_metrics, pruned_at_step=None):
+    """The JobResult of a run of `cfg` whose final metrics are `final_metrics` ({final_error: ..., ...})."""
+    metric = objective.configured(cfg)  # prepare_job checked it against the data
+    return JobResult(run_id, final_metrics[record.final_metric(record.ERROR_METRIC)], weights_sha256, final_metrics,
+                     pruned_at_step, metric, final_metrics[record.final_metric(metric)])
 
 
 def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, progress=False, extra_tags=None,
-            trained=None, output_dir=None):
+            trained=None, output_dir=None, should_stop=None):
     """Train the network `cfg` describes and log it as one MLflow run; returns a JobResult.
 
     `parent_run_id` and `experiment_id` place the run in a sweep (runner/sweep/callback.py); `extra_tags` are
@@ -211,8 +236,16 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
     `output_dir` (the Hydra job's folder) keeps the run's checkpoints (runner/checkpoint.py): a job
     whose folder holds a checkpoint of this config continues that run, bit for bit, and in a sweep
     one whose run finished is kept as it is.
+    `should_stop(step, scores)` (a pruned search's trial reporter, runner/sweep/pruning.py) is asked at
+    each logged step, once its point is logged; True stops training there: the run ends FINISHED with
+    its points up to that step, its final metrics, weights and predictions of that step, and the tag
+    record.PRUNED_AT_TAG=step (its checkpoint note says so too). A `trained` result was asked by its
+    trainer already (runner/sweep/batches.py): it is logged as it stopped, and `should_stop` is not asked.
     """
     data = prepare_job(cfg) if trained is None else trained.data
+    metric = objective.configured(cfg)
+    if parent_run_id is None:  # a sweep warns once, as it starts (runner/sweep/callback.py)
+        objective.warn_if_leaking(metric)
     tracked_run, runs_page = mlflow_client().tracked_run, mlflow_client().runs_page
     checkpointing = output_dir is not None and trained is None
     config_sha = checkpoint.config_sha256(cfg) if checkpointing else None
@@ -224,7 +257,7 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
             return finished_result(cfg, meta["run_id"])
         meta = None  # a single run into the folder of a finished one (a fixed hydra.run.dir) is a new run
     facts = provenance.collect() if trained is None else trained.facts
-    tags = run_tags(overrides, data, facts, extra_tags)
+    tags = run_tags(overrides, data, facts, {record.OBJECTIVE_TAG: metric, **(extra_tags or {})})
     saver = None
     with tracked_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, tags, parent_run_id, experiment_id,
                      resume_run_id=meta["run_id"] if meta else None) as run:
@@ -245,6 +278,7 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
                 if (name, step) not in logged:  # a resumed run logs no point twice
                     run.log_metric(name, step, value)
             log.info("step %d: %s", step, ", ".join(f"{name} {value!r}" for name, value in metrics.items()))
+            return should_stop is not None and trained is None and bool(should_stop(step, scores))
 
         if trained is None:
             saver = checkpoint.Checkpointer(output_dir, run.run_id, config_sha, cfg.train.checkpoint_every,
@@ -255,10 +289,13 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
             result = trained.result
             for step, scores in zip(result.steps, result.history):
                 on_log(step, scores)
+        if result.stopped_at is not None:
+            log.info("stopped at step %d of %d: pruned", result.stopped_at, cfg.train.iterations)
         final_metrics, digest = record_result(run, cfg, data, overrides, result, facts,
                                               shared=None if trained is None else trained.shared)
     if output_dir is not None:  # a batched job's too: a requeued batch or a continued sweep keeps it
-        checkpoint.mark_finished(output_dir, run.run_id, config_sha or checkpoint.config_sha256(cfg))
+        checkpoint.mark_finished(output_dir, run.run_id, config_sha or checkpoint.config_sha256(cfg),
+                                 pruned_at_step=result.stopped_at)
     if saver is not None and saver.release():
         log.info("SIGUSR2 (time limit or preemption) came after training, while the run was recorded: it is complete")
 
@@ -266,4 +303,4 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
     uri = redact(cfg.tracking.uri)
     log.info("MLflow run %s in experiment %r at %s", run.run_id, cfg.tracking.experiment, uri)
     log.info("runs page: %s", runs_page(uri, run.experiment_id))
-    return JobResult(run.run_id, result.errors[-1], digest, final_metrics)
+    return job_result(cfg, run.run_id, digest, final_metrics, result.stopped_at)

@@ -19,6 +19,7 @@ DPI = 100
 GRID = 150  # grid points per axis on which the decision boundary is evaluated
 MARGIN = 0.15  # share of each feature's range added on both sides of the decision-boundary plot
 REGION_TINT = 0.3  # how much of its class's colour a region of the decision boundary takes (on white)
+SPLIT_MARKERS = {"training": "o", "validation": "s", "test": "^"}  # decision-boundary points of each split
 MAX_ANNOTATED_CLASSES = 20  # confusion matrices up to this size print their counts in the cells
 
 
@@ -64,14 +65,19 @@ def class_colour(k):
     return np.array(colormaps["tab10"](k % 10)[:3])
 
 
-def plot_error_curve(path, steps, errors, test_errors=None, title=""):
-    """The training error (and the test error, if given) against the iteration, on a log scale."""
+def plot_error_curve(path, steps, errors, test_errors=None, title="", val_errors=None):
+    """The error on each split given (training; validation, test if given) against the iteration, on a log scale.
+
+    Each curve's label names its split and its metric: `training split: error`, `validation split: val_error`.
+    """
     figure, axes = new_figure(6.4, 4.0)
     shown = []
-    for label, values in (("training", errors), ("test", test_errors)):
+    for split, metric, values in (("training", record.ERROR_METRIC, errors),
+                                  ("validation", record.VAL_ERROR_METRIC, val_errors),
+                                  ("test", record.TEST_ERROR_METRIC, test_errors)):
         if values is not None:
             xs, ys = log_scale_points(steps, values)
-            axes.plot(xs, ys, marker=".", label=f"{label} {record.ERROR_METRIC}")
+            axes.plot(xs, ys, marker=".", label=f"{split} split: {metric}")
             shown += ys
     axes.set_yscale("log")
     plain_log_axis(axes.yaxis, shown)
@@ -90,7 +96,7 @@ def real_features(X, bias):
 
 def has_two_features(data, bias):
     """A decision boundary can be drawn: two data features and 0/1 targets (classes or a 0/1 table)."""
-    targets = data.y if data.y_test is None else np.vstack([data.y, data.y_test])
+    targets = np.vstack([y for y in (data.y, data.y_val, data.y_test) if y is not None])
     return real_features(data.X, bias) == 2 and bool(np.isin(targets, (0.0, 1.0)).all())
 
 
@@ -117,8 +123,9 @@ def class_names(data):
 
 
 def plot_decision_boundary(path, weights, data, bias, hidden_activation, output_activation, title=""):
-    """The class regions the network predicts over the two features, with the training and test points."""
-    splits = [("training", data.X, data.y)] + ([("test", data.X_test, data.y_test)] if data.X_test is not None else [])
+    """The class regions the network predicts over the two features, with the points of each split (its own marker)."""
+    splits = [(split, X, y) for split, X, y in (("training", data.X, data.y), ("validation", data.X_val, data.y_val),
+                                                  ("test", data.X_test, data.y_test)) if X is not None]
     points = np.vstack([X[:, :2] for _, X, _ in splits])
     xs, ys = boundary_grid(points)
     classes = grid_classes(weights, xs, ys, bias, hidden_activation, output_activation)
@@ -129,7 +136,8 @@ def plot_decision_boundary(path, weights, data, bias, hidden_activation, output_
     figure, axes = new_figure(6.4, 5.0, right=0.75)
     axes.imshow(regions, origin="lower", extent=(xs[0], xs[-1], ys[0], ys[-1]), aspect="auto",
                 interpolation="nearest")
-    for (split, X, y), marker in zip(splits, ("o", "^")):
+    for split, X, y in splits:
+        marker = SPLIT_MARKERS[split]
         target = predicted_classes(y)
         axes.scatter(X[:, 0], X[:, 1], c=palette[target], marker=marker, s=18, edgecolors="black",
                      linewidths=0.4, label=f"{split} rows")
@@ -172,8 +180,11 @@ def plot_confusion_matrix(path, counts, names, title=""):
 
 
 def write_confusion(folder, weights, data, hidden_activation, output_activation):
-    """confusion_matrix.json and .png for the test split when there is one, else the training rows."""
-    split, X, y = ("test", data.X_test, data.y_test) if data.X_test is not None else ("training", data.X, data.y)
+    """confusion_matrix.json and .png for the test split when there is one, else the validation split, else the
+    training rows; both say which."""
+    split, X, y = next((split, X, y) for split, X, y in (("test", data.X_test, data.y_test),
+                                                         ("validation", data.X_val, data.y_val),
+                                                         ("training", data.X, data.y)) if X is not None)
     counts = confusion_counts(y, predict(weights, X, hidden_activation, output_activation), len(data.classes))
     table = {"split": split, "rows": len(y), "classes": data.classes, "counts": counts.tolist(),
              "accuracy": float(np.trace(counts) / len(y))}
@@ -190,8 +201,9 @@ def write_run_plots(folder, result, data, bias, hidden_activation, output_activa
     """
     os.makedirs(os.path.join(folder, record.PLOTS_DIR), exist_ok=True)
     test_errors = [s.test_error for s in result.history] if data.X_test is not None else None
+    val_errors = [s.val_error for s in result.history] if data.X_val is not None else None
     plot_error_curve(os.path.join(folder, record.ERROR_CURVE_PLOT), result.steps, result.errors, test_errors,
-                     f"{data.name}: error by iteration")
+                     f"{data.name}: error by iteration", val_errors)
     written = [record.ERROR_CURVE_PLOT]
     if has_two_features(data, bias):
         plot_decision_boundary(os.path.join(folder, record.DECISION_BOUNDARY_PLOT), result.weights, data, bias,

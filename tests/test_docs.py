@@ -118,6 +118,7 @@ SCENARIOS = {
     "datasets.md: split and scaling": Scenario([
         "nn-run dataset=wine dataset.test_fraction=0.3 dataset.split_seed=7 dataset.scale=minmax",
         "nn-run -m dataset=iris dataset.split_seed=0,1,2,3,4",
+        "nn-run dataset=iris dataset.val_fraction=0.2",
     ]),
     "model.md: model and training options": Scenario([
         "nn-run dataset=iris model.hidden=[16,8] model.activation=relu model.init=he model.output=softmax "
@@ -141,6 +142,10 @@ SCENARIOS = {
     ], before=[
         "nn-run -m tracking.experiment=other seed=1,2 train.iterations=100",
         "nn-run -m dataset=iris seed=1,2 train.iterations=100",
+    ]),
+    "sweeps.md: the validation split and the objective": Scenario([
+        "nn-run -m dataset=iris dataset.val_fraction=0.2 model.hidden=[3],[8] train.lr=0.01,0.05 train.iterations=1000",
+        "nn-compare --metric val_accuracy",
     ]),
     "tracking-and-ui.md: plots": Scenario([
         "nn-run experiment=moons",

@@ -22,7 +22,6 @@ from runner.sweep.optuna_settings import (
     make_pruner,
     make_sampler,
     open_storage,
-    open_trial,
     storage_url,
     study_name,
 )
@@ -151,17 +150,19 @@ def test_the_storage_is_the_sweep_folders_sqlite_file_unless_named_and_never_hol
 
 
 def test_a_trial_its_job_marked_pruned_is_told_pruned_with_its_last_reported_value(tmp_path):
-    """The pruning contract: the job opens its trial (open_trial), reports, sets pruned_at_step, returns a value."""
+    """The pruning contract: the job opens its trial (runner/sweep/pruning.py), reports, sets pruned_at_step, returns
+    a value; the sweeper reads the attribute once the job returned and tells Optuna the trial was PRUNED."""
     from hydra.core.utils import JobReturn, JobStatus
-    from omegaconf import OmegaConf
+
+    from runner.sweep.optuna_private import existing_trial
 
     sweeper = {"storage": None, "study_name": None, "pruner": {"name": "median", "n_startup_trials": 1}}
     (tmp_path / "sweep").mkdir()  # the sweep folder, which the sweeper makes
     study = optuna.create_study(storage=open_storage(storage_url(sweeper, "sweep", cwd=tmp_path)),
                                 study_name=study_name(sweeper, "sweep"), pruner=make_pruner(sweeper["pruner"]))
     trials = [study.ask({"x": FloatDistribution(0, 1)}) for _ in range(3)]
-    jobs = [open_trial(OmegaConf.create({"sweeper": sweeper, "sweep": {"dir": "sweep"}, "job": {"num": number},
-                                         "runtime": {"cwd": str(tmp_path)}})) for number in (0, 1)]
+    jobs = [existing_trial(open_storage(storage_url(sweeper, "sweep", cwd=tmp_path)), study_name(sweeper, "sweep"),
+                           number, make_pruner(sweeper["pruner"]))[0] for number in (0, 1)]  # as a job opens it
     assert [job.number for job in jobs] == [0, 1] and jobs[1].params == trials[1].params  # each job's own trial
     jobs[0].report(0.5, step=10)
     study.tell(trials[0], 0.5)

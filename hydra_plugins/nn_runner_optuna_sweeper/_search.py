@@ -9,7 +9,7 @@ How a trial ends, decided from the job's JobReturn (its status and return value 
 may drop the JobReturn's configs) and from the study's storage once the job has returned:
 - the job failed (an error, a rejected value): FAIL;
 - the job set the user attribute `pruned_at_step` (record.PRUNED_AT_TAG) on its trial before returning
-  (a pruned job: it opened its trial with runner.sweep.optuna_settings.open_trial, reported intermediate
+  (a pruned job: it opened its trial with runner/sweep/pruning.py's TrialReporter, reported intermediate
   values with trial.report, and its pruner said stop): PRUNED, whose value Optuna takes from the trial's last
   reported value; this is the hook of the pruning contract (`outcome`);
 - the job returned no finite number: FAIL;

@@ -15,17 +15,20 @@ from runner.tracking.uri import ServerRefused, ServerUnreachable
 def main(argv=None):
     uri, experiment = tracking_defaults()
     parser = argparse.ArgumentParser(
-        prog="nn-compare", description="Rank the runs of an nn-run sweep (nn-run -m) by final training error "
-        "(or --metric test_error), and log the ranking (comparison.csv) and the error curves (comparison.png) to "
-        "the sweep's parent run.")
+        prog="nn-compare", description="Rank the runs of an nn-run sweep (nn-run -m) by the final value of its "
+        "objective (sweep.objective: the validation error when the data has a validation split, else the training "
+        "error) or of --metric, and log the ranking (comparison.csv) and the curves (comparison.png) to the sweep's "
+        "parent run.")
     parser.add_argument("parent_run_id", nargs="?", help="the sweep's parent run (default: the latest sweep of "
                         "--experiment)")
     parser.add_argument("--tracking-uri", default=uri, help=f"MLflow tracking URI (default: {uri})")
     parser.add_argument("--experiment", default=experiment, help=f"experiment whose latest sweep is compared "
                         f"when no run id is given (default: {experiment})")
-    parser.add_argument("--metric", default=record.ERROR_METRIC, choices=record.RANKING_METRICS,
-                        help="rank by this metric's final value, lowest first (default: error, on the training "
-                        "data; test_error: on the held-out split; its files are comparison_test_error.csv/.png)")
+    parser.add_argument("--metric", default=None, choices=record.RANKING_METRICS,
+                        help="rank by this metric's final value, errors lowest first, accuracies highest first "
+                        "(default: the sweep's objective, its parent run's `objective` tag, else error; error: on "
+                        "the training data, val_*: the validation split, test_*: the test split; a metric other "
+                        "than error logs comparison_METRIC.csv/.png)")
     parser.add_argument("--no-log", action="store_true", help="only print the table; log nothing to the parent run")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -21,6 +21,7 @@ from runner.progress import wanted
 from runner.resume import ResumeError, resume_arguments
 from runner.sweep.callback import end_after_error, job_context, note_interrupted
 from runner.sweep.optuna_settings import SWEEPER_TARGET
+from runner.sweep.pruning import trial_reporter
 from runner.tracking.record import HYDRA_OUTPUT_DIR_TAG, TRIAL_NUMBER_TAG
 from runner.tracking.store_lock import StoreError
 from runner.tracking.uri import ServerRefused, ServerUnreachable
@@ -30,7 +31,8 @@ FULL_ERROR = "HYDRA_FULL_ERROR"  # set: Hydra lets an error through instead of p
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name=PRIMARY_CONFIG)
 def hydra_main(cfg):
-    """Hand the composed config to run_job and return the final training error (what sweepers minimise).
+    """Hand the composed config to run_job and return the final value of its objective (what sweepers optimise:
+    sweep.objective, runner/objective.py).
 
     A single run ends with one line: exit 2 for a bad value or a tracking server that does not
     answer, 1 for divergence. In a sweep (`-m`) these fail only their own job (Hydra records it)
@@ -51,7 +53,8 @@ def run_task(cfg, **job_options):
             refuse_unswept(hydra_cfg)
         tags = {HYDRA_OUTPUT_DIR_TAG: output_dir, **search_tags(hydra_cfg)}
         result = run_job(cfg, hydra_cfg.overrides.task, hydra_cfg.job.override_dirname or cfg.dataset.name,
-                         progress=progress, **in_sweep, extra_tags=tags, output_dir=output_dir, **job_options)
+                         progress=progress, **in_sweep, extra_tags=tags, output_dir=output_dir,
+                         should_stop=trial_reporter(cfg, hydra_cfg), **job_options)
     # a diverged run is already FAILED
     except (ConfigError, ServerUnreachable, ServerRefused, StoreError, DivergenceError) as error:
         if sweep is not None:
@@ -60,7 +63,7 @@ def run_task(cfg, **job_options):
             remove_made(output_dir)
         print(f"nn-run: {error}", file=sys.stderr)
         sys.exit(exit_codes.FAILED if isinstance(error, DivergenceError) else exit_codes.BAD_INPUT)
-    return result.final_error
+    return result.objective_value
 
 
 def search_tags(hydra_cfg):

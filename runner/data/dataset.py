@@ -7,13 +7,15 @@ import numpy as np
 
 @dataclass
 class Dataset:
-    """Training inputs X (rows x features) and targets y (rows x outputs), optionally a test split."""
+    """Training inputs X (rows x features) and targets y (rows x outputs), optionally test and validation splits."""
 
     name: str
     X: np.ndarray
     y: np.ndarray
     X_test: np.ndarray | None = None  # held-out inputs; None when there is no test split
     y_test: np.ndarray | None = None
+    X_val: np.ndarray | None = None  # validation inputs (dataset.val_fraction); None when there is no such split
+    y_val: np.ndarray | None = None
     classes: list | None = None  # class names, in target-column order, for a classification task
     source: str | None = None  # where the rows came from: a loader's name or a file's absolute path
     file_sha256: str | None = None  # hex sha256 of the file's bytes, for data read from a file

@@ -1,8 +1,9 @@
 """Data sets by name, and the path from a name to training and test arrays.
 
 A loader returns every row of its data set as float64 arrays, without a bias column.
-`load_dataset` then splits off the test rows, scales the features with training statistics
-and appends the bias column of ones that stands in for the network's missing bias terms.
+`load_dataset` then splits off the test rows and the validation rows, scales the features with
+training statistics and appends the bias column of ones that stands in for the network's
+missing bias terms.
 """
 
 import numpy as np
@@ -12,7 +13,7 @@ from runner.data.dataset import Dataset, one_hot
 from runner.data.errors import DataError
 from runner.data.scaling import SCALINGS
 from runner.data.scaling import scale as scale_features
-from runner.data.split import split_rows
+from runner.data.split import split_rows, validation_rows
 
 MAX_PARITY_BITS = 20  # 2**20 rows: beyond that the table is too large to be a toy
 
@@ -131,12 +132,15 @@ DATASETS = {
 }
 
 
-def load_dataset(name, *, test_fraction=0.0, split_seed=0, scale="none", bias=True, **options):
+def load_dataset(name, *, test_fraction=0.0, val_fraction=0.0, split_seed=0, scale="none", bias=True, **options):
     """The data set `name` built by its loader from `options`, split, scaled and with a bias column.
 
     `test_fraction` of the rows (stratified by class) go to X_test/y_test, drawn with
-    RandomState(split_seed); `scale` is none, standard or minmax, fitted on the training rows;
-    `bias` appends a column of ones after scaling. Raises DataError for a value it cannot use.
+    RandomState(split_seed); `val_fraction` of the rows, taken from the other rows the same
+    way but with RandomState([split_seed, 1]), go to X_val/y_val (split.validation_rows), so
+    the test rows do not depend on it. `scale` is none, standard or minmax, fitted on the
+    training rows alone; `bias` appends a column of ones after scaling. Raises DataError for a
+    value it cannot use.
     """
     if name not in DATASETS:
         raise DataError("name", name, f"one of {', '.join(DATASETS)}")
@@ -144,9 +148,13 @@ def load_dataset(name, *, test_fraction=0.0, split_seed=0, scale="none", bias=Tr
         raise DataError("scale", scale, f"one of {', '.join(SCALINGS)}")
     data = DATASETS[name](**options)
     train, test = split_rows(data.y, test_fraction, split_seed)
-    X, X_test = scale_features(scale, data.X[train], data.X[test] if len(test) else None)
+    train, val = validation_rows(data.y, train, val_fraction, test_fraction, split_seed)
+    X, X_val, X_test = scale_features(scale, data.X[train], *(data.X[rows] if len(rows) else None
+                                                               for rows in (val, test)))
     if len(test):
         data.X_test, data.y_test = _with_bias(X_test, bias), data.y[test]
+    if len(val):
+        data.X_val, data.y_val = _with_bias(X_val, bias), data.y[val]
     data.X, data.y = _with_bias(X, bias), data.y[train]
     return data
 

@@ -1,4 +1,4 @@
-"""Feature scaling fitted on the training rows and applied unchanged to the test rows."""
+"""Feature scaling fitted on the training rows and applied unchanged to the held-out (validation, test) rows."""
 
 import numpy as np
 
@@ -22,9 +22,9 @@ def fit_scaling(kind, X_train):
     return offset, np.where(spread > 0, spread, 1.0)
 
 
-def scale(kind, X_train, X_test=None):
-    """X_train and X_test scaled with statistics of X_train alone; 'none' returns them as they are."""
+def scale(kind, X_train, *held_out):
+    """(X_train, *held_out) scaled with statistics of X_train alone (a None stays None); 'none' changes nothing."""
     if kind == "none":
-        return X_train, X_test
+        return (X_train, *held_out)
     offset, divisor = fit_scaling(kind, X_train)
-    return (X_train - offset) / divisor, None if X_test is None else (X_test - offset) / divisor
+    return tuple(None if X is None else (X - offset) / divisor for X in (X_train, *held_out))

@@ -15,6 +15,7 @@ class DatasetConfig:
 
     name: str = MISSING
     test_fraction: float = MISSING
+    val_fraction: float = MISSING
     split_seed: int = MISSING
     scale: str = MISSING
     bias: bool = MISSING

@@ -1,4 +1,4 @@
-"""Train/test split by a fraction, stratified when the targets are class indicators, seeded."""
+"""Train/test and validation splits by shares of all rows, stratified when the targets are classes, seeded."""
 
 import numpy as np
 
@@ -16,6 +16,13 @@ def strata(y):
     return np.unique(y, axis=0, return_inverse=True)[1].reshape(-1)
 
 
+def _members(groups, rows):
+    """`rows` by stratum (one part, all of them, without strata), each in ascending order."""
+    if groups is None:
+        return [rows]
+    return [rows[groups[rows] == g] for g in range(groups.max() + 1)]
+
+
 def split_rows(y, fraction, seed):
     """Row indices (train, test), each in ascending order.
 
@@ -29,7 +36,7 @@ def split_rows(y, fraction, seed):
     if fraction == 0.0:
         return np.arange(n_rows), np.arange(0)
     groups = strata(y)
-    members = [np.arange(n_rows)] if groups is None else [np.flatnonzero(groups == g) for g in range(groups.max() + 1)]
+    members = _members(groups, np.arange(n_rows))
     rng = np.random.RandomState(seed)
     test_parts = []
     for rows in members:
@@ -44,3 +51,42 @@ def split_rows(y, fraction, seed):
     if groups is not None and len(np.unique(groups[train])) < len(members):
         raise DataError("test_fraction", fraction, "leaves a class with no training rows")
     return train, test
+
+
+VALIDATION_STREAM = 1  # the validation rows are drawn with RandomState([split_seed, VALIDATION_STREAM])
+
+
+def validation_rows(y, train, fraction, test_fraction, seed):
+    """Row indices (train, validation) carved from the training rows `train` (split_rows), each ascending.
+
+    `fraction` is a share of all rows, as test_fraction is: every stratum of `y` (strata) gives
+    round(fraction * its size among all rows) of its training rows, drawn with
+    RandomState([seed, VALIDATION_STREAM]), a stream apart from the test draw's, so the test rows
+    are the same whatever the fraction. 0 gives no validation rows.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise DataError("val_fraction", fraction, "must be >= 0 and < 1")
+    if fraction + test_fraction >= 1.0:
+        raise DataError("val_fraction", fraction, f"val_fraction + test_fraction must be < 1 "
+                        f"(test_fraction is {test_fraction!r}): both are shares of all rows")
+    if fraction == 0.0:
+        return train, np.arange(0)
+    groups = strata(y)
+    all_rows = _members(groups, np.arange(len(y)))
+    rng = np.random.RandomState([seed, VALIDATION_STREAM])
+    val_parts = []
+    for stratum, rows in zip(all_rows, _members(groups, train)):
+        size = int(np.floor(fraction * len(stratum) + 0.5))
+        val_parts.append(rng.permutation(rows)[:size])
+    val = np.sort(np.concatenate(val_parts))
+    rest = np.setdiff1d(train, val)
+    if len(val) == 0:
+        raise DataError("val_fraction", fraction, f"leaves the validation split empty ({len(y)} rows); "
+                        "0 means no validation split")
+    if len(rest) == 0:
+        raise DataError("val_fraction", fraction, f"leaves the training split empty ({len(y)} rows, "
+                        f"{len(train)} of them not held out for testing)")
+    if groups is not None and len(np.unique(groups[rest])) < len(all_rows):
+        raise DataError("val_fraction", fraction, "leaves a class with no training rows; "
+                        "a smaller val_fraction or test_fraction keeps one")
+    return rest, val

@@ -7,12 +7,17 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Scores:
-    """The figures of one logged step; None where there is no test split or no classification."""
+    """The figures of one logged step; None where there is no such split or no classification.
+
+    The field names are the metric names (runner.tracking.record), so getattr(scores, metric) reads one.
+    """
 
     error: float  # mean |y - prediction| over every target entry of the training data
     test_error: float | None = None  # the same on the held-out test split
     train_accuracy: float | None = None  # fraction of training rows whose predicted class is right
     test_accuracy: float | None = None
+    val_error: float | None = None  # mean |y - prediction| on the validation split
+    val_accuracy: float | None = None
 
 
 def mean_abs(error):

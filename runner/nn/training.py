@@ -51,12 +51,16 @@ class TrainResult:
     on the training data in the final iteration's forward pass, taken before that iteration's
     update (so one update older than `weights`). With mini-batches no iteration sees every row,
     and it is None. Predictions of the trained network come from `weights` (network.predict).
+    `stopped_at` is the logged step at which `on_log` stopped training (a pruned trial), else None;
+    then `weights` are the weights scored at that step, `last_output` is None (no iteration ran
+    after that forward pass's scores were taken) and the last point of the history is that step's.
     """
 
     weights: list
     last_output: np.ndarray = None
     steps: list = field(default_factory=list)
     history: list = field(default_factory=list)  # a metrics.Scores per step
+    stopped_at: int | None = None
 
     @property
     def errors(self):
@@ -64,7 +68,7 @@ class TrainResult:
 
     @property
     def final(self):
-        """Scores of the final weights (the point at step = iterations)."""
+        """Scores of the final weights (the point at step = iterations, or at `stopped_at`)."""
         return self.history[-1]
 
 
@@ -185,6 +189,31 @@ class Evaluator:
             if self.classify:
                 correct += correct_count(y, out)
         return total / self.entries, (correct / self.rows if self.classify else None)
+
+
+def held_out_splits(X_test=None, y_test=None, X_val=None, y_val=None):
+    """{"test": (X, y), "val": (X, y)} of the held-out splits given (X not None), as contiguous float64 arrays.
+
+    The keys are the prefixes of their metrics.Scores fields (test_error, val_accuracy, ...).
+    """
+    given = {"test": (X_test, y_test), "val": (X_val, y_val)}
+    return {prefix: (np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(y, dtype=np.float64))
+            for prefix, (X, y) in given.items() if X is not None}
+
+
+class HeldOut:
+    """Error and accuracy of the current weights on each held-out split (held_out_splits), measured alike."""
+
+    def __init__(self, weights, splits, hidden_activation, output_activation, classify):
+        self.evaluators = {prefix: Evaluator(weights, X, y, hidden_activation, output_activation, classify)
+                           for prefix, (X, y) in splits.items()}
+
+    def measure(self):
+        """The held-out splits' metrics.Scores fields: {"test_error": ..., "test_accuracy": ..., "val_error": ...}."""
+        scores = {}
+        for prefix, evaluator in self.evaluators.items():
+            scores[f"{prefix}_error"], scores[f"{prefix}_accuracy"] = evaluator.measure()
+        return scores
 
 
 class FullBatch:
@@ -331,15 +360,18 @@ class DivergenceGuard:
 
 @np.errstate(over="ignore", invalid="ignore")  # exp overflowing in a saturated sigmoid is fine; NaN is caught
 def train(weights, X, y, *, iterations, log_every, lr=1.0, hidden_activation="sigmoid", output_activation="sigmoid",
-          batch_size=0, rng=None, X_test=None, y_test=None, classify=False, on_log=None, on_progress=None,
-          resume=None, checkpoints=None):
+          batch_size=0, rng=None, X_test=None, y_test=None, X_val=None, y_val=None, classify=False, on_log=None,
+          on_progress=None, resume=None, checkpoints=None):
     """Train copies of `weights`; record scores every `log_every` steps and after the last.
 
     The scores at step i are taken before iteration i's update, as the seed does; the extra
     point at step `iterations` scores the final weights. `batch_size` 0 (or the number of rows)
     is full batch; otherwise `rng` (a np.random.Generator, see shuffle_rng) shuffles the rows.
-    `X_test`, `y_test` add test scores, `classify` accuracies. `on_log(step, scores)` is called
-    for each point as it is taken, so a caller keeps the history of an interrupted run.
+    `X_test`, `y_test` add test scores, `X_val`, `y_val` validation scores, `classify` accuracies.
+    `on_log(step, scores)` is called for each point as it is taken, so a caller keeps the history
+    of an interrupted run; when it returns True at a step before `iterations`, training stops there
+    (TrainResult.stopped_at): the points up to it are bit for bit those of a run that goes on. At
+    step `iterations` training is over anyway: its answer is ignored.
     `on_progress(done)` is called with the number of finished iterations between runs of them,
     at every logged step and divergence check (about every CHECK_ROWS rows of work): a progress
     bar costs the loop one call per run, nothing per iteration.
@@ -364,10 +396,8 @@ def train(weights, X, y, *, iterations, log_every, lr=1.0, hidden_activation="si
         steps = MiniBatches(weights_flat, views, X, y, batch_size, rng, lr, hidden_activation, output_activation,
                             classify)
         batch_rows = batch_size
-    test = None
-    if X_test is not None:
-        test = Evaluator(views, np.ascontiguousarray(X_test, dtype=np.float64),
-                         np.ascontiguousarray(y_test, dtype=np.float64), hidden_activation, output_activation, classify)
+    held_out = HeldOut(views, held_out_splits(X_test, y_test, X_val, y_val), hidden_activation, output_activation,
+                       classify)
     result = TrainResult(weights=views)
     i = 0
     if resume is not None:
@@ -378,12 +408,10 @@ def train(weights, X, y, *, iterations, log_every, lr=1.0, hidden_activation="si
 
     def record(step):
         error, train_accuracy = steps.measure()
-        test_error, test_accuracy = test.measure() if test is not None else (None, None)
-        scores = Scores(error, test_error, train_accuracy, test_accuracy)
+        scores = Scores(error, train_accuracy=train_accuracy, **held_out.measure())
         result.steps.append(step)
         result.history.append(scores)
-        if on_log is not None:
-            on_log(step, scores)
+        return on_log is not None and bool(on_log(step, scores))
 
     check = DivergenceGuard(weights_flat, views, steps, start=i).check
     check_every = max(1, CHECK_ROWS // batch_rows)
@@ -395,7 +423,9 @@ def train(weights, X, y, *, iterations, log_every, lr=1.0, hidden_activation="si
         check(i)
         stop = min(iterations, (i // log_every + 1) * log_every, (i // check_every + 1) * check_every)
         if i % log_every == 0:
-            record(i)
+            if record(i):  # asked to stop: the weights are those scored at step i
+                result.stopped_at = i
+                return result
             steps.finish(i)
             i += 1
         steps.run(i, stop)

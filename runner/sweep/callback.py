@@ -6,7 +6,8 @@ starts, opens the parent run and writes `SWEEP_FILE` into the sweep folder; each
 process or machine the launcher gives it, reads that file to log as a child of the parent in the
 same experiment. When the sweep is over (or its process exits after a failure), the parent is
 ended FINISHED if every job's run finished, KILLED after Ctrl-C, else FAILED, with the counts as
-metrics.
+metrics (`trials_pruned`: the children a pruner stopped early, tagged pruned_at_step; they finished,
+and are left out of best_error).
 
 The end accounts for every job, whatever the launcher: a child still RUNNING whose process is
 gone (SIGKILL, the OOM killer; runner/tracking/run_owner.py) ends FAILED with an `error` tag that says so,
@@ -38,7 +39,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from runner import checkpoint, exit_codes
+from runner import checkpoint, exit_codes, objective
 from runner.config import ConfigError
 from runner.hydra_private import job_error
 from runner.job import mlflow_client, redact_overrides
@@ -51,6 +52,7 @@ from runner.tracking.uri import check_access, redact
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = "mlflow_sweep.json"  # in hydra.sweep.dir: how a sweep's jobs find their parent run
+PRUNING_SWEEPER = "nn_optuna"  # the sweeper whose trials can be pruned: its parent run always says how many were
 SETTLE_SECONDS = 15.0  # at the end, how long a RUNNING child's live process on this host gets to end its run
 
 
@@ -129,6 +131,23 @@ def planned_jobs(config):
     for values in choices.values():
         jobs = [job + [value] for job in jobs for value in values]
     return jobs
+
+
+def sweep_objective(config, swept):
+    """The metric the sweep `config` optimises and ranks by (runner/objective.py), from its config without the
+    swept values; ConfigError for one it cannot have, or that its sweeper's `direction` would optimise the wrong
+    way. With data-set keys swept, the jobs check their own."""
+    try:
+        metric = objective.configured(config)
+    except objective.ObjectiveError as error:
+        metric = config.sweep.objective
+        if metric not in objective.CHOICES or not any(key == "dataset" or key.startswith("dataset.") for key in swept):
+            raise ConfigError(str(error)) from None
+    direction = OmegaConf.select(config, "hydra.sweeper.direction")
+    if isinstance(direction, str) and direction != objective.direction(metric):
+        raise ConfigError(f"hydra.sweeper.direction={direction} is not allowed: the sweep's objective {metric} "
+                          f"(sweep.objective={config.sweep.objective}) is to {objective.direction(metric)}")
+    return metric
 
 
 def launcher_report(error):
@@ -241,6 +260,7 @@ class SweepTracking(Callback):
         for key, values in swept.items():
             if key.startswith("tracking."):
                 raise ConfigError(f"{key}={values} is not allowed: one sweep logs to one store and one experiment")
+        metric = sweep_objective(config, swept)
         sweep_id = uuid.uuid4().hex
         tags = {
             **provenance_tags(),
@@ -251,6 +271,7 @@ class SweepTracking(Callback):
             record.SWEEP_DIR_TAG: str(_sweep_file(config.hydra).parent.resolve()),
             record.LAUNCHER_TAG: OmegaConf.select(config, "hydra.runtime.choices.hydra/launcher"),
             record.SWEEPER_TAG: OmegaConf.select(config, "hydra.runtime.choices.hydra/sweeper"),
+            record.OBJECTIVE_TAG: metric,
         }
         uri = config.tracking.uri
         self._planned = planned_jobs(config)
@@ -266,6 +287,7 @@ class SweepTracking(Callback):
         self._parent = (uri, run_id)
         _open_sweeps.append(self)
         atexit.register(self._end_parent, completed=False)
+        objective.warn_if_leaking(metric)  # once for the sweep: its jobs do not warn
         if earlier is not None:
             log.info("sweep parent run %s continues: finished jobs are kept, stopped ones resume from their "
                      "checkpoints, the others run", run_id)
@@ -338,10 +360,18 @@ class SweepTracking(Callback):
             record.JOBS_REJECTED_METRIC: len(rejected),
             record.JOBS_NOT_RUN_METRIC: len(not_run),
         }
-        errors = [c.data.metrics.get(record.final_metric(record.ERROR_METRIC), math.nan) for c in finished]
+        pruned = {c.info.run_id for c in finished if record.PRUNED_AT_TAG in c.data.tags}  # not for the best
+        if pruned or parent.data.tags.get(record.SWEEPER_TAG) == PRUNING_SWEEPER:
+            metrics[record.TRIALS_PRUNED_METRIC] = len(pruned)
+        errors = [c.data.metrics.get(record.final_metric(record.ERROR_METRIC), math.nan) for c in finished
+                  if c.info.run_id not in pruned]
         errors = [e for e in errors if math.isfinite(e)]
         if errors:
             metrics[record.BEST_ERROR_METRIC] = min(errors)
+        agreed = {c.data.tags.get(record.OBJECTIVE_TAG) for c in children} - {None}
+        if len(agreed) == 1 and agreed != {parent.data.tags.get(record.OBJECTIVE_TAG)}:
+            # every job optimised one metric the sweep's config did not name (a swept dataset.val_fraction)
+            set_run_tags(uri, run_id, {record.OBJECTIVE_TAG: agreed.pop()})
         if not completed and (_interrupted or (not lost and any(c.info.status == "KILLED" for c in children))):
             status = "KILLED"  # Ctrl-C or SIGTERM: the jobs that were running are KILLED
         elif completed and finished and len(finished) == len(children) and not rejected and not not_run:

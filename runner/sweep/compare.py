@@ -1,10 +1,13 @@
-"""`nn-compare`: rank a sweep's child runs by final error and log the comparison to its parent run.
+"""`nn-compare`: rank a sweep's child runs by its objective and log the comparison to its parent run.
 
-The table has one row per child: the swept keys' values, the final error, the iterations trained,
-the duration and the status. Finished runs come first, lowest final error first; then every run
-that did not finish or whose error is not a finite number. The parent run gets the same table as
-`comparison.csv` and every child's error curve, on a log scale, as `comparison.png`. `--metric
-test_error` ranks by the error on the held-out split instead (comparison_test_error.csv/.png).
+The ranking metric is the sweep's objective (runner/objective.py: the parent run's `objective`
+tag; `error` for a sweep that has none) or the one asked for (`--metric`). The table has one row
+per child: the swept keys' values, the metric's final value, the iterations trained, the duration
+and the status. Finished runs come first, best first (lowest error, highest accuracy); then every
+run that did not finish or whose value is not a finite number. Below it, the best run's score on
+the test split, when the runs have one. The parent run gets the same table as `comparison.csv`
+(`comparison_METRIC.csv` for another metric than `error`) and every child's curve of the metric
+as `comparison.png` (`comparison_METRIC.png`).
 """
 
 import csv
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.job import mlflow_client
+from runner.objective import direction
 from runner.plots import log_scale_points, new_figure, plain_log_axis
 from runner.tracking import record, run_owner
 from runner.tracking.uri import redact
@@ -36,7 +40,8 @@ class Row:
     iterations: int | None  # the last step with a point: train.iterations once finished
     duration_s: float | None
     status: str
-    curve: list  # [(step, error)]
+    curve: list  # [(step, value)] of the ranking metric
+    test_value: float | None = None  # the final value of its test-split counterpart (test_score_metric), if logged
 
     @property
     def ranked_first(self):
@@ -71,9 +76,22 @@ def running_notes(runs):
     return notes
 
 
-def rank(rows):
-    """Finished runs with a finite final error, lowest first; then the others, lowest error first."""
-    return sorted(rows, key=lambda r: (not r.ranked_first, math.isnan(r.final_error), r.final_error))
+def rank(rows, metric=record.ERROR_METRIC):
+    """Finished runs with a finite final value, best first (direction(metric)); then the others, best first."""
+    sign = -1 if direction(metric) == "maximize" else 1
+    return sorted(rows, key=lambda r: (not r.ranked_first, math.isnan(r.final_error), sign * r.final_error))
+
+
+def sweep_objective(parent):
+    """The metric the sweep of parent run `parent` optimises: its objective tag; `error` before there was one."""
+    return parent.data.tags.get(record.OBJECTIVE_TAG, record.ERROR_METRIC)
+
+
+def test_score_metric(metric):
+    """The test split's metric shown beside the best run of a ranking by `metric`; None for a test metric."""
+    if metric.startswith("test_"):
+        return None
+    return record.TEST_ACCURACY_METRIC if metric.endswith("_accuracy") else record.TEST_ERROR_METRIC
 
 
 def sweep_rows(uri, parent, metric=record.ERROR_METRIC, children=None):
@@ -81,6 +99,7 @@ def sweep_rows(uri, parent, metric=record.ERROR_METRIC, children=None):
 
     `children` are the parent's child runs when the caller has them already.
     """
+    test_metric = test_score_metric(metric)
     child_runs, metric_history = mlflow_client().child_runs, mlflow_client().metric_history
 
     keys = json.loads(parent.data.tags[record.SWEPT_KEYS_TAG])
@@ -90,10 +109,11 @@ def sweep_rows(uri, parent, metric=record.ERROR_METRIC, children=None):
         # a run that ended early has no final_ value: its last point is as far as it got
         final = child.data.metrics.get(record.final_metric(metric), curve[-1][1] if curve else math.nan)
         end, start = child.info.end_time, child.info.start_time
+        test_value = child.data.metrics.get(record.final_metric(test_metric)) if test_metric else None
         rows.append(Row(child.info.run_id, child.info.run_name, {k: swept_value(child, k) for k in keys}, final,
                         curve[-1][0] if curve else None, (end - start) / 1000 if end and start else None,
-                        child.info.status, curve))
-    return rank(rows), keys
+                        child.info.status, curve, test_value))
+    return rank(rows, metric), keys
 
 
 def find_sweep(uri, experiment, parent_run_id=None):
@@ -154,7 +174,7 @@ NAMED_CURVES = 10  # a bigger sweep's plot names its best runs and draws the oth
 
 
 def plot_curves(path, rows, keys, title, metric=record.ERROR_METRIC):
-    """comparison.png: every child's error against iteration, log scale; returns the legend's labels.
+    """comparison.png: every child's `metric` against iteration (an error on a log scale); returns the legend's labels.
 
     `rows` are ranked. Up to NAMED_CURVES runs each get a colour and a legend entry with their
     swept values; beyond that the best NAMED_CURVES do, with their rank, and the others are thin
@@ -163,8 +183,12 @@ def plot_curves(path, rows, keys, title, metric=record.ERROR_METRIC):
     figure, axes = new_figure(9, 5.5)
     named = rows if len(rows) <= NAMED_CURVES else rows[:NAMED_CURVES]
     shown, labels = [], []
+    accuracy = metric.endswith("_accuracy")
     for rank_no, row in enumerate(rows, 1):
-        steps, errors = log_scale_points(*zip(*row.curve)) if row.curve else ([], [])
+        if accuracy:  # a fraction that may be 0: a linear axis
+            steps, errors = ([s for s, _ in row.curve], [v for _, v in row.curve])
+        else:
+            steps, errors = log_scale_points(*zip(*row.curve)) if row.curve else ([], [])
         shown += errors
         if rank_no > len(named):
             label = f"the other {len(rows) - len(named)} runs" if rank_no == len(named) + 1 else None
@@ -176,10 +200,11 @@ def plot_curves(path, rows, keys, title, metric=record.ERROR_METRIC):
         if row.status != "FINISHED":
             label += f" ({row.status})"
         axes.plot(steps, errors, marker=".", label=label, zorder=2)
-    axes.set_yscale("log")
-    plain_log_axis(axes.yaxis, shown)
+    if not accuracy:
+        axes.set_yscale("log")
+        plain_log_axis(axes.yaxis, shown)
     axes.set_xlabel("iteration")
-    axes.set_ylabel(f"{metric}: mean |y - prediction|")
+    axes.set_ylabel(f"{metric}: {'fraction of rows classified right' if accuracy else 'mean |y - prediction|'}")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
     if rows:
@@ -189,24 +214,53 @@ def plot_curves(path, rows, keys, title, metric=record.ERROR_METRIC):
     return labels
 
 
-def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout, metric=record.ERROR_METRIC, children=None):
+NEEDS = {"val_": "a validation split: dataset.val_fraction > 0", "test_": "a held-out split: dataset.test_fraction > 0"}
+
+
+def ranking_header(parent, count, metric):
+    """The line above the table: the sweep, and which metric ranks it in which order (and that it is the objective)."""
+    objective = " (the sweep's objective)" if metric == sweep_objective(parent) else ""
+    order = "highest" if direction(metric) == "maximize" else "lowest"
+    return (f"sweep {parent.info.run_name!r} (parent run {parent.info.run_id}, {parent.info.status}): "
+            f"{count} runs ranked by final {metric}{objective}, {order} first")
+
+
+def best_line(rows, metric):
+    """The best finished run with its score on the test split beside the ranking metric's; None without one."""
+    test_metric = test_score_metric(metric)
+    best = rows[0] if rows and rows[0].ranked_first else None
+    if best is None or best.test_value is None:
+        return None
+    named = ", ".join(f"{key}={value}" for key, value in best.values.items()) or best.run_name
+    return (f"best by {metric}: run {best.run_id} ({named}): {record.final_metric(metric)} "
+            f"{best.final_error:.6g}, {record.final_metric(test_metric)} {best.test_value:.6g} (the test split: "
+            "reported, not used to choose)")
+
+
+def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout, metric=None, children=None):
     """Print the ranking of the sweep `parent` by final `metric`; log its table and plot to the parent.
 
-    `children`: the parent's child runs, if the caller has them. Raises CompareError when no child
-    logged test_error and none still runs (it needs a held-out split); when no child has logged a point
-    of `metric` yet, the table and its RUNNING runs are printed and nothing is logged.
+    `metric` None is the sweep's objective (sweep_objective). `children`: the parent's child runs,
+    if the caller has them. Raises CompareError when no child logged the `metric` asked for (not
+    `error`) and none still runs (the data has no such split); otherwise when no child has logged
+    a point of the metric yet, the table and its RUNNING runs are printed and nothing is logged.
     """
     client = mlflow_client()
+    asked, metric = metric is not None, sweep_objective(parent) if metric is None else metric
     children = client.child_runs(uri, parent) if children is None else children
     rows, keys = sweep_rows(uri, parent, metric, children)
     logged = any(row.curve for row in rows)
     running = any(row.status == "RUNNING" for row in rows)
-    if rows and not logged and not running and metric == record.TEST_ERROR_METRIC:
+    if asked and rows and not logged and not running and metric != record.ERROR_METRIC:
+        needs = next((text for prefix, text in NEEDS.items() if metric.startswith(prefix)), "")
+        classes = " and classes" if metric.endswith("_accuracy") else ""
         raise CompareError(f"--metric {metric}: no run of sweep {parent.info.run_id} logged {metric} "
-                           "(it needs a held-out split: dataset.test_fraction > 0)")
-    print(f"sweep {parent.info.run_name!r} (parent run {parent.info.run_id}, {parent.info.status}): "
-          f"{len(rows)} runs ranked by final {metric}", file=out)
+                           f"(it needs {needs}{classes})")
+    print(ranking_header(parent, len(rows), metric), file=out)
     print(format_table(rows, keys, metric), file=out)
+    best = best_line(rows, metric)
+    if best is not None:
+        print(best, file=out)
     for note in running_notes([parent, *children]):
         print(note, file=out)
     if rows and not logged:  # killed before any point reached the store, or every job failed at once

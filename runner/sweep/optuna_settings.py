@@ -99,24 +99,6 @@ def open_storage(url):
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
 
 
-def open_trial(hydra_cfg):
-    """The Optuna trial of the running job of an nn_optuna search (hydra_cfg: HydraConfig.get()), for the job to
-    report intermediate values to (trial.report, trial.should_prune with the search's pruner) and to mark
-    itself pruned (trial.set_user_attr(record.PRUNED_AT_TAG, step)) before it returns: the sweeper then tells
-    Optuna the trial was PRUNED (hydra_plugins/nn_runner_optuna_sweeper/_search.py)."""
-    import optuna  # ~0.6 s (measured): only where an Optuna object is built, not in every job that imports this
-
-    sweeper_cfg, sweep_dir = hydra_cfg.sweeper, hydra_cfg.sweep.dir
-    storage = open_storage(storage_url(sweeper_cfg, sweep_dir, cwd=hydra_cfg.runtime.cwd))
-    name = study_name(sweeper_cfg, sweep_dir)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name),
-                                                               hydra_cfg.job.num)
-    # the random sampler does nothing when a trial is opened (the search's grid sampler would claim a grid point)
-    study = optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(),
-                              pruner=make_pruner(dict(sweeper_cfg.pruner)))
-    return optuna.trial.Trial(study, trial_id)
-
-
 def _given(settings, group, known):
     """The non-null settings besides `name`, refusing the ones the named sampler/pruner does not take."""
     name = settings.get("name")

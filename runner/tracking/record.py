@@ -19,6 +19,7 @@ WEIGHTS_DIR = "weights"
 PREDICTIONS_FILE = "predictions.csv"  # the final weights' outputs on the training data: what the model returns
 LAST_OUTPUT_COLUMN = "last_iteration_output"  # predictions.csv: the last iteration's output, what the seed prints
 TEST_PREDICTIONS_FILE = "test_predictions.csv"  # the final weights' outputs on the test split, when there is one
+VAL_PREDICTIONS_FILE = "val_predictions.csv"  # the same on the validation split, when there is one
 CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = "overrides.yaml"
 OVERRIDES_TAG = "overrides"  # the job's command-line overrides as a JSON list
@@ -29,6 +30,7 @@ RESUMED_AT_TAG = "resumed_at"  # JSON list of the steps a run was resumed from (
 RERUN_OF_TAG = "rerun_of"  # on a reproduction: the run it reproduces
 DERIVED_FROM_TAG = "derived_from"  # on a run made from another run's config with overrides
 TRAINING_CONTEXT, TESTING_CONTEXT = "training", "testing"  # MLflow dataset-input contexts of the splits
+VALIDATION_CONTEXT = "validation"
 MODEL_NAME = "model"  # the logged MLflow model: runs:/RUN_ID/model
 
 
@@ -49,6 +51,7 @@ SWEPT_KEYS_TAG = "swept_keys"  # JSON list of the config keys the sweep varies
 SWEEP_DIR_TAG = "sweep_dir"  # Hydra's output folder of the sweep
 LAUNCHER_TAG = "launcher"  # Hydra's hydra/launcher choice: basic, joblib, submitit_local, submitit_slurm
 SWEEPER_TAG = "sweeper"  # Hydra's hydra/sweeper choice: basic or nn_optuna (hydra_plugins/nn_runner_optuna_sweeper)
+OBJECTIVE_TAG = "objective"  # on a run and a sweep's parent: the metric it optimises, a sweep ranks by (runner/objective.py)
 TRIAL_NUMBER_TAG = "trial_number"  # on a search's child run: its Optuna trial's number
 PRUNED_AT_TAG = "pruned_at_step"  # on a pruned trial's child run: the logged step its pruner stopped it at
 TRIALS_PRUNED_METRIC = "trials_pruned"  # on a search's parent run: how many trials were pruned
@@ -61,13 +64,15 @@ JOBS_NOT_RUN_METRIC = "jobs_not_run"
 BEST_ERROR_METRIC = "best_error"  # lowest final error among the finished children
 COMPARISON_FILE = "comparison.csv"  # a sweep ranked by final error; by another metric: comparison_METRIC.csv
 COMPARISON_PLOT = "comparison.png"
-RANKING_METRICS = (ERROR_METRIC, TEST_ERROR_METRIC)  # what nn-compare can rank a sweep by, lowest first
+# what a sweep can optimise and nn-compare rank by (errors lowest first, accuracies highest first)
+RANKING_METRICS = (ERROR_METRIC, VAL_ERROR_METRIC, VAL_ACCURACY_METRIC, TEST_ERROR_METRIC, TEST_ACCURACY_METRIC)
 
 
 def score_metrics(scores):
     """{metric name: value} for a runner.nn.metrics.Scores, leaving out what was not measured."""
-    named = {ERROR_METRIC: scores.error, TEST_ERROR_METRIC: scores.test_error,
-             TRAIN_ACCURACY_METRIC: scores.train_accuracy, TEST_ACCURACY_METRIC: scores.test_accuracy}
+    named = {ERROR_METRIC: scores.error, VAL_ERROR_METRIC: scores.val_error, TEST_ERROR_METRIC: scores.test_error,
+             TRAIN_ACCURACY_METRIC: scores.train_accuracy, VAL_ACCURACY_METRIC: scores.val_accuracy,
+             TEST_ACCURACY_METRIC: scores.test_accuracy}
     return {name: value for name, value in named.items() if value is not None}
 
 
@@ -151,8 +156,9 @@ def dataset_digest(X, y):
 
 
 def dataset_params(data):
-    """The data's size as run params: data.rows (training), data.test_rows, data.features, ..."""
-    params = {"data.rows": len(data.X), "data.test_rows": 0 if data.X_test is None else len(data.X_test),
+    """The data's size as run params: data.rows (training), data.val_rows, data.test_rows, data.features, ..."""
+    params = {"data.rows": len(data.X), "data.val_rows": 0 if data.X_val is None else len(data.X_val),
+              "data.test_rows": 0 if data.X_test is None else len(data.X_test),
               "data.features": data.X.shape[1], "data.outputs": data.y.shape[1]}
     if data.classes is not None:
         params["data.classes"] = len(data.classes)

@@ -76,9 +76,13 @@ def load_state(folder, meta):
     return TrainState(meta["step"], weights, order, meta["rng_state"], list(meta["steps"]), history)
 
 
-def mark_finished(folder, run_id, config_sha):
-    """The run finished: keep only a note that says so (a resumed sweep skips the job)."""
-    _write_json(folder, {"run_id": run_id, "config_sha256": config_sha, "status": FINISHED})
+def mark_finished(folder, run_id, config_sha, pruned_at_step=None):
+    """The run finished: keep only a note that says so (a resumed sweep skips the job); a run stopped early
+    (pruned) says at which step, `pruned_at_step`."""
+    meta = {"run_id": run_id, "config_sha256": config_sha, "status": FINISHED}
+    if pruned_at_step is not None:
+        meta["pruned_at_step"] = pruned_at_step
+    _write_json(folder, meta)
     try:
         os.remove(os.path.join(folder, ARRAYS_FILE))
     except FileNotFoundError:

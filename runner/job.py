@@ -34,6 +34,7 @@ class JobResult:
     final_error: float
     weights_sha256: str
     final_metrics: dict = field(default_factory=dict)  # {final_error: ..., final_test_error: ..., ...}
+    pruned_at_step: int | None = None  # the step its should_stop stopped it at (record.PRUNED_AT_TAG), else None
     objective: str = record.ERROR_METRIC  # the metric the config's sweep.objective names (runner/objective.py)
     objective_value: float | None = None  # its final value: what nn-run's task returns to a sweeper
 
@@ -155,14 +156,20 @@ def record_result(run, cfg, data, overrides, result, facts, shared=None):
 
     `shared` (a dict shared by the jobs of one batch, whose models differ only in their weights)
     lets the model be saved once for them all (tracking.ModelCopies).
+    A result stopped early (TrainResult.stopped_at: a pruned trial) is recorded at its stop step: final
+    metrics at that step, its weights and predictions, and the tag record.PRUNED_AT_TAG.
     Returns (final metrics {name: value}, weights sha256).
     """
     final_metrics = {record.final_metric(name): value for name, value in record.score_metrics(result.final).items()}
     predictions = predict(result.weights, data.X, cfg.model.activation, cfg.model.output)
+    end = cfg.train.iterations if result.stopped_at is None else result.stopped_at
     for name, value in final_metrics.items():
-        run.log_metric(name, cfg.train.iterations, value)
+        run.log_metric(name, end, value)
     digest = record.weights_sha256(result.weights)
-    run.set_tags({record.WEIGHTS_HASH_TAG: digest}, defer=True)  # written with the final metrics (and model links)
+    tags = {record.WEIGHTS_HASH_TAG: digest}
+    if result.stopped_at is not None:
+        tags[record.PRUNED_AT_TAG] = str(result.stopped_at)
+    run.set_tags(tags, defer=True)  # written with the final metrics (and model links)
     with tempfile.TemporaryDirectory() as folder:
         record.write_weights(folder, result.weights)
         record.write_predictions(folder, data.X, data.y, predictions, last_output=result.last_output)
@@ -178,7 +185,7 @@ def record_result(run, cfg, data, overrides, result, facts, shared=None):
             if shared is not None:
                 copies = shared.setdefault("model", mlflow_client().ModelCopies())
             log_network_model(run, MODEL_CODE_FILE, folder, len(result.weights), data.X, predictions,
-                              OmegaConf.to_container(cfg.model, resolve=True), step=cfg.train.iterations,
+                              OmegaConf.to_container(cfg.model, resolve=True), step=end,
                               copies=copies)
     return final_metrics, digest
 
@@ -198,22 +205,26 @@ def print_outputs(cfg, data, result):
 
 
 def finished_result(cfg, run_id):
-    """The JobResult of a run that already finished (a resumed sweep keeps its finished jobs as they are)."""
+    """The JobResult of a run that already finished (a resumed sweep keeps its finished jobs as they are,
+    a pruned one as pruned)."""
     run = mlflow_client().get_run(cfg.tracking.uri, run_id)
     metrics = {k: v for k, v in run.data.metrics.items() if k.startswith(record.FINAL_PREFIX)}
-    log.info("MLflow run %s finished before: kept as it is", run_id)
-    return job_result(cfg, run_id, run.data.tags.get(record.WEIGHTS_HASH_TAG), metrics)
+    pruned = run.data.tags.get(record.PRUNED_AT_TAG)
+    pruned_at = None if pruned is None else int(pruned)
+    log.info("MLflow run %s finished before%s: kept as it is", run_id,
+             "" if pruned_at is None else f" (pruned at step {pruned_at})")
+    return job_result(cfg, run_id, run.data.tags.get(record.WEIGHTS_HASH_TAG), metrics, pruned_at)
 
 
-def job_result(cfg, run_id, weights_sha256, final_metrics):
+def job_result(cfg, run_id, weights_sha256, final_metrics, pruned_at_step=None):
     """The JobResult of a run of `cfg` whose final metrics are `final_metrics` ({final_error: ..., ...})."""
     metric = objective.configured(cfg)  # prepare_job checked it against the data
     return JobResult(run_id, final_metrics[record.final_metric(record.ERROR_METRIC)], weights_sha256, final_metrics,
-                     metric, final_metrics[record.final_metric(metric)])
+                     pruned_at_step, metric, final_metrics[record.final_metric(metric)])
 
 
 def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, progress=False, extra_tags=None,
-            trained=None, output_dir=None):
+            trained=None, output_dir=None, should_stop=None):
     """Train the network `cfg` describes and log it as one MLflow run; returns a JobResult.
 
     `parent_run_id` and `experiment_id` place the run in a sweep (runner/sweep/callback.py); `extra_tags` are
@@ -225,6 +236,11 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
     `output_dir` (the Hydra job's folder) keeps the run's checkpoints (runner/checkpoint.py): a job
     whose folder holds a checkpoint of this config continues that run, bit for bit, and in a sweep
     one whose run finished is kept as it is.
+    `should_stop(step, scores)` (a pruned search's trial reporter, runner/sweep/pruning.py) is asked at
+    each logged step, once its point is logged; True stops training there: the run ends FINISHED with
+    its points up to that step, its final metrics, weights and predictions of that step, and the tag
+    record.PRUNED_AT_TAG=step (its checkpoint note says so too). A `trained` result was asked by its
+    trainer already (runner/sweep/batches.py): it is logged as it stopped, and `should_stop` is not asked.
     """
     data = prepare_job(cfg) if trained is None else trained.data
     metric = objective.configured(cfg)
@@ -262,6 +278,7 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
                 if (name, step) not in logged:  # a resumed run logs no point twice
                     run.log_metric(name, step, value)
             log.info("step %d: %s", step, ", ".join(f"{name} {value!r}" for name, value in metrics.items()))
+            return should_stop is not None and trained is None and bool(should_stop(step, scores))
 
         if trained is None:
             saver = checkpoint.Checkpointer(output_dir, run.run_id, config_sha, cfg.train.checkpoint_every,
@@ -272,10 +289,13 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
             result = trained.result
             for step, scores in zip(result.steps, result.history):
                 on_log(step, scores)
+        if result.stopped_at is not None:
+            log.info("stopped at step %d of %d: pruned", result.stopped_at, cfg.train.iterations)
         final_metrics, digest = record_result(run, cfg, data, overrides, result, facts,
                                               shared=None if trained is None else trained.shared)
     if output_dir is not None:  # a batched job's too: a requeued batch or a continued sweep keeps it
-        checkpoint.mark_finished(output_dir, run.run_id, config_sha or checkpoint.config_sha256(cfg))
+        checkpoint.mark_finished(output_dir, run.run_id, config_sha or checkpoint.config_sha256(cfg),
+                                 pruned_at_step=result.stopped_at)
     if saver is not None and saver.release():
         log.info("SIGUSR2 (time limit or preemption) came after training, while the run was recorded: it is complete")
 
@@ -283,4 +303,4 @@ def run_job(cfg, overrides, run_name, parent_run_id=None, experiment_id=None, pr
     uri = redact(cfg.tracking.uri)
     log.info("MLflow run %s in experiment %r at %s", run.run_id, cfg.tracking.experiment, uri)
     log.info("runs page: %s", runs_page(uri, run.experiment_id))
-    return job_result(cfg, run.run_id, digest, final_metrics)
+    return job_result(cfg, run.run_id, digest, final_metrics, result.stopped_at)

@@ -83,15 +83,17 @@ class ProgressBar:
             self._visible = False
 
     def wrap_log(self, on_log):
-        """train()'s on_log(step, scores), erasing the bar first so its lines print cleanly; redraws after."""
+        """train()'s on_log(step, scores), erasing the bar first so its lines print cleanly; redraws after.
+        Returns what on_log returns (True stops training)."""
         if not self.enabled:
             return on_log
 
         def logged(step, scores):
             self.clear()
-            on_log(step, scores)
+            stop = on_log(step, scores)
             self.error = scores.error
             self.draw()
+            return stop  # train() stops when on_log says so
 
         return logged
 

@@ -2,10 +2,11 @@
 
 A source is an MLflow run or a Hydra output folder; its recorded config is composed with nn-run's
 configs (real Hydra composition), trained as a new run linked to it, and the two records are
-compared exactly (runner/tracking/record_diff.py). A reproduction whose source recorded another
-BLAS kernel, other NumPy SIMD loops or other OPENBLAS_*/NPY_*/OMP_*/MKL_* values than this
-process has trains in a child process whose environment rebuilds them
-(runner/tracking/numeric_env.py), after one line saying what it set.
+compared exactly (runner/tracking/record_diff.py). A pruned source (tag pruned_at_step) is
+reproduced by training to that step; a run derived from it with overrides trains in full. A
+reproduction whose source recorded another BLAS kernel, other NumPy SIMD loops or other
+OPENBLAS_*/NPY_*/OMP_*/MKL_* values than this process has trains in a child process whose
+environment rebuilds them (runner/tracking/numeric_env.py), after one line saying what it set.
 """
 
 import os
@@ -21,7 +22,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from runner import exit_codes
+from runner import checkpoint, exit_codes
 from runner.config import CONFIG_DIR, PRIMARY_CONFIG, check_tracking_uri, tracking_defaults
 from runner.job import run_job
 from runner.tracking import numeric_env, provenance, record
@@ -58,6 +59,13 @@ class Source:
     uri: str  # the tracking URI the new run is logged to
     run: object = None  # the MLflow run to compare with; None when there is none
     artifacts: str | None = None  # local copy of that run's artifacts
+    pruned_at_step: int | None = None  # the step a pruner stopped it at (record.PRUNED_AT_TAG), else None
+
+
+def pruned_at(tags):
+    """The step of a run's record.PRUNED_AT_TAG, or None for a run that was not pruned."""
+    value = tags.get(record.PRUNED_AT_TAG)
+    return None if value is None else int(value)
 
 
 def _read_yaml(path, what):
@@ -90,7 +98,8 @@ def source_from_run(run_id, uri, folder):
     overrides_path = os.path.join(artifacts, record.OVERRIDES_FILE)
     overrides = _read_yaml(overrides_path, "the run's overrides") if os.path.isfile(overrides_path) else []
     return Source(run_id, _read_config(config_path, "the run's config"), list(overrides or []),
-                  run.info.run_name or run_id, stored_run.experiment_name(uri, run), uri, run, artifacts)
+                  run.info.run_name or run_id, stored_run.experiment_name(uri, run), uri, run, artifacts,
+                  pruned_at(run.data.tags))
 
 
 def source_from_output_dir(path, uri, folder):
@@ -106,10 +115,12 @@ def source_from_output_dir(path, uri, folder):
     uri = uri or tracking.get("uri", default_uri)
     experiment = tracking.get("experiment", default_experiment)
     source = Source(os.path.abspath(path), config, list(overrides or []), os.path.normpath(path), experiment, uri)
+    source.pruned_at_step = (checkpoint.read_meta(path) or {}).get("pruned_at_step")  # its checkpoint note's
     run = stored_run.run_with_tag(uri, experiment, record.HYDRA_OUTPUT_DIR_TAG, os.path.abspath(path))
     if run is not None:
         source.label, source.run, source.run_name = run.info.run_id, run, run.info.run_name or run.info.run_id
         source.artifacts = stored_run.download_artifacts(uri, run.info.run_id, folder)
+        source.pruned_at_step = pruned_at(run.data.tags)
     return source
 
 
@@ -218,6 +229,14 @@ def compare_runs(source, new_run_id, folder):
     return differences, differing_facts(source_tags, new_tags)
 
 
+def stop_at(pruned_step):
+    """A should_stop for run_job that stops training at the logged step `pruned_step`, as its pruner did."""
+    def should_stop(step, scores):
+        return step == pruned_step
+
+    return should_stop
+
+
 def report(differences, facts):
     """Print the verdict and the exit code: what differs and the environment facts that differ, then
     `not reproduced` (exit 1); or the facts that differ, if any, then `reproduced` (exit 0)."""
@@ -277,7 +296,12 @@ def rerun(text, uri, overrides, argv=None):
             name, link = f"{source.run_name} + {','.join(overrides)}", record.DERIVED_FROM_TAG
         else:
             name, link = f"{source.run_name} (rerun)", record.RERUN_OF_TAG
-        result = run_job(cfg, [*source.overrides, *overrides], name, extra_tags={link: source.label})
+        should_stop = None
+        if source.pruned_at_step is not None and not overrides:  # a reproduction stops where the pruner stopped it
+            print(f"run {source.label} was pruned at step {source.pruned_at_step}: the rerun stops there too")
+            should_stop = stop_at(source.pruned_at_step)
+        result = run_job(cfg, [*source.overrides, *overrides], name, extra_tags={link: source.label},
+                         should_stop=should_stop)
         print(f"new run {result.run_id} ({link}={source.label}) in experiment {cfg.tracking.experiment!r}")
         if overrides:
             print(f"derived from {source.label} with {' '.join(overrides)}: not a reproduction, nothing compared")

@@ -1,5 +1,6 @@
-"""What this project relies on in MLflow's, Hydra's and OmegaConf's non-public names (runner/tracking/mlflow_private.py,
-runner/hydra_private.py, runner/omegaconf_private.py), pinned: an upgrade that changes one fails here."""
+"""What this project relies on in MLflow's, Hydra's, OmegaConf's and Optuna's non-public names
+(runner/tracking/mlflow_private.py, runner/hydra_private.py, runner/omegaconf_private.py,
+runner/sweep/optuna_private.py), pinned: an upgrade that changes one fails here."""
 
 import getpass
 import json
@@ -98,3 +99,27 @@ def test_omegaconf_gives_the_node_of_a_value_or_none():
     assert not isinstance(omegaconf_private.node_at(cfg, "train"), ValueNode)
     assert omegaconf_private.node_at(cfg, "train.missing") is None
     assert omegaconf_private.node_at(cfg, "hidden.0") is None  # only through mappings
+
+
+def test_optuna_gives_a_job_the_trial_its_sweeper_asked_in_another_process(tmp_path):
+    """runner/sweep/pruning.py: a job reports to its trial and asks the pruner through runner/sweep/optuna_private.py."""
+    import optuna
+
+    from runner.sweep import optuna_private
+
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    sweeper = optuna.create_study(storage=url, study_name="search", pruner=optuna.pruners.NopPruner())
+    asked = [sweeper.ask() for _ in range(3)]  # as the sweeper asks a batch of trials
+    storage = optuna.storages.RDBStorage(url)
+    trial, reported = optuna_private.existing_trial(storage, "search", 1, optuna.pruners.MedianPruner(0, 0))
+    assert trial.number == asked[1].number == 1 and reported == set()
+    trial.report(0.25, 100)
+    assert trial.should_prune() is False  # no completed trial to compare with
+    trial.set_user_attr("pruned_at_step", 100)
+    (stored,) = [t for t in sweeper.get_trials() if t.number == 1]
+    assert stored.intermediate_values == {100: 0.25} and stored.user_attrs == {"pruned_at_step": 100}
+    assert optuna_private.existing_trial(storage, "search", 1, optuna.pruners.NopPruner())[1] == {100}
+    optuna_private.close_storage(storage)
+    assert storage.engine.pool.checkedout() == 0
+    with pytest.raises(KeyError):
+        optuna_private.existing_trial(storage, "search", 3, optuna.pruners.NopPruner())

@@ -21,6 +21,7 @@ from runner.progress import wanted
 from runner.resume import ResumeError, resume_arguments
 from runner.sweep.callback import end_after_error, job_context, note_interrupted
 from runner.sweep.optuna_settings import SWEEPER_TARGET
+from runner.sweep.pruning import trial_reporter
 from runner.tracking.record import HYDRA_OUTPUT_DIR_TAG, TRIAL_NUMBER_TAG
 from runner.tracking.store_lock import StoreError
 from runner.tracking.uri import ServerRefused, ServerUnreachable
@@ -52,7 +53,8 @@ def run_task(cfg, **job_options):
             refuse_unswept(hydra_cfg)
         tags = {HYDRA_OUTPUT_DIR_TAG: output_dir, **search_tags(hydra_cfg)}
         result = run_job(cfg, hydra_cfg.overrides.task, hydra_cfg.job.override_dirname or cfg.dataset.name,
-                         progress=progress, **in_sweep, extra_tags=tags, output_dir=output_dir, **job_options)
+                         progress=progress, **in_sweep, extra_tags=tags, output_dir=output_dir,
+                         should_stop=trial_reporter(cfg, hydra_cfg), **job_options)
     # a diverged run is already FAILED
     except (ConfigError, ServerUnreachable, ServerRefused, StoreError, DivergenceError) as error:
         if sweep is not None:

@@ -10,8 +10,10 @@ computed by the same functions on its own slice. Per-network learning rates are 
 array; a rate of 1.0 multiplies exactly.
 
 A network whose weights become NaN or inf is reported as diverged (non-finite weights stay
-non-finite, so a check at the end finds it); its neighbours are unaffected, since no operation
-mixes networks. The caller retrains it alone to get runner.nn.training's exact DivergenceError.
+non-finite, so the check at each logged step finds it, and it leaves the stack there); its
+neighbours are unaffected, since no operation mixes networks. The caller retrains it alone to
+get runner.nn.training's exact DivergenceError. A network its caller stops at a logged step (a
+pruned trial) leaves the stack the same way.
 """
 
 import numpy as np
@@ -80,7 +82,8 @@ class StackedBackprop:
 
 @np.errstate(over="ignore", invalid="ignore")  # as runner.nn.training.train: saturation is fine, NaN is reported
 def train_stacked(initials, X, y, *, lrs, iterations, log_every, hidden_activation="sigmoid",
-                  output_activation="sigmoid", X_test=None, y_test=None, X_val=None, y_val=None, classify=False):
+                  output_activation="sigmoid", X_test=None, y_test=None, X_val=None, y_val=None, classify=False,
+                  on_logs=None):
     """Train K networks (`initials`: K lists of weight matrices of one shape) full batch on the same data.
 
     Returns (results, diverged): a runner.nn.training.TrainResult per network, bitwise what
@@ -88,40 +91,74 @@ def train_stacked(initials, X, y, *, lrs, iterations, log_every, hidden_activati
     the same steps, the held-out splits `X_test` and `X_val` included), and the sorted indices of
     networks whose weights became NaN or inf (their results are meaningless: retrain them alone
     for the DivergenceError).
+    `on_logs` (one on_log(step, scores) or None per network) is called with each network's points,
+    as train calls its on_log; a network whose on_log returns True before `iterations` stops there
+    as train stops (TrainResult.stopped_at). A network that stops or diverges at a logged step
+    leaves the stack: the others go on in a stack rebuilt from their weights, bit for bit as before.
     """
     X = np.ascontiguousarray(X, dtype=np.float64)
     y = np.ascontiguousarray(y, dtype=np.float64)
-    net = StackedBackprop(initials, X, y, lrs, hidden_activation, output_activation)
-    count = net.count
-    views = [net.network_weights(n) for n in range(count)]
     splits = held_out_splits(X_test, y_test, X_val, y_val)
-    held_out = [HeldOut(views[n], splits, hidden_activation, output_activation, classify) for n in range(count)]
-    results = [TrainResult(weights=views[n]) for n in range(count)]
-    forward_and_error, update, iteration = net.forward_ops + net.error_ops, net.update_ops, net.ops
+    results = [TrainResult(weights=list(initial)) for initial in initials]
+    on_logs = on_logs or [None] * len(initials)
+    active, diverged = list(range(len(initials))), []  # the networks in the stack, in order
+
+    def build():
+        """The stack of the active networks, from their current weights, with their held-out evaluators."""
+        net = StackedBackprop([results[n].weights for n in active], X, y, [lrs[n] for n in active],
+                              hidden_activation, output_activation)
+        for k, n in enumerate(active):
+            results[n].weights = net.network_weights(k)
+        held_out = [HeldOut(results[n].weights, splits, hidden_activation, output_activation, classify)
+                    for n in active]
+        return net, held_out, net.forward_ops + net.error_ops
 
     def record(step):
+        """Score every active network at `step`; returns the networks that leave the stack here."""
         run_ops(forward_and_error)
-        for n, result in enumerate(results):
-            error, prediction = net.deltas[-1][n], net.layers[-1][n]
+        finite = np.logical_and.reduce([np.isfinite(w).all(axis=(1, 2)) for w in net.weights])
+        leaving = []
+        for k, n in enumerate(active):
+            if not finite[k]:  # diverged: no point for it (train raises at this step's check)
+                diverged.append(n)
+                leaving.append(n)
+                continue
+            error, prediction = net.deltas[-1][k], net.layers[-1][k]
             accuracy = correct_count(y, prediction) / len(y) if classify else None
-            result.steps.append(step)
-            result.history.append(Scores(mean_abs(error), train_accuracy=accuracy, **held_out[n].measure()))
+            scores = Scores(mean_abs(error), train_accuracy=accuracy, **held_out[k].measure())
+            results[n].steps.append(step)
+            results[n].history.append(scores)
+            if on_logs[n] is not None and on_logs[n](step, scores) and step < iterations:
+                results[n].stopped_at = step
+                leaving.append(n)
+        return leaving
 
+    net, held_out, forward_and_error = build()
     i = 0
     while i < iterations:
         if i % log_every == 0:
-            record(i)
-            run_ops(update)
+            leaving = record(i)
+            if leaving:
+                for n in leaving:  # a stopped network keeps the weights scored at step i
+                    results[n].weights = [w.copy() for w in results[n].weights]
+                active = [n for n in active if n not in leaving]
+                if not active:
+                    break
+                net, held_out, forward_and_error = build()
+                run_ops(forward_and_error)  # the update needs this step's forward pass in the new buffers
+            run_ops(net.update_ops)
             i += 1
         stop = min(iterations, (i // log_every + 1) * log_every)
+        iteration = net.ops
         for _ in range(i, stop):
             for func, args in iteration:
                 func(*args)
         i = stop
-    last_outputs = net.layers[-1].copy()  # the final iteration's forward pass: what the seed prints
-    record(iterations)
-    for n, result in enumerate(results):
-        result.last_output = last_outputs[n]
-        result.weights = [w.copy() for w in result.weights]
-    diverged = [n for n in range(count) if not all(np.isfinite(w).all() for w in results[n].weights)]
-    return results, diverged
+    if active:
+        last_outputs = net.layers[-1].copy()  # the final iteration's forward pass: what the seed prints
+        leaving = record(iterations)  # only a diverged network leaves at the end
+        for k, n in enumerate(active):
+            if n not in leaving:
+                results[n].last_output = last_outputs[k]
+                results[n].weights = [w.copy() for w in results[n].weights]
+    return results, sorted(diverged)

@@ -51,12 +51,16 @@ class TrainResult:
     on the training data in the final iteration's forward pass, taken before that iteration's
     update (so one update older than `weights`). With mini-batches no iteration sees every row,
     and it is None. Predictions of the trained network come from `weights` (network.predict).
+    `stopped_at` is the logged step at which `on_log` stopped training (a pruned trial), else None;
+    then `weights` are the weights scored at that step, `last_output` is None (no iteration ran
+    after that forward pass's scores were taken) and the last point of the history is that step's.
     """
 
     weights: list
     last_output: np.ndarray = None
     steps: list = field(default_factory=list)
     history: list = field(default_factory=list)  # a metrics.Scores per step
+    stopped_at: int | None = None
 
     @property
     def errors(self):
@@ -64,7 +68,7 @@ class TrainResult:
 
     @property
     def final(self):
-        """Scores of the final weights (the point at step = iterations)."""
+        """Scores of the final weights (the point at step = iterations, or at `stopped_at`)."""
         return self.history[-1]
 
 
@@ -365,7 +369,9 @@ def train(weights, X, y, *, iterations, log_every, lr=1.0, hidden_activation="si
     is full batch; otherwise `rng` (a np.random.Generator, see shuffle_rng) shuffles the rows.
     `X_test`, `y_test` add test scores, `X_val`, `y_val` validation scores, `classify` accuracies.
     `on_log(step, scores)` is called for each point as it is taken, so a caller keeps the history
-    of an interrupted run.
+    of an interrupted run; when it returns True at a step before `iterations`, training stops there
+    (TrainResult.stopped_at): the points up to it are bit for bit those of a run that goes on. At
+    step `iterations` training is over anyway: its answer is ignored.
     `on_progress(done)` is called with the number of finished iterations between runs of them,
     at every logged step and divergence check (about every CHECK_ROWS rows of work): a progress
     bar costs the loop one call per run, nothing per iteration.
@@ -405,8 +411,7 @@ def train(weights, X, y, *, iterations, log_every, lr=1.0, hidden_activation="si
         scores = Scores(error, train_accuracy=train_accuracy, **held_out.measure())
         result.steps.append(step)
         result.history.append(scores)
-        if on_log is not None:
-            on_log(step, scores)
+        return on_log is not None and bool(on_log(step, scores))
 
     check = DivergenceGuard(weights_flat, views, steps, start=i).check
     check_every = max(1, CHECK_ROWS // batch_rows)
@@ -418,7 +423,9 @@ def train(weights, X, y, *, iterations, log_every, lr=1.0, hidden_activation="si
         check(i)
         stop = min(iterations, (i // log_every + 1) * log_every, (i // check_every + 1) * check_every)
         if i % log_every == 0:
-            record(i)
+            if record(i):  # asked to stop: the weights are those scored at step i
+                result.stopped_at = i
+                return result
             steps.finish(i)
             i += 1
         steps.run(i, stop)

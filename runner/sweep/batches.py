@@ -13,6 +13,7 @@ import json
 from runner.config import ConfigError, check, task_values
 from runner.job import Trained, initial_weights, prepare_job
 from runner.nn.stacked import train_stacked
+from runner.sweep.pruning import trial_reporter
 from runner.tracking import provenance
 from runner.tracking.uri import ServerRefused, ServerUnreachable
 
@@ -75,9 +76,14 @@ def share_out(batches, count, workers):
     return [(parts, sorted(jobs)) for parts, jobs in shares if jobs]
 
 
-def train_batch(configs):
+def train_batch(configs, stoppers=None):
     """Train the jobs `configs` (one batch of plan_batches) together.
 
+    `stoppers` holds one should_stop(step, scores) or None per config (runner.job.run_job's; by default each
+    job's trial reporter in a pruned search, runner/sweep/pruning.py, from its config's `hydra` node): a
+    network whose should_stop says True at a logged step stops there and leaves the stack
+    (runner/nn/stacked.py), and its Trained result says so (TrainResult.stopped_at); run_job logs it as a
+    pruned run.
     Returns one runner.job.Trained per config, or None for a job to run on its own: every job
     when the shared data or tracking server is rejected (each then fails with its own error),
     and a network that diverged (alone, it fails with the step and layer of its first bad update).
@@ -87,10 +93,15 @@ def train_batch(configs):
         data = prepare_job(first)  # what prepare_job checks is the same for every job of the batch
     except (ConfigError, ServerUnreachable, ServerRefused):
         return [None] * len(configs)
+    if stoppers is None:
+        stoppers = [trial_reporter(cfg, cfg.hydra) if "hydra" in cfg else None for cfg in configs]
     results, diverged = train_stacked(
         [initial_weights(cfg, data) for cfg in configs], data.X, data.y, lrs=[cfg.train.lr for cfg in configs],
         iterations=first.train.iterations, log_every=first.train.log_every, hidden_activation=first.model.activation,
         output_activation=first.model.output, X_test=data.X_test, y_test=data.y_test, X_val=data.X_val,
-        y_val=data.y_val, classify=data.classes is not None)
+        y_val=data.y_val, classify=data.classes is not None, on_logs=stoppers)
+    for stopper in stoppers:
+        if hasattr(stopper, "close"):  # a trial reporter of a network that diverged is still open
+            stopper.close()
     facts, shared = provenance.collect(), {}
     return [None if n in diverged else Trained(result, data, facts, shared) for n, result in enumerate(results)]

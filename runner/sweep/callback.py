@@ -6,7 +6,8 @@ starts, opens the parent run and writes `SWEEP_FILE` into the sweep folder; each
 process or machine the launcher gives it, reads that file to log as a child of the parent in the
 same experiment. When the sweep is over (or its process exits after a failure), the parent is
 ended FINISHED if every job's run finished, KILLED after Ctrl-C, else FAILED, with the counts as
-metrics.
+metrics (`trials_pruned`: the children a pruner stopped early, tagged pruned_at_step; they finished,
+and are left out of best_error).
 
 The end accounts for every job, whatever the launcher: a child still RUNNING whose process is
 gone (SIGKILL, the OOM killer; runner/tracking/run_owner.py) ends FAILED with an `error` tag that says so,
@@ -51,6 +52,7 @@ from runner.tracking.uri import check_access, redact
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = "mlflow_sweep.json"  # in hydra.sweep.dir: how a sweep's jobs find their parent run
+PRUNING_SWEEPER = "nn_optuna"  # the sweeper whose trials can be pruned: its parent run always says how many were
 SETTLE_SECONDS = 15.0  # at the end, how long a RUNNING child's live process on this host gets to end its run
 
 
@@ -358,7 +360,11 @@ class SweepTracking(Callback):
             record.JOBS_REJECTED_METRIC: len(rejected),
             record.JOBS_NOT_RUN_METRIC: len(not_run),
         }
-        errors = [c.data.metrics.get(record.final_metric(record.ERROR_METRIC), math.nan) for c in finished]
+        pruned = {c.info.run_id for c in finished if record.PRUNED_AT_TAG in c.data.tags}  # not for the best
+        if pruned or parent.data.tags.get(record.SWEEPER_TAG) == PRUNING_SWEEPER:
+            metrics[record.TRIALS_PRUNED_METRIC] = len(pruned)
+        errors = [c.data.metrics.get(record.final_metric(record.ERROR_METRIC), math.nan) for c in finished
+                  if c.info.run_id not in pruned]
         errors = [e for e in errors if math.isfinite(e)]
         if errors:
             metrics[record.BEST_ERROR_METRIC] = min(errors)

@@ -41,7 +41,7 @@ class Row:
     duration_s: float | None
     status: str
     curve: list  # [(step, value)] of the ranking metric
-    test_value: float | None = None  # the final value of its test-split counterpart (test_score_metric), if logged
+    test_value: float | None = None  # the final value of its test-split counterpart (reported_test_metric), if logged
 
     @property
     def ranked_first(self):
@@ -87,7 +87,7 @@ def sweep_objective(parent):
     return parent.data.tags.get(record.OBJECTIVE_TAG, record.ERROR_METRIC)
 
 
-def test_score_metric(metric):
+def reported_test_metric(metric):
     """The test split's metric shown beside the best run of a ranking by `metric`; None for a test metric."""
     if metric.startswith("test_"):
         return None
@@ -99,7 +99,7 @@ def sweep_rows(uri, parent, metric=record.ERROR_METRIC, children=None):
 
     `children` are the parent's child runs when the caller has them already.
     """
-    test_metric = test_score_metric(metric)
+    test_metric = reported_test_metric(metric)
     child_runs, metric_history = mlflow_client().child_runs, mlflow_client().metric_history
 
     keys = json.loads(parent.data.tags[record.SWEPT_KEYS_TAG])
@@ -227,7 +227,7 @@ def ranking_header(parent, count, metric):
 
 def best_line(rows, metric):
     """The best finished run with its score on the test split beside the ranking metric's; None without one."""
-    test_metric = test_score_metric(metric)
+    test_metric = reported_test_metric(metric)
     best = rows[0] if rows and rows[0].ranked_first else None
     if best is None or best.test_value is None:
         return None

@@ -3,9 +3,10 @@
 The ranking metric is the sweep's objective (runner/objective.py: the parent run's `objective`
 tag; `error` for a sweep that has none) or the one asked for (`--metric`). The table has one row
 per child: the swept keys' values, the metric's final value, the iterations trained, the duration
-and the status. Finished runs come first, best first (lowest error, highest accuracy); then every
-run that did not finish or whose value is not a finite number. Below it, the best run's score on
-the test split, when the runs have one. The parent run gets the same table as `comparison.csv`
+and the status. Finished runs come first, best first (lowest error, highest accuracy); then the runs
+a search's pruner stopped early (status `pruned@STEP`), best first; then every run that did not
+finish or whose value is not a finite number. Below it, the best run's score on the test split,
+when the runs have one. The parent run gets the same table as `comparison.csv`
 (`comparison_METRIC.csv` for another metric than `error`) and every child's curve of the metric
 as `comparison.png` (`comparison_METRIC.png`).
 """
@@ -41,11 +42,17 @@ class Row:
     duration_s: float | None
     status: str
     curve: list  # [(step, value)] of the ranking metric
-    test_value: float | None = None  # the final value of its test-split counterpart (test_score_metric), if logged
+    test_value: float | None = None  # the final value of its test-split counterpart (reported_test_metric), if logged
+    pruned_at: int | None = None  # the step a search's pruner stopped it at (tag pruned_at_step), else None
 
     @property
     def ranked_first(self):
-        return self.status == "FINISHED" and math.isfinite(self.final_error)
+        return self.status == "FINISHED" and self.pruned_at is None and math.isfinite(self.final_error)
+
+    @property
+    def shown_status(self):
+        """The status column: the run's status, `pruned@STEP` for a pruned run."""
+        return self.status if self.pruned_at is None else f"pruned@{self.pruned_at}"
 
 
 def swept_value(run, key):
@@ -77,9 +84,11 @@ def running_notes(runs):
 
 
 def rank(rows, metric=record.ERROR_METRIC):
-    """Finished runs with a finite final value, best first (direction(metric)); then the others, best first."""
+    """Finished runs with a finite final value, best first (direction(metric)); then the pruned ones, then the
+    others, each best first."""
     sign = -1 if direction(metric) == "maximize" else 1
-    return sorted(rows, key=lambda r: (not r.ranked_first, math.isnan(r.final_error), sign * r.final_error))
+    group = (lambda r: 0 if r.ranked_first else 1 if r.pruned_at is not None else 2)
+    return sorted(rows, key=lambda r: (group(r), math.isnan(r.final_error), sign * r.final_error))
 
 
 def sweep_objective(parent):
@@ -87,7 +96,7 @@ def sweep_objective(parent):
     return parent.data.tags.get(record.OBJECTIVE_TAG, record.ERROR_METRIC)
 
 
-def test_score_metric(metric):
+def reported_test_metric(metric):
     """The test split's metric shown beside the best run of a ranking by `metric`; None for a test metric."""
     if metric.startswith("test_"):
         return None
@@ -99,7 +108,7 @@ def sweep_rows(uri, parent, metric=record.ERROR_METRIC, children=None):
 
     `children` are the parent's child runs when the caller has them already.
     """
-    test_metric = test_score_metric(metric)
+    test_metric = reported_test_metric(metric)
     child_runs, metric_histories = mlflow_client().child_runs, mlflow_client().metric_histories
 
     keys = json.loads(parent.data.tags[record.SWEPT_KEYS_TAG])
@@ -112,9 +121,10 @@ def sweep_rows(uri, parent, metric=record.ERROR_METRIC, children=None):
         final = child.data.metrics.get(record.final_metric(metric), curve[-1][1] if curve else math.nan)
         end, start = child.info.end_time, child.info.start_time
         test_value = child.data.metrics.get(record.final_metric(test_metric)) if test_metric else None
+        pruned = child.data.tags.get(record.PRUNED_AT_TAG)
         rows.append(Row(child.info.run_id, child.info.run_name, {k: swept_value(child, k) for k in keys}, final,
                         curve[-1][0] if curve else None, (end - start) / 1000 if end and start else None,
-                        child.info.status, curve, test_value))
+                        child.info.status, curve, test_value, None if pruned is None else int(pruned)))
     return rank(rows, metric), keys
 
 
@@ -149,7 +159,7 @@ def _cells(row, keys, rank_no):
     error = f"{row.final_error:.6g}"
     duration = "-" if row.duration_s is None else f"{row.duration_s:.2f}"
     iterations = "-" if row.iterations is None else str(row.iterations)
-    return [str(rank_no), *(row.values[k] for k in keys), error, iterations, duration, row.status, row.run_id]
+    return [str(rank_no), *(row.values[k] for k in keys), error, iterations, duration, row.shown_status, row.run_id]
 
 
 def format_table(rows, keys, metric=record.ERROR_METRIC):
@@ -169,7 +179,7 @@ def write_csv(path, rows, keys, metric=record.ERROR_METRIC):
         for n, row in enumerate(rows, 1):
             writer.writerow([n, row.run_id, row.run_name, *(row.values[k] for k in keys), repr(row.final_error),
                              "" if row.iterations is None else row.iterations,
-                             "" if row.duration_s is None else row.duration_s, row.status])
+                             "" if row.duration_s is None else row.duration_s, row.shown_status])
 
 
 NAMED_CURVES = 10  # a bigger sweep's plot names its best runs and draws the others in grey
@@ -227,7 +237,7 @@ def ranking_header(parent, count, metric):
 
 def best_line(rows, metric):
     """The best finished run with its score on the test split beside the ranking metric's; None without one."""
-    test_metric = test_score_metric(metric)
+    test_metric = reported_test_metric(metric)
     best = rows[0] if rows and rows[0].ranked_first else None
     if best is None or best.test_value is None:
         return None

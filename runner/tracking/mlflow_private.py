@@ -4,9 +4,12 @@ Each is used only where no public API does the job; tests/test_private_names.py 
 behaviour relied on, so an MLflow upgrade that changes one fails there, with the reason.
 """
 
+from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
 from mlflow.models.utils import _validate_serving_input
+from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlRun, SqlTag
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.tracking.context import registry
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 
 def validate_serving_input(model_path, serving_input):
@@ -59,10 +62,6 @@ def child_runs_bulk(client, experiment_id, parent_run_id, runs_per_query):
     the 10,000 children of a sweep. The table models (mlflow.store.tracking.dbmodels) are MLflow's own, undocumented;
     tests/test_private_names.py checks the result against search_runs.
     """
-    from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
-    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlRun, SqlTag
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-
     store = client._tracking_client.store
     if not isinstance(store, SqlAlchemyStore):
         return None

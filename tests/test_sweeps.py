@@ -278,6 +278,27 @@ def test_seed_experiment_is_the_default_config():
     assert compose_config("experiment=seed") == compose_config()
 
 
+@pytest.mark.slow
+def test_the_optuna_search_preset_scores_trials_on_the_validation_split_and_prunes(tmp_path, tracking_uri, experiment,
+                                                                                   client):
+    # experiments/optuna_search.yaml as shipped, fewer trials: its median pruner waits for 5 completed trials
+    done = nn_run_m(tmp_path, tracking_uri, experiment, "experiment=optuna_search", "hydra.sweeper.n_trials=12")
+    assert done.returncode == 0, done.stderr
+    parent, children = sweep_of(client, experiment)
+    assert parent.data.tags[record.OBJECTIVE_TAG] == "val_error" and len(children) == 12
+    pruned = [c for c in children if record.PRUNED_AT_TAG in c.data.tags]
+    assert 0 < len(pruned) < 12 and parent.data.metrics[record.TRIALS_PRUNED_METRIC] == len(pruned)
+    for child in pruned:  # stopped before the last step, its points up to the pruning step
+        step = int(child.data.tags[record.PRUNED_AT_TAG])
+        assert 500 <= step < 2000
+        assert max(m.step for m in client.get_metric_history(child.info.run_id, "val_error")) == step
+    completed = [c for c in children if c not in pruned]
+    best = min(completed, key=lambda c: c.data.metrics["final_val_error"])
+    results = yaml.safe_load((next(tmp_path.glob("multirun/*/*/optimization_results.yaml"))).read_text())
+    assert results["best_value"] == best.data.metrics["final_val_error"]
+    assert f"best by val_error: run {best.info.run_id}" in done.stdout + done.stderr
+
+
 @pytest.mark.parametrize("name, key, values", [
     ("lr_sweep", "train.lr", "0.1,0.3,1,3,10,30"),
     ("hidden_sweep", "model.hidden", "[2],[4],[8],[16],[4,4]"),

@@ -177,7 +177,7 @@ def test_nn_rerun_of_a_pruned_run_trains_to_its_step_and_reproduces_it(tmp_path,
 
 # learning rates from 1e-3 to 10 on the seed table: the small ones barely move in 1000 iterations, the large ones
 # reach a small error, so the median pruner stops the hopeless trials at their first steps
-SEARCH = ["hydra/sweeper=nn_optuna", "hydra.sweeper.n_trials=8", "hydra.sweeper.sampler.name=random",
+SEARCH = ["hydra/sweeper=nn_optuna", "hydra.sweeper.n_trials=24", "hydra.sweeper.sampler.name=random",
           "hydra.sweeper.sampler.seed=1", "hydra.sweeper.pruner.name=median", "hydra.sweeper.pruner.n_startup_trials=2",
           "train.lr=tag(log,interval(0.001,10))", "train.iterations=1000", "train.log_every=100",
           "tracking.log_model=false", "hydra.sweep.dir=search"]
@@ -193,7 +193,7 @@ def test_a_search_with_a_median_pruner_stops_hopeless_trials_and_counts_them(tmp
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path}/search/optuna.db")
     trials = {t.number: t for t in study.trials}
     pruned = [c for c in children if record.PRUNED_AT_TAG in c.data.tags]
-    assert 0 < len(pruned) < len(children) == len(trials) == 8
+    assert 0 < len(pruned) < len(children) == len(trials) == 24
     assert parent.info.status == "FINISHED" and parent.data.metrics[record.TRIALS_PRUNED_METRIC] == len(pruned)
     assert sorted(int(c.data.tags[record.TRIAL_NUMBER_TAG]) for c in pruned) == sorted(
         n for n, t in trials.items() if t.state == TrialState.PRUNED)

@@ -17,6 +17,7 @@ may drop the JobReturn's configs) and from the study's storage once the job has 
 The search stops (raising the failed job's error) once more than max_failure_rate * n_trials trials failed.
 """
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -27,8 +28,13 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from hydra_plugins.nn_runner_optuna_sweeper._search_space import grid, params_arguments, search_space
+from runner import checkpoint
 from runner.hydra_private import job_error
+from runner.job import mlflow_client
+from runner.sweep import optuna_private
+from runner.sweep.callback import SWEEP_FILE
 from runner.sweep.optuna_settings import (
+    SEED_LIMIT,
     check_numbers,
     make_pruner,
     make_sampler,
@@ -36,12 +42,15 @@ from runner.sweep.optuna_settings import (
     storage_url,
     study_name,
 )
-from runner.tracking.record import PRUNED_AT_TAG
+from runner.tracking import run_owner
+from runner.tracking.record import PRUNED_AT_TAG, TRIAL_NUMBER_TAG
 from runner.tracking.uri import redact
 
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "optimization_results.yaml"  # in the sweep folder: the best trial, as hydra-optuna-sweeper writes it
+OWNER_ATTR = "search_process"  # a trial's user attribute: the search process that asked it (run_owner.owner_tags)
+LOST_ATTR = "lost"  # a trial's user attribute: why it is FAIL, lost with its search's process (resume_plan)
 
 
 def prepare(settings, arguments):
@@ -60,10 +69,11 @@ def prepare(settings, arguments):
     return space, sampler, pruner, n_trials
 
 
-def run_search(settings, arguments, config, launcher, validate=None):
+def run_search(settings, arguments, config, launcher, validate=None, job_config=None):
     """Run the search: see the module docstring. Writes RESULTS_FILE into the sweep folder. `validate`, if
     given, is called with the first batch's overrides (Hydra's Sweeper.validate_batch_is_legal: a key no config
-    has stops the search before any job runs)."""
+    has stops the search before any job runs). `job_config(overrides, number)` is the config Hydra gives job
+    `number` (where its folder is, to find an interrupted trial's checkpoint: `resume_plan`)."""
     space, sampler, pruner, n_trials = prepare(settings, arguments)
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -72,31 +82,136 @@ def run_search(settings, arguments, config, launcher, validate=None):
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # nn-run's lines say what Optuna's INFO lines would
     try:
-        study = optuna.create_study(storage=open_storage(url), sampler=sampler, pruner=pruner, study_name=name,
+        storage = open_storage(url)
+        held = held_trials(storage, name)  # before the study exists, or before it is continued
+        reseeded = resumed_sampler_settings(settings["sampler"], len(held))
+        if reseeded is not settings["sampler"]:
+            sampler = make_sampler(reseeded)
+        study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner, study_name=name,
                                     direction=settings["direction"], load_if_exists=True)
+        resumed, lost = resume_plan(study, space, config, job_config)
+        kept = [t for t in held if t.state.is_finished()]
         log.info(f"Optuna study {name!r} in {redact(url)}: {n_trials} trials, {settings['direction']}, sampler "
-                 f"{type(sampler).__name__}, pruner {type(pruner).__name__}, {settings['n_jobs']} at a time")
-        failed = 0
-        for first in range(0, n_trials, settings["n_jobs"]):
-            trials = [study.ask(space.distributions) for _ in range(min(settings["n_jobs"], n_trials - first))]
+                 f"{type(sampler).__name__}, pruner {type(pruner).__name__}, {settings['n_jobs']} at a time"
+                 + (f"; continued: {len(kept)} trials kept, {len(resumed)} resumed, {len(lost)} lost"
+                    if held else ""))
+        for trial in lost:
+            fail_lost(study, storage, name, trial, config)
+        # failures of this search's jobs count against max_failure_rate; a trial lost with the search's process not
+        failed = [sum(1 for t in kept if t.state == TrialState.FAIL and LOST_ATTR not in t.user_attrs)]
+        launched = [False]
+
+        def run(trials):
             try:
                 for batch in consecutive(trials):
-                    if validate is not None and first == 0:
-                        validate([space.overrides(t.params) for t in batch])
-                    returns = launcher.launch([space.overrides(t.params) for t in batch],
-                                              initial_job_idx=batch[0].number)
+                    overrides = [space.overrides(t.params) for t in batch]
+                    if validate is not None and not launched[0]:
+                        validate(overrides)
+                    launched[0] = True
+                    returns = launcher.launch(overrides, initial_job_idx=batch[0].number)
                     failures = tell_batch(study, batch, returns)
-                    failed += len(failures)
-                    if failures and failed > settings["max_failure_rate"] * n_trials:
-                        log.error(f"{failed} of {n_trials} trials failed, more than max_failure_rate="
+                    failed[0] += len(failures)
+                    if failures and failed[0] > settings["max_failure_rate"] * n_trials:
+                        log.error(f"{failed[0]} of {n_trials} trials failed, more than max_failure_rate="
                                   f"{settings['max_failure_rate']} allows")
                         raise_failure(failures[0])
-            except BaseException:  # a failed search, a launcher's error, Ctrl-C: no trial of it stays RUNNING
+            except KeyboardInterrupt:  # Ctrl-C, SIGTERM: its trials stay RUNNING, for the search run again to resume
+                raise
+            except BaseException:  # a failed search, a launcher's error: no trial of it stays RUNNING
                 fail_unfinished(study, trials)
                 raise
+
+        for first in range(0, len(resumed), settings["n_jobs"]):
+            run(resumed[first:first + settings["n_jobs"]])
+        while True:
+            missing = n_trials - len(study.get_trials(deepcopy=False))
+            if missing <= 0:
+                break
+            trials = [study.ask(space.distributions) for _ in range(min(settings["n_jobs"], missing))]
+            for trial in trials:
+                trial.set_user_attr(OWNER_ATTR, run_owner.owner_tags())
+            run(trials)
         write_results(study, sweep_dir / RESULTS_FILE)
     finally:
         optuna.logging.set_verbosity(verbosity)
+
+
+def held_trials(storage, name):
+    """The trials study `name` holds in `storage` ([] when there is no such study yet)."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return []
+    return storage.get_all_trials(study_id, deepcopy=False)
+
+
+def resumed_sampler_settings(settings, held):
+    """The sampler settings of a study continued with `held` trials in it: a seeded sampler (but the grid and QMC
+    ones, which find their next point from the study's trials) seeded with seed + held, so that it does not draw
+    again the points it drew for the first trials, and a search continued twice draws the same ones."""
+    if not held or settings.get("seed") is None or settings.get("name") in ("grid", "qmc"):
+        return settings
+    return {**settings, "seed": (settings["seed"] + held) % SEED_LIMIT}
+
+
+def resume_plan(study, space, config, job_config):
+    """(trials to launch again, trials lost) among the study's RUNNING trials whose search process is gone
+    (OWNER_ATTR: a search killed mid-trial; a trial without it, asked by an older search, is taken as gone).
+
+    A trial whose job folder holds a checkpoint of its config (checkpoint.json, RUNNING or FINISHED) is launched
+    again with its params and number: run_job continues its run from the checkpoint, bit for bit, or keeps the
+    finished one, and the trial is told as usual. One without is lost: nothing can continue it."""
+    resumed, lost = [], []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if run_owner.owner_gone(trial.user_attrs.get(OWNER_ATTR, {})) is False:
+            continue  # another search, alive, is running it
+        if set(trial.params) != set(space.distributions):
+            lost.append((trial, "the search space has changed since it was asked"))
+            continue
+        folder, sha = job_checkpoint(config, space.overrides(trial.params), trial.number, job_config)
+        meta = checkpoint.read_meta(folder) if folder is not None else None
+        if meta is not None and meta.get("config_sha256") == sha and meta.get("status") in (
+                checkpoint.RUNNING, checkpoint.FINISHED):
+            resumed.append(trial)
+        else:
+            owner = trial.user_attrs.get(OWNER_ATTR, {})
+            lost.append((trial, f"the search's process ({run_owner.describe_owner(owner)}) ended during this trial, "
+                                "before its job wrote a checkpoint to resume from"))
+    return resumed, lost
+
+
+def job_checkpoint(config, overrides, number, job_config):
+    """(job `number`'s folder, its config's fingerprint) as Hydra's launcher makes them; (None, None) unknown."""
+    if job_config is None:
+        return None, None
+    cfg = job_config(overrides, number)
+    folder = Path(str(config.hydra.runtime.cwd), str(config.hydra.sweep.dir), str(cfg.hydra.sweep.subdir))
+    return folder, checkpoint.config_sha256(cfg)
+
+
+def fail_lost(study, storage, name, lost, config):
+    """Tell FAIL for a trial lost with the search's process (`lost`: (trial, reason)), the reason in its user
+    attribute LOST_ATTR, and end its child run (if it has one, left RUNNING) FAILED with the reason."""
+    trial, reason = lost
+    optuna_private.set_user_attr(storage, name, trial.number, LOST_ATTR, reason)
+    study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+    log.warning(f"trial {trial.number}: FAIL ({reason})")
+    fail_child_run(config, trial.number, reason)
+
+
+def fail_child_run(config, number, reason):
+    """End the child run of trial `number` in the sweep's parent run FAILED with `reason`, if it is RUNNING with
+    its process gone (a search whose jobs do not log to MLflow, or whose parent is not known, has none)."""
+    tracking_uri = OmegaConf.select(config, "tracking.uri")
+    sweep_file = Path(str(config.hydra.runtime.cwd), str(config.hydra.sweep.dir), SWEEP_FILE)
+    if tracking_uri is None or not sweep_file.exists():
+        return
+    client = mlflow_client()
+    parent = client.get_run(tracking_uri, json.loads(sweep_file.read_text())["parent_run_id"])
+    for child in client.child_runs(tracking_uri, parent):
+        if (child.data.tags.get(TRIAL_NUMBER_TAG) == str(number) and child.info.status == "RUNNING"
+                and run_owner.owner_gone(child.data.tags) is not False):
+            client.fail_run(tracking_uri, child.info.run_id, reason)
 
 
 def consecutive(trials):
@@ -127,7 +242,7 @@ def fail_unfinished(study, trials):
     """Tell FAIL for the trials of a batch that the search could not tell (best effort: it is stopping)."""
     for trial in trials:
         try:
-            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         except Exception as error:  # noqa: BLE001  the search's own error is the one to report
             log.warning(f"trial {trial.number} could not be marked FAIL: {error}")
 
@@ -143,7 +258,7 @@ def trial_attrs(study, trials):
 def tell(study, trial, value, state):
     """study.tell; the grid sampler's study.stop() once its grid is done is no error here (the trial is stored)."""
     try:
-        study.tell(trial, value, state=state)
+        study.tell(trial.number, value, state=state)
     except RuntimeError as error:  # Optuna allows Study.stop only inside study.optimize
         if "Study.stop" not in str(error):
             raise

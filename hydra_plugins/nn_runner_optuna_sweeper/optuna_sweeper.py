@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 
 @dataclass
@@ -104,4 +104,13 @@ class NnOptunaSweeper(Sweeper):
     def sweep(self, arguments):
         from hydra_plugins.nn_runner_optuna_sweeper._search import run_search  # Optuna, only for a search
 
-        run_search(self.settings, arguments, self.config, self.launcher, validate=self.validate_batch_is_legal)
+        run_search(self.settings, arguments, self.config, self.launcher, validate=self.validate_batch_is_legal,
+                   job_config=self.job_config)
+
+    def job_config(self, overrides, number):
+        """The config Hydra's launchers compose for job `number` with `overrides` (its folder, its fingerprint)."""
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(config):
+            config.hydra.job.id = number
+            config.hydra.job.num = number
+        return config

@@ -19,6 +19,12 @@ def existing_trial(storage, name, number, pruner):
     return trial, set(storage.get_trial(trial_id).intermediate_values)
 
 
+def set_user_attr(storage, name, number, key, value):
+    """Set user attribute `key` of trial `number` (not finished) of study `name` in `storage`, without a Trial."""
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), number)
+    storage.set_trial_user_attr(trial_id, key, value)
+
+
 def close_storage(storage):
     """Close an RDBStorage's database connections (its SQLAlchemy engine's pool)."""
     storage.remove_session()

@@ -287,8 +287,8 @@ def test_the_search_stops_once_more_than_max_failure_rate_of_its_trials_failed(t
 def test_a_named_study_in_a_named_storage_is_continued_by_the_next_search(tmp_path, client, tracking_uri,
                                                                            experiment):
     storage = f"sqlite:///{tmp_path}/studies.db"
-    for _ in range(2):
-        done = nn_run_m(tmp_path, "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage={storage}",
+    for n_trials in (1, 2):  # n_trials counts the study's trials: the second search asks one more
+        done = nn_run_m(tmp_path, f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweeper.storage={storage}",
                         "hydra.sweeper.study_name=lr", "hydra.sweeper.sampler.seed=1", "train.lr=interval(0.1,4)",
                         f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}", *TINY)
         assert done.returncode == 0, done.stderr

@@ -173,3 +173,22 @@ def test_optuna_gives_a_job_the_trial_its_sweeper_asked_in_another_process(tmp_p
     assert storage.engine.pool.checkedout() == 0
     with pytest.raises(KeyError):
         optuna_private.existing_trial(storage, "search", 3, optuna.pruners.NopPruner())
+
+
+def test_optuna_sets_a_trials_attributes_by_its_number_and_shows_the_system_ones_apart(tmp_path):
+    """runner/sweep/optuna_private.set_trial_attr: the resumable search marks the process that asked each trial
+    (a system attribute) and why a trial lost with it failed (a user attribute)."""
+    import optuna
+
+    from runner.sweep import optuna_private
+
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(storage=url, study_name="search")
+    study.ask(), study.ask()
+    storage = optuna.storages.RDBStorage(url)
+    optuna_private.set_trial_attr(storage, "search", 1, "owner", {"pid": "7"}, system=True)
+    optuna_private.set_trial_attr(storage, "search", 1, "lost", "why")
+    first, second = study.get_trials()
+    assert second.system_attrs == {"owner": {"pid": "7"}} and second.user_attrs == {"lost": "why"}
+    assert first.system_attrs == {} and first.user_attrs == {}
+    optuna_private.close_storage(storage)

@@ -49,7 +49,7 @@ from runner.tracking.uri import redact
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "optimization_results.yaml"  # in the sweep folder: the best trial, as hydra-optuna-sweeper writes it
-OWNER_ATTR = "search_process"  # a trial's user attribute: the search process that asked it (run_owner.owner_tags)
+OWNER_ATTR = "nn_runner:search_process"  # a trial's system attribute: the search process that asked it (run_owner)
 LOST_ATTR = "lost"  # a trial's user attribute: why it is FAIL, lost with its search's process (resume_plan)
 
 
@@ -129,7 +129,8 @@ def run_search(settings, arguments, config, launcher, validate=None, job_config=
                 break
             trials = [study.ask(space.distributions) for _ in range(min(settings["n_jobs"], missing))]
             for trial in trials:
-                trial.set_user_attr(OWNER_ATTR, run_owner.owner_tags())
+                optuna_private.set_trial_attr(storage, name, trial.number, OWNER_ATTR, run_owner.owner_tags(),
+                                              system=True)
             run(trials)
         write_results(study, sweep_dir / RESULTS_FILE)
     finally:
@@ -163,7 +164,7 @@ def resume_plan(study, space, config, job_config):
     finished one, and the trial is told as usual. One without is lost: nothing can continue it."""
     resumed, lost = [], []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if run_owner.owner_gone(trial.user_attrs.get(OWNER_ATTR, {})) is False:
+        if run_owner.owner_gone(trial.system_attrs.get(OWNER_ATTR, {})) is False:
             continue  # another search, alive, is running it
         if set(trial.params) != set(space.distributions):
             lost.append((trial, "the search space has changed since it was asked"))
@@ -174,7 +175,7 @@ def resume_plan(study, space, config, job_config):
                 checkpoint.RUNNING, checkpoint.FINISHED):
             resumed.append(trial)
         else:
-            owner = trial.user_attrs.get(OWNER_ATTR, {})
+            owner = trial.system_attrs.get(OWNER_ATTR, {})
             lost.append((trial, f"the search's process ({run_owner.describe_owner(owner)}) ended during this trial, "
                                 "before its job wrote a checkpoint to resume from"))
     return resumed, lost
@@ -193,7 +194,7 @@ def fail_lost(study, storage, name, lost, config):
     """Tell FAIL for a trial lost with the search's process (`lost`: (trial, reason)), the reason in its user
     attribute LOST_ATTR, and end its child run (if it has one, left RUNNING) FAILED with the reason."""
     trial, reason = lost
-    optuna_private.set_user_attr(storage, name, trial.number, LOST_ATTR, reason)
+    optuna_private.set_trial_attr(storage, name, trial.number, LOST_ATTR, reason)
     study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
     log.warning(f"trial {trial.number}: FAIL ({reason})")
     fail_child_run(config, trial.number, reason)

@@ -19,10 +19,12 @@ def existing_trial(storage, name, number, pruner):
     return trial, set(storage.get_trial(trial_id).intermediate_values)
 
 
-def set_user_attr(storage, name, number, key, value):
-    """Set user attribute `key` of trial `number` (not finished) of study `name` in `storage`, without a Trial."""
+def set_trial_attr(storage, name, number, key, value, system=False):
+    """Set the user attribute `key` (a system attribute, one Optuna's users do not see in user_attrs, if
+    `system`) of trial `number` (not finished) of study `name` in `storage`, without a Trial object (Trial's
+    set_system_attr is deprecated; the storage's setters are not documented for direct use)."""
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), number)
-    storage.set_trial_user_attr(trial_id, key, value)
+    (storage.set_trial_system_attr if system else storage.set_trial_user_attr)(trial_id, key, value)
 
 
 def close_storage(storage):

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from conftest import NN_RUN, compose_config, runs_of
 from optuna.trial import TrialState
+from servers import postgres_bin, postgres_database
 
 from hydra_plugins.nn_runner_optuna_sweeper._search import LOST_ATTR
 from runner.job import load_data
@@ -55,8 +56,21 @@ def client_of(uri):
     return MlflowClient(uri)
 
 
-def study_trials(tmp_path):
-    return optuna.load_study(storage=f"sqlite:///{tmp_path / 'the_search' / 'optuna.db'}", study_name=None).trials
+def study_trials(tmp_path, storage=None):
+    url = storage or f"sqlite:///{tmp_path / 'the_search' / 'optuna.db'}"
+    return optuna.load_study(storage=url, study_name="the_search").trials
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def study_storage(request):
+    """None: the study in optuna.db in the sweep folder; else the URL of a throwaway PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL is not installed (initdb)")
+    with postgres_database() as url:
+        yield url
 
 
 def whole_training(child):
@@ -73,9 +87,11 @@ def whole_training(child):
 
 @pytest.mark.slow
 def test_a_search_killed_mid_trial_continues_its_study_and_parent_and_resumes_the_trial(tmp_path, tracking_uri,
-                                                                                       experiment, client):
+                                                                                       experiment, client,
+                                                                                       study_storage):
+    storage = [f"hydra.sweeper.storage={study_storage}"] if study_storage else []
     before, again = killed_then_run_again(
-        tmp_path, tracking_uri, experiment, (8, "step 9000: error"), "hydra.sweeper.n_trials=20",
+        tmp_path, tracking_uri, experiment, (8, "step 9000: error"), *storage, "hydra.sweeper.n_trials=20",
         "hydra.sweeper.sampler.seed=3", "hydra.sweeper.pruner.name=median", "train.checkpoint_every=0.01",
         "train.lr=tag(log,interval(0.01,1))")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -86,8 +102,10 @@ def test_a_search_killed_mid_trial_continues_its_study_and_parent_and_resumes_th
     assert 8 <= number < 20
     assert parent.info.status == "RUNNING"  # its process was killed: nothing ended it
 
-    trials = study_trials(tmp_path)
+    trials = study_trials(tmp_path, study_storage)
     assert [t.number for t in trials] == list(range(20))
+    # the sampler, seeded again past the trials held, did not draw the first trials' points again
+    assert len({t.params["train.lr"] for t in trials}) == 20
     assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}  # none RUNNING, none lost
     after = {r.info.run_id: r for r in runs_of(client, experiment)}
     assert len(after) == 21 and set(before) <= set(after)  # one parent, 20 children: the earlier ones among them
@@ -157,3 +175,29 @@ def test_a_trial_killed_before_its_first_checkpoint_is_failed_in_the_study_and_i
     assert parent.info.status == "FAILED" and parent.data.metrics[record.CHILDREN_FAILED_METRIC] == 1
     assert [t.number for t in trials if t.state == TrialState.COMPLETE] == [0, 2]
     assert Path(tmp_path, "the_search", "optimization_results.yaml").exists()
+
+
+@pytest.mark.slow
+def test_a_search_stopped_by_ctrl_c_leaves_its_trial_running_and_run_again_resumes_it(tmp_path, tracking_uri,
+                                                                                      experiment, client):
+    from conftest import interrupt_after
+
+    cmd = [*NN_RUN, "-m", "hydra/sweeper=nn_optuna", "hydra.sweep.dir=the_search", f"tracking.uri={tracking_uri}",
+           f"tracking.experiment={experiment}", *TRIAL, "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=3",
+           "train.lr=tag(log,interval(0.01,1))"]
+    code, _ = interrupt_after(cmd, tmp_path, "step 9000: error")  # in trial 0
+    assert code == 130
+    (stopped,) = [r for r in runs_of(client, experiment) if r.info.status == "KILLED" and
+                  record.SWEEP_ID_TAG not in r.data.tags]
+    assert [t.state for t in study_trials(tmp_path)] == [TrialState.RUNNING]  # for the search run again
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = study_trials(tmp_path)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    runs = {r.info.run_id: r for r in runs_of(client, experiment)}
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs.values())
+    resumed = runs[stopped.info.run_id]
+    assert resumed.data.tags[record.TRIAL_NUMBER_TAG] == "0" and json.loads(resumed.data.tags[record.RESUMED_AT_TAG])
+    whole = whole_training(resumed)
+    assert resumed.data.tags[record.WEIGHTS_HASH_TAG] == record.weights_sha256(whole.weights)
+    assert trials[0].value == whole.errors[-1]

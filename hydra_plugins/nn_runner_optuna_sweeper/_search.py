@@ -15,6 +15,13 @@ may drop the JobReturn's configs) and from the study's storage once the job has 
 - the job returned no finite number: FAIL;
 - else COMPLETE with the returned value.
 The search stops (raising the failed job's error) once more than max_failure_rate * n_trials trials failed.
+
+A study that exists (the same search run again into its sweep folder, or a named storage and study) is
+continued: n_trials counts all its trials, ended ones are kept, and new ones are asked until it holds
+n_trials. A trial it holds RUNNING whose search process is gone (killed; or Ctrl-C, which leaves its trials
+RUNNING for this) is launched again with its params and number, so into its own job folder, whose checkpoint
+continues its child run bit for bit, and is told as usual; one whose job folder has no checkpoint is FAIL, with
+the reason in its user attribute LOST_ATTR and on its child run, ended FAILED (resume_plan, fail_lost).
 """
 
 import json

@@ -4,7 +4,8 @@ A Hydra sweeper on current Optuna (4.5 up to, not including, 6) with its non-dep
 search space as hydra-optuna-sweeper does (_search_space.py) and runs the search (_search.py): a study in an
 RDB storage (default: optuna.db in the sweep folder) that every job can open, `n_jobs` trials asked and launched
 at a time with `hydra.job.num` equal to the trial's number, failed and pruned trials told as such, and
-optimization_results.yaml in the sweep folder. The sampler and pruner settings are checked by
+optimization_results.yaml in the sweep folder; the same search run again continues its study (docs/sweeps.md:
+Resuming a search). The sampler and pruner settings are checked by
 runner/sweep/optuna_settings.py. This module imports no Optuna: Hydra imports it on every command.
 """
 
@@ -60,7 +61,7 @@ class NnOptunaSweeperConf:
 
     _target_: str = "hydra_plugins.nn_runner_optuna_sweeper.optuna_sweeper.NnOptunaSweeper"
     direction: str = "minimize"  # minimize or maximize what the task returns (nn-run: the final error)
-    n_trials: int = 20  # trials in the whole search
+    n_trials: int = 20  # trials in the whole search: a continued study's earlier trials count
     n_jobs: int = 1  # trials asked at once and launched as one batch (1: the sampler learns from every trial)
     max_failure_rate: float = 0.0  # the search stops once more than this fraction of n_trials failed
     study_name: Optional[str] = None  # null: the sweep folder (hydra.sweep.dir); a study that exists is continued

@@ -9,7 +9,6 @@ only by the functions that build its objects (~0.6 s): this module is imported b
 
 import math
 import os
-import sqlite3
 from urllib.parse import urlsplit
 
 from runner.tracking.uri import masked, redact
@@ -96,29 +95,8 @@ def open_storage(url):
     """Optuna's RDBStorage at `url`; on SQLite a process waits up to SQLITE_TIMEOUT s for another's write."""
     import optuna  # ~0.6 s (measured): only where an Optuna object is built, not in every job that imports this
 
-    engine_kwargs = None
-    if url.startswith("sqlite"):
-        engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT}}
-        write_ahead_log(url)
+    engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT}} if url.startswith("sqlite") else None
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-
-
-def write_ahead_log(url):
-    """Put the SQLite file of `url` in write-ahead-log mode, a setting the file keeps for every later connection.
-
-    A trial's report at each logged step is one write: ~17 ms in SQLite's default rollback journal (its
-    fsyncs) on this project's test machine under load, ~2 ms with a write-ahead log. Readers and one writer
-    no longer block each other either. The log needs all its users on one machine (shared memory): SQLite on a
-    network file system is no storage for workers on several machines anyway (docs/sweeps.md: use PostgreSQL).
-    """
-    database = url.partition(":///")[2]
-    if not database or database.startswith(":memory:") or not os.path.isdir(os.path.dirname(database) or "."):
-        return  # no file yet where it could be: RDBStorage says what is wrong
-    connection = sqlite3.connect(database, timeout=SQLITE_TIMEOUT)
-    try:
-        connection.execute("PRAGMA journal_mode=WAL")
-    finally:
-        connection.close()
 
 
 def _given(settings, group, known):

@@ -204,6 +204,11 @@ NOT_RUN = {  # key: (why it is not run here, the test that covers it instead or 
         "a search of 20 trials of 60,000 iterations",
         "tests/test_optuna_sweeper.py::"
         "test_a_seeded_search_gives_the_same_trials_bit_for_bit_on_the_basic_and_the_joblib_launcher"),
+    "nn-run -m hydra/sweeper=nn_optuna hydra.sweeper.n_trials=20 'train.lr=tag(log,interval(0.01,1))' "
+    "hydra.sweep.dir=multirun/lr-search": (
+        "a search of 20 trials of 60,000 iterations, run twice",
+        "tests/test_study_resume.py::"
+        "test_a_search_killed_mid_trial_continues_its_study_and_parent_and_resumes_the_trial"),
     "nn-run -m hydra/launcher=batched seed='range(1,257)'": (
         "a long sweep (256 jobs; benchmarks/batched_sweep.py times it)",
         "tests/test_batched.py::test_batched_sweep_of_seeds_and_learning_rates_logs_each_child_as_its_single_run"),

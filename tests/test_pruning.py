@@ -20,6 +20,7 @@ from runner.nn.network import init_weights, layer_sizes
 from runner.nn.stacked import train_stacked
 from runner.nn.training import shuffle_rng, train
 from runner.sweep.batches import train_batch
+from runner.sweep.compare import sweep_rows
 from runner.tracking import record
 
 
@@ -197,6 +198,13 @@ def test_a_search_with_a_median_pruner_stops_hopeless_trials_and_counts_them(tmp
     assert sorted(int(c.data.tags[record.TRIAL_NUMBER_TAG]) for c in pruned) == sorted(
         n for n, t in trials.items() if t.state == TrialState.PRUNED)
     completed = [c for c in children if c not in pruned]
+    rows, _ = sweep_rows(tracking_uri, parent)  # the sweep-end ranking: the completed trials, then the pruned
+    assert [r.run_id for r in rows[len(completed):]] == sorted(
+        (c.info.run_id for c in pruned), key=lambda i: client.get_run(i).data.metrics[record.final_metric("error")])
+    assert [r.shown_status for r in rows] == ["FINISHED"] * len(completed) + [
+        f"pruned@{client.get_run(r.run_id).data.tags[record.PRUNED_AT_TAG]}" for r in rows[len(completed):]]
+    shown = [f"pruned@{pruned[0].data.tags[record.PRUNED_AT_TAG]}", pruned[0].info.run_id]
+    assert any(line.split()[-2:] == shown for line in done.stdout.splitlines())  # the printed table says so
     assert parent.data.metrics[record.BEST_ERROR_METRIC] == study.best_value == min(
         c.data.metrics[record.final_metric(record.ERROR_METRIC)] for c in completed)
     for child in children:

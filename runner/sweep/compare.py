@@ -3,9 +3,10 @@
 The ranking metric is the sweep's objective (runner/objective.py: the parent run's `objective`
 tag; `error` for a sweep that has none) or the one asked for (`--metric`). The table has one row
 per child: the swept keys' values, the metric's final value, the iterations trained, the duration
-and the status. Finished runs come first, best first (lowest error, highest accuracy); then every
-run that did not finish or whose value is not a finite number. Below it, the best run's score on
-the test split, when the runs have one. The parent run gets the same table as `comparison.csv`
+and the status. Finished runs come first, best first (lowest error, highest accuracy); then the runs
+a search's pruner stopped early (status `pruned@STEP`), best first; then every run that did not
+finish or whose value is not a finite number. Below it, the best run's score on the test split,
+when the runs have one. The parent run gets the same table as `comparison.csv`
 (`comparison_METRIC.csv` for another metric than `error`) and every child's curve of the metric
 as `comparison.png` (`comparison_METRIC.png`).
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from runner.job import mlflow_client
 from runner.objective import direction
-from runner.plots import log_scale_points, new_figure, plain_log_axis
+from runner.plots import log_scale_points, new_figure, plain_log_axis, plot_other_curves
 from runner.tracking import record, run_owner
 from runner.tracking.uri import redact
 
@@ -42,10 +43,16 @@ class Row:
     status: str
     curve: list  # [(step, value)] of the ranking metric
     test_value: float | None = None  # the final value of its test-split counterpart (reported_test_metric), if logged
+    pruned_at: int | None = None  # the step a search's pruner stopped it at (tag pruned_at_step), else None
 
     @property
     def ranked_first(self):
-        return self.status == "FINISHED" and math.isfinite(self.final_error)
+        return self.status == "FINISHED" and self.pruned_at is None and math.isfinite(self.final_error)
+
+    @property
+    def shown_status(self):
+        """The status column: the run's status, `pruned@STEP` for a pruned run."""
+        return self.status if self.pruned_at is None else f"pruned@{self.pruned_at}"
 
 
 def swept_value(run, key):
@@ -77,9 +84,11 @@ def running_notes(runs):
 
 
 def rank(rows, metric=record.ERROR_METRIC):
-    """Finished runs with a finite final value, best first (direction(metric)); then the others, best first."""
+    """Finished runs with a finite final value, best first (direction(metric)); then the pruned ones, then the
+    others, each best first."""
     sign = -1 if direction(metric) == "maximize" else 1
-    return sorted(rows, key=lambda r: (not r.ranked_first, math.isnan(r.final_error), sign * r.final_error))
+    group = (lambda r: 0 if r.ranked_first else 1 if r.pruned_at is not None else 2)
+    return sorted(rows, key=lambda r: (group(r), math.isnan(r.final_error), sign * r.final_error))
 
 
 def sweep_objective(parent):
@@ -100,19 +109,22 @@ def sweep_rows(uri, parent, metric=record.ERROR_METRIC, children=None):
     `children` are the parent's child runs when the caller has them already.
     """
     test_metric = reported_test_metric(metric)
-    child_runs, metric_history = mlflow_client().child_runs, mlflow_client().metric_history
+    child_runs, metric_histories = mlflow_client().child_runs, mlflow_client().metric_histories
 
     keys = json.loads(parent.data.tags[record.SWEPT_KEYS_TAG])
+    children = child_runs(uri, parent) if children is None else children
+    curves = metric_histories(uri, [child.info.run_id for child in children], metric)  # one query, not one a child
     rows = []
-    for child in child_runs(uri, parent) if children is None else children:
-        curve = metric_history(uri, child.info.run_id, metric)
+    for child in children:
+        curve = curves[child.info.run_id]
         # a run that ended early has no final_ value: its last point is as far as it got
         final = child.data.metrics.get(record.final_metric(metric), curve[-1][1] if curve else math.nan)
         end, start = child.info.end_time, child.info.start_time
         test_value = child.data.metrics.get(record.final_metric(test_metric)) if test_metric else None
+        pruned = child.data.tags.get(record.PRUNED_AT_TAG)
         rows.append(Row(child.info.run_id, child.info.run_name, {k: swept_value(child, k) for k in keys}, final,
                         curve[-1][0] if curve else None, (end - start) / 1000 if end and start else None,
-                        child.info.status, curve, test_value))
+                        child.info.status, curve, test_value, None if pruned is None else int(pruned)))
     return rank(rows, metric), keys
 
 
@@ -147,7 +159,7 @@ def _cells(row, keys, rank_no):
     error = f"{row.final_error:.6g}"
     duration = "-" if row.duration_s is None else f"{row.duration_s:.2f}"
     iterations = "-" if row.iterations is None else str(row.iterations)
-    return [str(rank_no), *(row.values[k] for k in keys), error, iterations, duration, row.status, row.run_id]
+    return [str(rank_no), *(row.values[k] for k in keys), error, iterations, duration, row.shown_status, row.run_id]
 
 
 def format_table(rows, keys, metric=record.ERROR_METRIC):
@@ -167,7 +179,7 @@ def write_csv(path, rows, keys, metric=record.ERROR_METRIC):
         for n, row in enumerate(rows, 1):
             writer.writerow([n, row.run_id, row.run_name, *(row.values[k] for k in keys), repr(row.final_error),
                              "" if row.iterations is None else row.iterations,
-                             "" if row.duration_s is None else row.duration_s, row.status])
+                             "" if row.duration_s is None else row.duration_s, row.shown_status])
 
 
 NAMED_CURVES = 10  # a bigger sweep's plot names its best runs and draws the others in grey
@@ -178,28 +190,26 @@ def plot_curves(path, rows, keys, title, metric=record.ERROR_METRIC):
 
     `rows` are ranked. Up to NAMED_CURVES runs each get a colour and a legend entry with their
     swept values; beyond that the best NAMED_CURVES do, with their rank, and the others are thin
-    grey lines under one entry (a legend of hundreds of runs is unreadable and slow to draw).
+    grey lines under one entry (a legend of hundreds of runs is unreadable and slow to draw); above
+    runner.plots.MAX_CURVES runs, a few hundred of them, with the others' median and spread.
     """
     figure, axes = new_figure(9, 5.5)
     named = rows if len(rows) <= NAMED_CURVES else rows[:NAMED_CURVES]
     shown, labels = [], []
     accuracy = metric.endswith("_accuracy")
-    for rank_no, row in enumerate(rows, 1):
+    for rank_no, row in enumerate(named, 1):
         if accuracy:  # a fraction that may be 0: a linear axis
             steps, errors = ([s for s, _ in row.curve], [v for _, v in row.curve])
         else:
             steps, errors = log_scale_points(*zip(*row.curve)) if row.curve else ([], [])
         shown += errors
-        if rank_no > len(named):
-            label = f"the other {len(rows) - len(named)} runs" if rank_no == len(named) + 1 else None
-            axes.plot(steps, errors, color="0.7", linewidth=0.6, zorder=1, label=label)
-            continue
         label = ", ".join(f"{k}={row.values[k]}" for k in keys) or row.run_name
         if len(named) < len(rows):
             label = f"{rank_no}. {label}"
         if row.status != "FINISHED":
             label += f" ({row.status})"
         axes.plot(steps, errors, marker=".", label=label, zorder=2)
+    shown += plot_other_curves(axes, [row.curve for row in rows[len(named):]], len(named), log=not accuracy)
     if not accuracy:
         axes.set_yscale("log")
         plain_log_axis(axes.yaxis, shown)

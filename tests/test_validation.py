@@ -249,10 +249,10 @@ def test_the_task_returns_the_objective_and_a_finished_job_returns_the_same(tmp_
     assert (kept.run_id, kept.objective, kept.objective_value) == (first.run_id, "test_accuracy",
                                                                    first.final_metrics["final_test_accuracy"])
     assert kept.final_metrics == first.final_metrics
-    # in a sweep only the sweep's start warns (other loggers' lines may be captured too: an in-process nn-rerun
-    # before this test leaves the job's logger at INFO)
-    warnings = lambda: [r.getMessage() for r in caplog.records if r.name == "runner.objective"]  # noqa: E731
-    assert warnings() == []
+    def warnings():
+        return [r.getMessage() for r in caplog.records if r.name == "runner.objective"]
+
+    assert warnings() == []  # in a sweep only the sweep's start warns
     run_job(compose_config(*leaky), leaky, "single")
     assert len(warnings()) == 1 and "chooses by the test split" in warnings()[0]
 
@@ -313,3 +313,20 @@ def test_a_search_whose_direction_opposes_its_objective_does_not_start(tmp_path)
     assert done.stderr == ("nn-run: the sweep cannot start: hydra.sweeper.direction=minimize is not allowed: the "
                            "sweep's objective val_accuracy (sweep.objective=val_accuracy) is to maximize\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_search_optimises_the_validation_error_its_jobs_return(tmp_path, tracking_uri, experiment, client):
+    import yaml
+
+    done = nn_run(tmp_path, "-m", "hydra/sweeper=nn_optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=1",
+                  "dataset=iris", "dataset.val_fraction=0.2", "model.hidden=[3]", "train.lr=interval(0.01,0.2)",
+                  "train.iterations=20", "train.log_every=10", "tracking.log_model=false",
+                  f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}")
+    assert done.returncode == 0, done.stderr
+    (parent,) = [r for r in runs_of(client, experiment) if record.SWEEP_ID_TAG in r.data.tags]
+    children = [r for r in runs_of(client, experiment) if record.SWEEP_ID_TAG not in r.data.tags]
+    val = {float(c.data.params["train.lr"]): c.data.metrics["final_val_error"] for c in children}
+    results = yaml.safe_load((next(tmp_path.glob("multirun/*/*")) / "optimization_results.yaml").read_text())
+    assert parent.data.tags[record.OBJECTIVE_TAG] == "val_error" and len(val) == 3
+    assert results["best_value"] == min(val.values()) and val[results["best_params"]["train.lr"]] == min(val.values())
+    assert min(val.values()) != min(c.data.metrics["final_error"] for c in children)  # not the training error

@@ -14,14 +14,16 @@ Optuna is imported when a job first reports (~0.6 s), so a run that does not pru
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from runner import objective
 from runner.sweep.optuna_settings import SWEEPER_TARGET, make_pruner, open_storage, storage_url, study_name
 from runner.tracking.record import PRUNED_AT_TAG
 
 
 def reported_value(cfg, scores):
     """The figure a job reports to its trial at a logged step: its objective's value in `scores` (a
-    runner.nn.metrics.Scores). The sweep's objective is the final training error: `scores.error`."""
-    return float(scores.error)
+    runner.nn.metrics.Scores), the metric sweep.objective names (runner/objective.py: val_error with a
+    validation split, else error)."""
+    return float(objective.value(scores, objective.configured(cfg)))
 
 
 def trial_reporter(cfg, hydra_cfg):

@@ -58,6 +58,69 @@ def log_scale_points(steps, values):
     return [s for s, _ in points], [v for _, v in points]
 
 
+MAX_CURVES = 300  # a comparison plot draws at most this many runs' curves; the others are summarised
+BAND = (10, 90)  # the percentiles of every run's value at each step that a plot of more runs shades
+
+
+def plot_other_curves(axes, curves, named, log=True):
+    """Draw the curves of a comparison's runs after its `named` ones (coloured, drawn by the caller); returns the
+    values shown.
+
+    `curves` are [(step, value)] lists in rank order; `log`: the axis is a log scale, which shows only
+    values > 0, else every finite value is shown. They are thin grey lines under one legend
+    entry; when there are more than MAX_CURVES runs in all, only MAX_CURVES - `named` of them,
+    evenly spread over the ranks, and every run's values are summarised at each step by their
+    median (a line) and the BAND percentiles (a shaded band): thousands of lines are a grey blot,
+    slow to draw.
+    """
+    total = named + len(curves)
+    drawn = curves
+    if total > MAX_CURVES:
+        room = max(MAX_CURVES - named, 0)
+        drawn = [curves[round(n * (len(curves) - 1) / max(room - 1, 1))] for n in range(room)] if room else []
+    shown = []
+    for n, curve in enumerate(drawn):
+        steps, values = shown_points(curve, log)
+        shown += values
+        label = None
+        if n == 0:
+            label = (f"the other {len(curves)} runs" if drawn is curves
+                     else f"{len(drawn)} of the other {len(curves)} runs, evenly by rank")
+        axes.plot(steps, values, color="0.75", linewidth=0.5, zorder=1, label=label)
+    if total > MAX_CURVES:
+        steps, low, median, high = step_percentiles(curves, BAND, log)
+        if len(steps):
+            axes.fill_between(steps, low, high, color="tab:blue", alpha=0.3, linewidth=0, zorder=1.5,
+                              label=f"{BAND[0]}-{BAND[1]}% of the other {len(curves)} runs at each step")
+            axes.plot(steps, median, color="black", linewidth=1.2, linestyle="--", zorder=3,
+                      label=f"median of the other {len(curves)} runs")
+            shown += [*low, *high]
+    return shown
+
+
+def shown_points(curve, log=True):
+    """(steps, values) of the [(step, value)] points of `curve` an axis can show: finite, and > 0 on a log axis."""
+    if log:
+        return log_scale_points(*zip(*curve)) if curve else ([], [])
+    points = [(s, v) for s, v in curve if v is not None and math.isfinite(v)]
+    return [s for s, _ in points], [v for _, v in points]
+
+
+def step_percentiles(curves, band, log=True):
+    """(steps, low, median, high): at each step some curve has a point the axis shows (shown_points), the `band`
+    percentiles and the median of the curves' values there."""
+    points = [point for curve in curves for point in zip(*shown_points(curve, log))]
+    if not points:
+        return np.array([]), np.array([]), np.array([]), np.array([])
+    steps, values = np.array(points, dtype=float).T
+    order = np.lexsort((values, steps))
+    steps, values = steps[order], values[order]
+    unique, starts = np.unique(steps, return_index=True)
+    groups = np.split(values, starts[1:])
+    low, median, high = (np.array([np.percentile(g, q) for g in groups]) for q in (band[0], 50, band[1]))
+    return unique, low, median, high
+
+
 def class_colour(k):
     """RGB of class k: matplotlib's tab10 colours, in class order."""
     from matplotlib import colormaps  # matplotlib (~0.4 s): only when drawing

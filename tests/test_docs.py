@@ -199,6 +199,11 @@ NOT_RUN = {  # key: (why it is not run here, the test that covers it instead or 
     "nn-run -m hydra/sweeper=nn_optuna hydra.sweeper.n_trials=20 'train.lr=tag(log,interval(0.01,30))'": (
         "a long sweep (20 trials of 60,000 iterations)",
         "tests/test_sweeps.py::test_optuna_search_minimises_the_final_error_with_a_child_per_trial"),
+    "nn-run -m hydra/sweeper=nn_optuna hydra/launcher=joblib hydra.sweeper.n_jobs=2 hydra.sweeper.sampler.seed=1 "
+    "'train.lr=tag(log,interval(0.1,10))' 'model.activation=choice(sigmoid,tanh)'": (
+        "a search of 20 trials of 60,000 iterations",
+        "tests/test_optuna_sweeper.py::"
+        "test_a_seeded_search_gives_the_same_trials_bit_for_bit_on_the_basic_and_the_joblib_launcher"),
     "nn-run -m hydra/launcher=batched seed='range(1,257)'": (
         "a long sweep (256 jobs; benchmarks/batched_sweep.py times it)",
         "tests/test_batched.py::test_batched_sweep_of_seeds_and_learning_rates_logs_each_child_as_its_single_run"),

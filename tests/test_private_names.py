@@ -4,6 +4,7 @@ runner/sweep/optuna_private.py), pinned: an upgrade that changes one fails here.
 
 import getpass
 import json
+import math
 import sys
 
 import numpy as np
@@ -99,6 +100,55 @@ def test_omegaconf_gives_the_node_of_a_value_or_none():
     assert not isinstance(omegaconf_private.node_at(cfg, "train"), ValueNode)
     assert omegaconf_private.node_at(cfg, "train.missing") is None
     assert omegaconf_private.node_at(cfg, "hidden.0") is None  # only through mappings
+
+
+def test_mlflow_sql_store_gives_many_runs_metric_histories_at_once(tmp_path):
+    """tracking.client.metric_histories ranks a 10,000-child sweep with one query per 500 children this way."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/bulk.db")
+    experiment = client.create_experiment("bulk")
+    runs = [client.create_run(experiment).info.run_id for _ in range(3)]
+    for n, run_id in enumerate(runs[:2]):
+        client.log_batch(run_id, metrics=[Metric("error", 1 / (step + n + 1), 0, step) for step in (10, 0, 20)])
+    client.log_batch(runs[2], metrics=[Metric("other", 1.0, 0, 0)])
+    found = mlflow_private.metric_history_bulk(client, runs, "error", runs_per_query=1)
+    assert sorted(found) == sorted(runs[:2])  # a run without a point of the key is left out
+    for n, run_id in enumerate(runs[:2]):
+        assert sorted((m.step, m.value) for m in found[run_id]) == [(s, 1 / (s + n + 1)) for s in (0, 10, 20)]
+    # a tracking server's store has no such call (nothing is sent: the client only names its store here)
+    assert mlflow_private.metric_history_bulk(MlflowClient("http://127.0.0.1:9"), runs, "error", 10) is None
+
+
+def test_mlflow_sql_tables_give_a_parents_children_as_search_runs_does(tmp_path):
+    """tracking.client.child_runs reads a sweep's children from the SQL store's tables this way."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/children.db")
+    experiment = client.create_experiment("children")
+    parent = client.create_run(experiment).info.run_id
+    children = [client.create_run(experiment, start_time=1000 + n, run_name=f"child {n}",
+                                   tags={"mlflow.parentRunId": parent, "n": str(n)}).info.run_id for n in range(3)]
+    client.log_batch(children[0], metrics=[Metric("error", float("nan"), 5, 1), Metric("error", 0.5, 6, 0)],
+                     params=[Param("seed", "1")], tags=[RunTag("weights_sha256", "x" * 64)])
+    client.log_batch(children[1], metrics=[Metric("final_error", 0.25, 7, 20)])
+    client.set_terminated(children[1], "FAILED")
+    client.create_run(experiment, tags={"mlflow.parentRunId": "another"})  # not a child of this parent
+    client.delete_run(client.create_run(experiment, tags={"mlflow.parentRunId": parent}).info.run_id)  # deleted
+    searched = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
+                                  order_by=["attributes.start_time ASC"])
+    read = mlflow_private.child_runs_bulk(client, experiment, parent, runs_per_query=2)
+    assert [run.info.run_id for run in read] == [run.info.run_id for run in searched] == children
+    for mine, theirs in zip(read, searched):
+        assert dict(mine.info) == dict(theirs.info)
+        assert mine.data.params == theirs.data.params and mine.data.tags == theirs.data.tags
+        assert mine.data.metrics.keys() == theirs.data.metrics.keys()
+        assert all(v == theirs.data.metrics[k] or (math.isnan(v) and math.isnan(theirs.data.metrics[k]))
+                   for k, v in mine.data.metrics.items())
+    assert read[0].data.metrics["error"] != read[0].data.metrics["error"]  # the latest point, NaN, as MLflow keeps it
+    assert mlflow_private.child_runs_bulk(MlflowClient("http://127.0.0.1:9"), experiment, parent, 10) is None
 
 
 def test_optuna_gives_a_job_the_trial_its_sweeper_asked_in_another_process(tmp_path):

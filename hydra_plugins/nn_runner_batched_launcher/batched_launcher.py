@@ -114,27 +114,28 @@ class BatchedLauncher(Launcher):
         workers = self._workers(count)
         if self.composed is None:
             log.info(f"Launching {count} jobs, none batched: the task function is not nn-run's")
-            configs, shares, after_fork = dict.fromkeys(range(count)), _in_turns(count, workers), None
+            compose, shares, after_fork = None, _in_turns(count, workers), None
         else:
             # nn-run's sweep modules import numpy's training code and MLflow: only an nn-run sweep needs them
-            from runner.sweep.batches import plan_batches, share_out
+            from runner.sweep.batches import group_batches, share_out
             from runner.tracking.client import forget_inherited_connections
 
             log.info(f"Launching {count} jobs, batched")
-            configs = {position: sweep.job_config(self.composed.take(self.config, overrides), position)
-                       for position, overrides in enumerate(sweep.job_overrides)}
-            batches = plan_batches([configs[p] for p in range(count)], self.max_batch)
+            keys = [self.composed.take_key(self.config, overrides) for overrides in sweep.job_overrides]
+            batches = group_batches(keys, self.max_batch)
+            self.composed.forget_texts()
             for batch in batches:
                 log.info(f"Training {len(batch)} networks together: jobs "
                          f"#{', #'.join(str(initial_job_idx + p) for p in batch)}")
-            shares, after_fork = share_out(batches, count, workers), forget_inherited_connections
+            compose, shares, after_fork = self.composed.compose, share_out(batches, count, workers), \
+                forget_inherited_connections
         if self.executor is not None:
             done = run_submitted(self.executor, self.submitit, sweep, shares)
         else:
             if workers > 1:
                 log.info(f"Running the jobs in {workers} processes"
                          f"{'' if self.composed is None else ', each training its share of every batch'}")
-            done = run_in_workers([partial(run_share, sweep, share, configs) for share in shares],
+            done = run_in_workers([partial(run_share, sweep, share, compose) for share in shares],
                                   after_fork=after_fork)
         by_position = dict(zip((p for _, positions in shares for p in positions), (r for runs in done for r in runs)))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -164,27 +165,45 @@ def _in_turns(count, workers):
 
 
 class ComposedConfigs:
-    """Keeps the configs the sweeper composes to validate a batch, so that the launcher need not compose them again.
+    """Composes nn-run's job configs, and keeps of those the sweeper composes only each job's batch key.
 
     Hydra's sweepers compose every job of a batch before launching it (Sweeper.validate_batch_is_legal)
-    and throw the result away; composing costs ~75 ms a job here, as much as training a seed network
-    in a batch. This wraps the config loader's load_sweep_config (the one both call) to remember what
-    it returned for each job's overrides; `take` hands it out once, and composes when there is none.
-    Jobs that differ from a composed one only in values get a derived config (derived_configs.py).
+    and throw the result away. This wraps the config loader's load_sweep_config (the one both call)
+    so that a job that differs from a composed one only in values gets a derived config
+    (derived_configs.py: ~3 ms against Hydra's ~75 ms), and remembers, for each job's overrides,
+    its batch key (runner.sweep.batches.batch_key), from which the launcher plans the batches. The
+    workers compose each job's config again when its batch part trains or its turn comes (a
+    derived copy). A whole config kept for every job (~110 KB of Python objects) made the sweep's
+    process grow with the sweep; a key is a few dozen bytes, as the jobs of one batch share its text.
     """
 
     def __init__(self, config_loader):
-        self.loader, self.kept = config_loader, {}
-        compose = DerivedConfigs(config_loader, config_loader.load_sweep_config).load_sweep_config
+        # only nn-run's sweeps have ComposedConfigs (is_nn_run): runner's modules are loaded already
+        from runner.sweep.batches import batch_key
+
+        self.batch_key = batch_key
+        self.keys = {}  # (id of the master config, the job's overrides) -> its batch key, until launched
+        self.texts = {}  # each batch key's text once, shared by the jobs of its batch
+        self.compose = DerivedConfigs(config_loader, config_loader.load_sweep_config).load_sweep_config
 
         def load_sweep_config(master_config, sweep_overrides):
-            composed = compose(master_config=master_config, sweep_overrides=sweep_overrides)
-            self.kept[(id(master_config), tuple(sweep_overrides))] = composed
-            return composed  # sweepers only check that it composes; the launcher sets the job's number on it
+            composed = self.compose(master_config=master_config, sweep_overrides=sweep_overrides)
+            self.keys[(id(master_config), tuple(sweep_overrides))] = self._key(composed)
+            return composed  # sweepers only check that it composes
 
-        self.compose = compose
         config_loader.load_sweep_config = load_sweep_config
 
-    def take(self, master_config, overrides):
-        kept = self.kept.pop((id(master_config), tuple(overrides)), None)
-        return kept if kept is not None else self.compose(master_config=master_config, sweep_overrides=overrides)
+    def _key(self, config):
+        key = self.batch_key(config)
+        return None if key is None else self.texts.setdefault(key, key)
+
+    def take_key(self, master_config, overrides):
+        """The batch key of the job `overrides`: the one remembered when the sweeper composed it, else composed now."""
+        key = self.keys.pop((id(master_config), tuple(overrides)), self)
+        if key is self:
+            key = self._key(self.compose(master_config=master_config, sweep_overrides=list(overrides)))
+        return key
+
+    def forget_texts(self):
+        """The batches are planned: the keys' texts need not be kept for the next launch."""
+        self.texts = {}

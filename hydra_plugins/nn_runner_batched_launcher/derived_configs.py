@@ -22,6 +22,7 @@ from runner.hydra_private import is_config_group, overrides_dirname
 from runner.omegaconf_private import node_at
 
 SCALARS = (bool, int, float, str, type(None))
+PARSED_LINES = 1024  # most override lines whose parse is kept: a seed sweep's `seed=N` lines are each new
 
 
 class DerivedConfigs:
@@ -32,7 +33,7 @@ class DerivedConfigs:
         self.loader, self.compose = config_loader, compose
         self.parser = OverridesParser.create()
         self.templates = {}  # shape of the overrides -> (master config, parsed overrides, Pristine composed config)
-        self.parsed = {}  # override text -> Override; the same lines recur in every job
+        self.parsed = {}  # override text -> Override, the PARSED_LINES last used: the same lines recur in every job
 
     def load_sweep_config(self, master_config, sweep_overrides):
         overrides = [*OmegaConf.to_container(master_config.hydra.overrides.hydra), *sweep_overrides]
@@ -52,9 +53,13 @@ class DerivedConfigs:
         return composed
 
     def _parse(self, line):
-        if line not in self.parsed:
-            self.parsed[line] = self.parser.parse_override(line)
-        return self.parsed[line]
+        parsed = self.parsed.pop(line, None)  # put back last: the least recently used line goes first
+        if parsed is None:
+            if len(self.parsed) >= PARSED_LINES:
+                del self.parsed[next(iter(self.parsed))]
+            parsed = self.parser.parse_override(line)
+        self.parsed[line] = parsed
+        return parsed
 
     def _shape(self, override):
         """What two jobs' overrides must share for one's config to derive from the other's: a value's key, else all."""

@@ -58,17 +58,13 @@ class SubmittedShare:
         setup_globals()
         sweep = self.sweep
         configure_log(sweep.config.hydra.hydra_logging, sweep.config.hydra.verbose)
-        _, positions = share
-        configs = dict.fromkeys(positions)
-        if sweep.batched:  # composed at once: training needs them before the first job runs
+        compose = None  # another app's configs: composed by Hydra's config loader when their turn comes
+        if sweep.batched:  # the first of a shape composed with Hydra, the others derived
             loader = sweep.hydra_context.config_loader
             compose = DerivedConfigs(loader, loader.load_sweep_config).load_sweep_config
-            configs = {p: sweep.job_config(compose(master_config=sweep.config,
-                                                   sweep_overrides=list(sweep.job_overrides[p])), p)
-                       for p in positions}
-        gc.freeze()  # a fresh process: its modules and configs are long-lived (see forked_jobs.py)
+        gc.freeze()  # a fresh process: its modules are long-lived (see forked_jobs.py)
         runs = []
-        run_share(sweep, share, configs, runs.append)
+        run_share(sweep, share, compose, runs.append)
         return runs
 
     def checkpoint(self, *args, **kwargs):

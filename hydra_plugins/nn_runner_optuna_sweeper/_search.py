@@ -7,10 +7,12 @@ initial_job_idx = the first trial's number: a job's `hydra.job.num` is its trial
 
 How a trial ends, decided from the job's JobReturn (its status and return value only: the batched launcher
 may drop the JobReturn's configs) and from the study's storage once the job has returned:
-- the job failed, or returned no finite number: FAIL;
+- the job failed (an error, a rejected value): FAIL;
 - the job set the user attribute `pruned_at_step` (record.PRUNED_AT_TAG) on its trial before returning
-  (a pruned job: it reported intermediate values with trial.report and its pruner said stop): PRUNED, whose
-  value Optuna takes from the trial's last reported value;
+  (a pruned job: it opened its trial with runner/sweep/pruning.py's TrialReporter, reported intermediate
+  values with trial.report, and its pruner said stop): PRUNED, whose value Optuna takes from the trial's last
+  reported value; this is the hook of the pruning contract (`outcome`);
+- the job returned no finite number: FAIL;
 - else COMPLETE with the returned value.
 The search stops (raising the failed job's error) once more than max_failure_rate * n_trials trials failed.
 """
@@ -25,6 +27,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from hydra_plugins.nn_runner_optuna_sweeper._search_space import grid, params_arguments, search_space
+from runner.hydra_private import job_error
 from runner.sweep.optuna_settings import (
     check_numbers,
     make_pruner,
@@ -76,21 +79,21 @@ def run_search(settings, arguments, config, launcher, validate=None):
         failed = 0
         for first in range(0, n_trials, settings["n_jobs"]):
             trials = [study.ask(space.distributions) for _ in range(min(settings["n_jobs"], n_trials - first))]
-            for batch in consecutive(trials):
-                if validate is not None and first == 0:
-                    validate([space.overrides(t.params) for t in batch])
-                returns = launcher.launch([space.overrides(t.params) for t in batch], initial_job_idx=batch[0].number)
-                attrs = trial_attrs(study, batch)
-                for trial, job in zip(batch, returns):
-                    state, value = outcome(job, attrs[trial.number])
-                    study.tell(trial, value, state=state)
-                    log.info(f"trial {trial.number}: {state.name}" + ("" if value is None else f", value {value!r}"))
-                    if state == TrialState.FAIL:
-                        failed += 1
-                        if failed > settings["max_failure_rate"] * n_trials:
-                            log.error(f"{failed} of {n_trials} trials failed, more than max_failure_rate="
-                                      f"{settings['max_failure_rate']} allows")
-                            raise_failure(job)
+            try:
+                for batch in consecutive(trials):
+                    if validate is not None and first == 0:
+                        validate([space.overrides(t.params) for t in batch])
+                    returns = launcher.launch([space.overrides(t.params) for t in batch],
+                                              initial_job_idx=batch[0].number)
+                    failures = tell_batch(study, batch, returns)
+                    failed += len(failures)
+                    if failures and failed > settings["max_failure_rate"] * n_trials:
+                        log.error(f"{failed} of {n_trials} trials failed, more than max_failure_rate="
+                                  f"{settings['max_failure_rate']} allows")
+                        raise_failure(failures[0])
+            except BaseException:  # a failed search, a launcher's error, Ctrl-C: no trial of it stays RUNNING
+                fail_unfinished(study, trials)
+                raise
         write_results(study, sweep_dir / RESULTS_FILE)
     finally:
         optuna.logging.set_verbosity(verbosity)
@@ -107,12 +110,43 @@ def consecutive(trials):
     return runs
 
 
+def tell_batch(study, batch, returns):
+    """Tell Optuna how each trial of a launched batch ended; returns the JobReturns of the failed ones."""
+    attrs = trial_attrs(study, batch)
+    failures = []
+    for trial, job in zip(batch, returns):
+        state, value = outcome(job, attrs[trial.number])
+        tell(study, trial, value, state)
+        log.info(f"trial {trial.number}: {state.name}{said(job, value, attrs[trial.number])}")
+        if state == TrialState.FAIL:
+            failures.append(job)
+    return failures
+
+
+def fail_unfinished(study, trials):
+    """Tell FAIL for the trials of a batch that the search could not tell (best effort: it is stopping)."""
+    for trial in trials:
+        try:
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        except Exception as error:  # noqa: BLE001  the search's own error is the one to report
+            log.warning(f"trial {trial.number} could not be marked FAIL: {error}")
+
+
 def trial_attrs(study, trials):
     """{trial number: user attributes} of `trials` as the storage holds them now (the jobs may have set some)."""
     numbers = {t.number for t in trials}
     found = {t.number: t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
              if t.number in numbers}
     return {number: found.get(number, {}) for number in numbers}
+
+
+def tell(study, trial, value, state):
+    """study.tell; the grid sampler's study.stop() once its grid is done is no error here (the trial is stored)."""
+    try:
+        study.tell(trial, value, state=state)
+    except RuntimeError as error:  # Optuna allows Study.stop only inside study.optimize
+        if "Study.stop" not in str(error):
+            raise
 
 
 def outcome(job, attrs):
@@ -128,6 +162,19 @@ def outcome(job, attrs):
     if not math.isfinite(value):
         return TrialState.FAIL, None
     return TrialState.COMPLETE, value
+
+
+def said(job, value, attrs):
+    """What the trial's log line adds to its state: its value, the step it was pruned at, or why it failed."""
+    if value is not None:
+        return f", value {value!r}"
+    if PRUNED_AT_TAG in attrs:
+        return f" at step {attrs[PRUNED_AT_TAG]}"
+    error = job_error(job) if job.status != JobStatus.COMPLETED else None
+    if error is not None:
+        text = str(error).strip()
+        return f" ({type(error).__name__}: {text.splitlines()[0] if text else ''})"
+    return ""
 
 
 def raise_failure(job):

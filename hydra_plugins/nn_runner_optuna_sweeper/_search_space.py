@@ -31,7 +31,7 @@ from runner.sweep.optuna_settings import SAMPLER_KEY, SettingsError
 
 @dataclass
 class SearchSpace:
-    """The distributions to sample, and every key's override in order (None: the key is sampled)."""
+    """The distributions to sample, the fixed overrides, and the order of all their keys."""
 
     distributions: dict = field(default_factory=dict)  # {key as the override names it: Optuna distribution}
     fixed: dict = field(default_factory=dict)  # {key: the override's own text}, for the keys not sampled
@@ -49,7 +49,8 @@ def params_arguments(params):
 
 def search_space(arguments):
     """The SearchSpace of `arguments` (params_arguments first, then the command line): a later override of a
-    key replaces an earlier one in its place, so the command line wins over `hydra.sweeper.params`."""
+    key replaces an earlier one (and takes its own place in the order), so the command line wins over
+    `hydra.sweeper.params`."""
     space = SearchSpace()
     for text, override in zip(arguments, OverridesParser.create().parse_overrides(arguments)):
         key = override.get_key_element()
@@ -72,16 +73,18 @@ def distribution(override, text=None):
     if not override.is_sweep_override():
         return None
     value = override.value()
-    text = text or f"{override.get_key_element()}={override.get_value_element_as_str()}"
+    text = text or override.input_line
     try:
         if isinstance(value, IntervalSweep):
             log = "log" in value.tags
+            _check_bounds(value.start, value.end, log=log)
             if isinstance(value.start, int) and isinstance(value.end, int):
                 return IntDistribution(value.start, value.end, log=log)
             return FloatDistribution(value.start, value.end, log=log)
         if isinstance(value, RangeSweep):
             if value.shuffle:
                 return CategoricalDistribution(_choices(override, ordered=True))
+            _check_bounds(value.start, value.stop, step=value.step)
             if any(isinstance(x, float) for x in (value.start, value.stop, value.step)):
                 return FloatDistribution(value.start, value.stop, step=value.step)
             return IntDistribution(int(value.start), int(value.stop), step=int(value.step))
@@ -91,6 +94,16 @@ def distribution(override, text=None):
         raise SettingsError(f"{text} is not allowed: {' '.join(str(error).split())}") from None
     raise SettingsError(f"{text} is not allowed: nn_optuna searches interval(), int(interval()), tag(log, ...), "
                         "range(), choice() and comma lists")
+
+
+def _check_bounds(low, high, log=False, step=None):
+    """ValueError in nn-run's words (Optuna's differ between versions) for bounds no distribution takes."""
+    if low > high:
+        raise ValueError(f"its lower bound {low} is above its upper bound {high}")
+    if log and low <= 0:
+        raise ValueError(f"tag(log, ...) needs a lower bound > 0, not {low}")
+    if step is not None and step <= 0:
+        raise ValueError(f"its step must be > 0, not {step}")
 
 
 def _choices(override, ordered):

@@ -46,9 +46,13 @@ def plan_batches(configs, max_batch):
 
     A group larger than `max_batch` is cut into batches of at most that many networks.
     """
+    return group_batches([batch_key(cfg) for cfg in configs], max_batch)
+
+
+def group_batches(keys, max_batch):
+    """plan_batches from the configs' batch keys (batch_key; None: the job trains alone)."""
     groups = {}
-    for index, cfg in enumerate(configs):
-        key = batch_key(cfg)
+    for index, key in enumerate(keys):
         if key is not None:
             groups.setdefault(key, []).append(index)
     batches = []

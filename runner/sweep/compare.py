@@ -21,7 +21,7 @@ from pathlib import Path
 
 from runner.job import mlflow_client
 from runner.objective import direction
-from runner.plots import log_scale_points, new_figure, plain_log_axis
+from runner.plots import log_scale_points, new_figure, plain_log_axis, plot_other_curves
 from runner.tracking import record, run_owner
 from runner.tracking.uri import redact
 
@@ -42,7 +42,7 @@ class Row:
     duration_s: float | None
     status: str
     curve: list  # [(step, value)] of the ranking metric
-    test_value: float | None = None  # the final value of its test-split counterpart (test_score_metric), if logged
+    test_value: float | None = None  # the final value of its test-split counterpart (reported_test_metric), if logged
     pruned_at: int | None = None  # the step a search's pruner stopped it at (tag pruned_at_step), else None
 
     @property
@@ -96,7 +96,7 @@ def sweep_objective(parent):
     return parent.data.tags.get(record.OBJECTIVE_TAG, record.ERROR_METRIC)
 
 
-def test_score_metric(metric):
+def reported_test_metric(metric):
     """The test split's metric shown beside the best run of a ranking by `metric`; None for a test metric."""
     if metric.startswith("test_"):
         return None
@@ -108,13 +108,15 @@ def sweep_rows(uri, parent, metric=record.ERROR_METRIC, children=None):
 
     `children` are the parent's child runs when the caller has them already.
     """
-    test_metric = test_score_metric(metric)
-    child_runs, metric_history = mlflow_client().child_runs, mlflow_client().metric_history
+    test_metric = reported_test_metric(metric)
+    child_runs, metric_histories = mlflow_client().child_runs, mlflow_client().metric_histories
 
     keys = json.loads(parent.data.tags[record.SWEPT_KEYS_TAG])
+    children = child_runs(uri, parent) if children is None else children
+    curves = metric_histories(uri, [child.info.run_id for child in children], metric)  # one query, not one a child
     rows = []
-    for child in child_runs(uri, parent) if children is None else children:
-        curve = metric_history(uri, child.info.run_id, metric)
+    for child in children:
+        curve = curves[child.info.run_id]
         # a run that ended early has no final_ value: its last point is as far as it got
         final = child.data.metrics.get(record.final_metric(metric), curve[-1][1] if curve else math.nan)
         end, start = child.info.end_time, child.info.start_time
@@ -188,28 +190,26 @@ def plot_curves(path, rows, keys, title, metric=record.ERROR_METRIC):
 
     `rows` are ranked. Up to NAMED_CURVES runs each get a colour and a legend entry with their
     swept values; beyond that the best NAMED_CURVES do, with their rank, and the others are thin
-    grey lines under one entry (a legend of hundreds of runs is unreadable and slow to draw).
+    grey lines under one entry (a legend of hundreds of runs is unreadable and slow to draw); above
+    runner.plots.MAX_CURVES runs, a few hundred of them, with the others' median and spread.
     """
     figure, axes = new_figure(9, 5.5)
     named = rows if len(rows) <= NAMED_CURVES else rows[:NAMED_CURVES]
     shown, labels = [], []
     accuracy = metric.endswith("_accuracy")
-    for rank_no, row in enumerate(rows, 1):
+    for rank_no, row in enumerate(named, 1):
         if accuracy:  # a fraction that may be 0: a linear axis
             steps, errors = ([s for s, _ in row.curve], [v for _, v in row.curve])
         else:
             steps, errors = log_scale_points(*zip(*row.curve)) if row.curve else ([], [])
         shown += errors
-        if rank_no > len(named):
-            label = f"the other {len(rows) - len(named)} runs" if rank_no == len(named) + 1 else None
-            axes.plot(steps, errors, color="0.7", linewidth=0.6, zorder=1, label=label)
-            continue
         label = ", ".join(f"{k}={row.values[k]}" for k in keys) or row.run_name
         if len(named) < len(rows):
             label = f"{rank_no}. {label}"
         if row.status != "FINISHED":
             label += f" ({row.status})"
         axes.plot(steps, errors, marker=".", label=label, zorder=2)
+    shown += plot_other_curves(axes, [row.curve for row in rows[len(named):]], len(named), log=not accuracy)
     if not accuracy:
         axes.set_yscale("log")
         plain_log_axis(axes.yaxis, shown)
@@ -237,7 +237,7 @@ def ranking_header(parent, count, metric):
 
 def best_line(rows, metric):
     """The best finished run with its score on the test split beside the ranking metric's; None without one."""
-    test_metric = test_score_metric(metric)
+    test_metric = reported_test_metric(metric)
     best = rows[0] if rows and rows[0].ranked_first else None
     if best is None or best.test_value is None:
         return None

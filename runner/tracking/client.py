@@ -501,8 +501,15 @@ def get_run(uri, run_id):
 
 
 def child_runs(uri, parent):
-    """Every run whose parent is the run `parent` (an mlflow Run), oldest first."""
+    """Every run whose parent is the run `parent` (an mlflow Run), oldest first.
+
+    On a SQL store read with a few plain queries (mlflow_private.child_runs_bulk: search_runs took 28-38 s for
+    10,000 children); on a tracking server, search_runs' pages.
+    """
     client = client_for(uri)
+    found = mlflow_private.child_runs_bulk(client, parent.info.experiment_id, parent.info.run_id, RUNS_PER_QUERY)
+    if found is not None:
+        return found
     runs, token = [], None
     while True:
         page = client.search_runs([parent.info.experiment_id],
@@ -531,6 +538,22 @@ def metric_history(uri, run_id, key):
     """[(step, value)] of metric `key`, by step."""
     history = client_for(uri).get_metric_history(run_id, key)
     return sorted((m.step, m.value) for m in history)
+
+
+RUNS_PER_QUERY = 500  # runs whose metric history one query fetches (SQLite takes up to 32,766 values in a query)
+
+
+def metric_histories(uri, run_ids, key):
+    """{run id: [(step, value)] of metric `key`, by step} for each of `run_ids` ([] for a run without a point).
+
+    On a SQL store, in one query per RUNS_PER_QUERY runs (mlflow_private.metric_history_bulk); on a tracking
+    server, one request per run, as metric_history.
+    """
+    client = client_for(uri)
+    found = mlflow_private.metric_history_bulk(client, run_ids, key, RUNS_PER_QUERY)
+    if found is None:
+        return {run_id: metric_history(uri, run_id, key) for run_id in run_ids}
+    return {run_id: sorted((m.step, m.value) for m in found.get(run_id, ())) for run_id in run_ids}
 
 
 def log_artifact(uri, run_id, path):

@@ -39,7 +39,7 @@ def training(cfg, data, **options):
     return train(initial_weights(cfg, data), data.X, data.y, log_every=cfg.train.log_every, lr=cfg.train.lr,
                  hidden_activation=cfg.model.activation, output_activation=cfg.model.output,
                  batch_size=cfg.train.batch_size, rng=shuffle_rng(cfg.seed), X_test=data.X_test, y_test=data.y_test,
-                 classify=data.classes is not None, **options)
+                 X_val=data.X_val, y_val=data.y_val, classify=data.classes is not None, **options)
 
 
 @pytest.mark.parametrize("overrides", [
@@ -175,12 +175,12 @@ def test_nn_rerun_of_a_pruned_run_trains_to_its_step_and_reproduces_it(tmp_path,
     assert points(client, new.info.run_id, record.ERROR_METRIC) == points(client, source.run_id, record.ERROR_METRIC)
 
 
-# learning rates from 1e-3 to 10 on the seed table: the small ones barely move in 1000 iterations, the large ones
-# reach a small error, so the median pruner stops the hopeless trials at their first steps
+# learning rates from 1e-4 to 0.1 on iris with a validation split (the objective: val_error): the small ones
+# barely move in 1000 iterations, so the median pruner stops the hopeless trials at their first steps
+TRIAL = ["dataset=iris", "dataset.val_fraction=0.2", "train.iterations=1000", "train.log_every=100"]
 SEARCH = ["hydra/sweeper=nn_optuna", "hydra.sweeper.n_trials=24", "hydra.sweeper.sampler.name=random",
           "hydra.sweeper.sampler.seed=1", "hydra.sweeper.pruner.name=median", "hydra.sweeper.pruner.n_startup_trials=2",
-          "train.lr=tag(log,interval(0.001,10))", "train.iterations=1000", "train.log_every=100",
-          "tracking.log_model=false", "hydra.sweep.dir=search"]
+          "train.lr=tag(log,interval(0.0001,0.1))", *TRIAL, "tracking.log_model=false", "hydra.sweep.dir=search"]
 LAUNCHERS = {"basic": [], "batched": ["hydra/launcher=batched", "hydra.launcher.n_jobs=1", "hydra.sweeper.n_jobs=4"]}
 
 
@@ -198,28 +198,33 @@ def test_a_search_with_a_median_pruner_stops_hopeless_trials_and_counts_them(tmp
     assert sorted(int(c.data.tags[record.TRIAL_NUMBER_TAG]) for c in pruned) == sorted(
         n for n, t in trials.items() if t.state == TrialState.PRUNED)
     completed = [c for c in children if c not in pruned]
-    rows, _ = sweep_rows(tracking_uri, parent)  # the sweep-end ranking: the completed trials, then the pruned
+    val_error = record.final_metric(record.VAL_ERROR_METRIC)
+    rows, _ = sweep_rows(tracking_uri, parent, record.VAL_ERROR_METRIC)  # the sweep-end ranking: completed, pruned
     assert [r.run_id for r in rows[len(completed):]] == sorted(
-        (c.info.run_id for c in pruned), key=lambda i: client.get_run(i).data.metrics[record.final_metric("error")])
+        (c.info.run_id for c in pruned), key=lambda i: client.get_run(i).data.metrics[val_error])
     assert [r.shown_status for r in rows] == ["FINISHED"] * len(completed) + [
         f"pruned@{client.get_run(r.run_id).data.tags[record.PRUNED_AT_TAG]}" for r in rows[len(completed):]]
     shown = [f"pruned@{pruned[0].data.tags[record.PRUNED_AT_TAG]}", pruned[0].info.run_id]
     assert any(line.split()[-2:] == shown for line in done.stdout.splitlines())  # the printed table says so
-    assert parent.data.metrics[record.BEST_ERROR_METRIC] == study.best_value == min(
+    best = [c for c in completed if int(c.data.tags[record.TRIAL_NUMBER_TAG]) == study.best_trial.number]
+    assert study.best_value == best[0].data.metrics[val_error] == min(c.data.metrics[val_error] for c in completed)
+    assert parent.data.metrics[record.BEST_ERROR_METRIC] == min(  # the pruned runs' errors left out
         c.data.metrics[record.final_metric(record.ERROR_METRIC)] for c in completed)
     for child in children:
         trial = trials[int(child.data.tags[record.TRIAL_NUMBER_TAG])]
-        cfg = compose_config(f"train.lr={child.data.params['train.lr']}", *SEARCH[7:9])
+        cfg = compose_config(f"train.lr={child.data.params['train.lr']}", *TRIAL)
         whole = training(cfg, load_data(cfg.dataset))
-        logged = points(client, child.info.run_id, record.ERROR_METRIC)
+        errors, vals = (points(client, child.info.run_id, key) for key in (record.ERROR_METRIC, "val_error"))
         assert child.info.status == "FINISHED"
         if child in pruned:
             step = int(child.data.tags[record.PRUNED_AT_TAG])
             assert 0 <= step < 1000 and trial.user_attrs == {record.PRUNED_AT_TAG: step}
-            assert logged == [(s, e) for s, e in zip(whole.steps, whole.errors) if s <= step]
-            assert trial.intermediate_values == dict(logged)  # what the trial reported: its objective, each step
+            assert errors == [(s, e) for s, e in zip(whole.steps, whole.errors) if s <= step]
+            assert vals == [(s, h.val_error) for s, h in zip(whole.steps, whole.history) if s <= step]
+            assert trial.intermediate_values == dict(vals)  # what the trial reported: its objective, each step
         else:
-            assert logged == list(zip(whole.steps, whole.errors)) and trial.value == whole.errors[-1]
+            assert errors == list(zip(whole.steps, whole.errors)) and trial.value == whole.final.val_error
+            assert trial.intermediate_values == dict(vals) and vals[-1] == (1000, whole.final.val_error)
             assert child.data.tags[record.WEIGHTS_HASH_TAG] == record.weights_sha256(whole.weights)
     if launcher == "batched":  # a pruned network of a stack, alone: its rerun reproduces it
         assert nn_rerun([pruned[0].info.run_id, "--tracking-uri", tracking_uri]) == 0

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import optuna
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import run_job
+from hydra.core.utils import configure_log, run_job
 from omegaconf import open_dict
 from optuna.trial import TrialState
 
@@ -154,6 +154,8 @@ class WorkerLoop:
             config = self.trial_config(space.overrides(params), number)
             job = run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=config,
                           job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+            worker = HydraConfig.get()  # run_job restored the worker's: its lines go to its own log again
+            configure_log(worker.job_logging, worker.verbose)
             attrs = trial_attrs(study, [_Number(number)])[number]
             state, value = outcome(job, attrs)
             tell(study, _Number(number), value, state)

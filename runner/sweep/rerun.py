@@ -217,13 +217,14 @@ def rebuilt_part(sources, uri, source_parent_id, parent_run_id, experiment_id, f
         [numeric_env.PACKAGE_PARENT, *filter(None, [plan.environ.get("PYTHONPATH")])])}  # this very runner
     command = [sys.executable, "-m", "runner.cli.rerun", source_parent_id, "--tracking-uri", uri, "--no-rebuild",
                "--sweep-part", part]
-    child = subprocess.Popen(command, env=environ, stdout=subprocess.PIPE, text=True)
+    # a session of its own: a terminal's Ctrl-C reaches this process alone, which hands it on once (below)
+    child = subprocess.Popen(command, env=environ, stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         for line in child.stdout:  # relayed: its warnings and errors went to stderr already
             print(line, end="", flush=True)
         code = child.wait()
     except KeyboardInterrupt:
-        child.send_signal(signal.SIGINT)  # a Ctrl-C sent to this process alone: the child ends its run KILLED too
+        child.send_signal(signal.SIGINT)  # the child ends its run KILLED
         child.wait()
         raise
     done = {}
@@ -329,11 +330,11 @@ def rerun_sweep(parent, uri, rebuild=True):
         raise RerunError(f"sweep parent run {parent.info.run_id} has no child runs: nothing to rerun")
     finished = [c for c in children if c.info.status == "FINISHED"]
     not_rerun = [c for c in children if c.info.status != "FINISHED"]
-    print(f"rerunning sweep {parent.info.run_id} ({parent.info.run_name}): {len(children)} children, "
-          f"{len(finished)} FINISHED", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         sources = load_sources(uri, experiment, finished, os.path.join(folder, "sources"))
         configs = reproduction_configs(sources)
+        print(f"rerunning sweep {parent.info.run_id} ({parent.info.run_name}): {len(children)} children, "
+              f"{len(finished)} FINISHED", flush=True)
         config_of = {s.label: cfg for s, cfg in zip(sources, configs)}
         tags = {**provenance.provenance_tags(), **run_owner.owner_tags(), record.RERUN_OF_TAG: parent.info.run_id,
                 record.SWEEP_ID_TAG: uuid.uuid4().hex}

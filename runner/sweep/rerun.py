@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from runner import exit_codes
 from runner.config import check_tracking_uri, tracking_defaults
@@ -132,8 +133,12 @@ def reproduction_configs(sources):
             configs.append(composed[shape])
         else:
             cfg = deepcopy(composed[shape])
-            for key, value in free.items():
-                OmegaConf.update(cfg, key, value, merge=False)
+            try:
+                for key, value in free.items():
+                    OmegaConf.update(cfg, key, value, merge=False)
+            except OmegaConfBaseException as error:
+                raise RerunError(f"the config of run {source.label} does not fit the schema: "
+                                 f"{str(error).splitlines()[0]}") from None
             configs.append(cfg)
         check_dataset(source, configs[-1])
     return configs
@@ -338,7 +343,7 @@ def rerun_sweep(parent, uri, rebuild=True):
         config_of = {s.label: cfg for s, cfg in zip(sources, configs)}
         tags = {**provenance.provenance_tags(), **run_owner.owner_tags(), record.RERUN_OF_TAG: parent.info.run_id,
                 record.SWEEP_ID_TAG: uuid.uuid4().hex}
-        for key in (record.SWEPT_KEYS_TAG, record.OBJECTIVE_TAG, record.LAUNCHER_TAG, record.SWEEPER_TAG):
+        for key in (record.SWEPT_KEYS_TAG, record.OBJECTIVE_TAG):  # what nn-compare ranks the reruns by
             if key in parent.data.tags:
                 tags[key] = parent.data.tags[key]
         experiment_id, parent_run_id = tracking.open_run(uri, experiment, f"{parent.info.run_name} (rerun)", tags)

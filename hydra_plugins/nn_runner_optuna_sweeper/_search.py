@@ -82,7 +82,7 @@ def run_search(settings, arguments, config, launcher, validate=None, job_config=
     given, is called with the first batch's overrides (Hydra's Sweeper.validate_batch_is_legal: a key no config
     has stops the search before any job runs). `job_config(overrides, number)` is the config Hydra gives job
     `number` (where its folder is, to find an interrupted trial's checkpoint: `resume_plan`). `workers(arguments,
-    launch_id)`, if given, launches the search's worker jobs (_workers.py) and returns their JobReturns: see
+    launch_id, trials held)`, if given, launches the search's worker jobs (_workers.py) and returns their JobReturns: see
     `run_workers`."""
     space, sampler, pruner, n_trials = prepare(settings, arguments)
     sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -166,7 +166,7 @@ def run_workers(workers, arguments, study, storage, name, space, config, job_con
     workers known to be gone (on this host) are settled so."""
     launch_id = uuid.uuid4().hex
     try:
-        returns = workers(arguments, launch_id)
+        returns = workers(arguments, launch_id, len(study.get_trials(deepcopy=False)))
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the trials stay RUNNING, for the search run again to resume
         raise
     except BaseException:

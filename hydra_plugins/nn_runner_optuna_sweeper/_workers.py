@@ -33,7 +33,6 @@ from optuna.trial import TrialState
 from hydra_plugins.nn_runner_optuna_sweeper._search import (
     LOST_ATTR,
     OWNER_ATTR,
-    held_trials,
     outcome,
     prepare,
     raise_failure,
@@ -74,10 +73,11 @@ def describe_worker(owner):
 
 def worker_sampler(settings, index, held):
     """Worker `index`'s sampler: a seeded one seeded apart from the other workers' (and past the `held` trials the
-    study had when the worker started, as a continued search's sampler is), so that workers do not draw alike."""
+    study had when the workers were launched, as a continued search's sampler is, and past the trials it asked
+    before it was requeued), so that workers do not draw alike nor a requeued worker its points again."""
     sampler = settings["sampler"]
     if sampler.get("seed") is None or sampler.get("name") == "grid":
-        return make_sampler(sampler) if sampler.get("name") != "grid" else None
+        return None  # prepare's: unseeded, or the grid, which finds its next point from the study's trials
     return make_sampler({**sampler, "seed": (sampler["seed"] + (index + 1) * SEED_STRIDE + held) % SEED_LIMIT})
 
 
@@ -95,13 +95,14 @@ def ask_lock(sweep_dir):
 class WorkerLoop:
     """The task function of a worker job: see the module docstring. Picklable (submitit, joblib)."""
 
-    def __init__(self, task_function, hydra_context, config, settings, arguments, launch_id):
+    def __init__(self, task_function, hydra_context, config, settings, arguments, launch_id, held):
         self.task_function, self.hydra_context, self.config = task_function, hydra_context, config
         self.settings, self.arguments, self.launch_id = settings, arguments, launch_id
+        self.held = held  # trials the study held when the workers were launched (worker_sampler)
 
     def __call__(self, worker_cfg):
         index = HydraConfig.get().job.num
-        space, _, pruner, n_trials = prepare(self.settings, self.arguments)
+        space, sampler, pruner, n_trials = prepare(self.settings, self.arguments)
         cwd = str(self.config.hydra.runtime.cwd)
         sweep_dir = Path(cwd, str(self.config.hydra.sweep.dir))
         url = storage_url(self.settings, self.config.hydra.sweep.dir, cwd=cwd)
@@ -109,13 +110,11 @@ class WorkerLoop:
         owner = {**run_owner.owner_tags(), LAUNCH_KEY: self.launch_id, WORKER_KEY: index, SLURM_KEY: slurm_job()}
         storage = open_storage(url)
         try:
-            held = len(held_trials(storage, name))
-            sampler = worker_sampler(self.settings, index, held)
-            if sampler is None:  # the grid sampler: its grid is the search space's
-                sampler = prepare(self.settings, self.arguments)[1]
             study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+            own = self.own_trials(study, index, running=False)
+            study.sampler = worker_sampler(self.settings, index, self.held + len(own)) or sampler
             ran = 0
-            for trial in self.own_trials(study, index):  # left RUNNING by this worker before a requeue
+            for trial in [t for t in own if t.state == TrialState.RUNNING]:  # left RUNNING by this worker, requeued
                 optuna_private.set_trial_attr(storage, name, trial.number, OWNER_ATTR, owner, system=True)
                 log.info(f"worker {index} ({describe_worker(owner)}): takes back trial {trial.number}")
                 self.run_trial(study, space, trial.number, trial.params, n_trials)
@@ -133,9 +132,10 @@ class WorkerLoop:
         finally:
             optuna_private.close_storage(storage)
 
-    def own_trials(self, study, index):
-        """The study's RUNNING trials that this worker (this launch, this index) asked: a requeued worker's."""
-        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    def own_trials(self, study, index, running=True):
+        """The study's trials (`running`: RUNNING ones) that this worker (this launch, this index) asked: those of
+        the worker before it was requeued."""
+        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,) if running else None)
                 if t.system_attrs.get(OWNER_ATTR, {}).get(LAUNCH_KEY) == self.launch_id
                 and t.system_attrs[OWNER_ATTR].get(WORKER_KEY) == index]
 

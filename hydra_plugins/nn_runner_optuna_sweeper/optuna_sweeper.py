@@ -114,12 +114,13 @@ class NnOptunaSweeper(Sweeper):
         run_search(self.settings, arguments, self.config, self.launcher, validate=self.validate_batch_is_legal,
                    job_config=self.job_config, workers=self.launch_workers if self.settings["workers"] else None)
 
-    def launch_workers(self, arguments, launch_id):
-        """Launch the search's `workers` worker jobs (_workers.py) through the sweep's launcher; their JobReturns."""
+    def launch_workers(self, arguments, launch_id, held):
+        """Launch the search's `workers` worker jobs (_workers.py) through the sweep's launcher, the study holding
+        `held` trials; their JobReturns."""
         from hydra_plugins.nn_runner_optuna_sweeper._workers import WorkerLoop, worker_overrides
 
         loop = WorkerLoop(self.task_function, self.hydra_context, self.config, self.settings, list(arguments),
-                          launch_id)
+                          launch_id, held)
         launcher = Plugins.instance().instantiate_launcher(config=self.config, hydra_context=self.hydra_context,
                                                            task_function=loop)
         return launcher.launch(worker_overrides(self.settings["workers"]), initial_job_idx=0)

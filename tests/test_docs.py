@@ -124,6 +124,10 @@ SCENARIOS = {
         "nn-run dataset=iris model.hidden=[16,8] model.activation=relu model.init=he model.output=softmax "
         "train.batch_size=32 train.lr=0.01 train.iterations=3000 train.log_every=500",
     ]),
+    "reruns.md: rerunning a sweep": Scenario([
+        "nn-run -m seed=1,2 train.iterations=100",
+        "nn-rerun PARENT_RUN_ID",
+    ]),
     "reruns.md: a run's numerics on another machine": Scenario([
         'export OPENBLAS_CORETYPE=Haswell NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR"',
     ]),
@@ -291,9 +295,21 @@ def first_run(folder):
     return run.info.run_id, os.path.relpath(os.path.realpath(run.data.tags[HYDRA_OUTPUT_DIR_TAG]), os.path.realpath(folder))
 
 
+def latest_sweep(folder):
+    """The id of the newest sweep parent run (tag sweep_id) the folder's store holds."""
+    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    experiment = client.get_experiment_by_name("nn-runner")
+    (run,) = client.search_runs([experiment.experiment_id], filter_string="tags.sweep_id LIKE '%'",
+                                order_by=["attributes.start_time DESC"], max_results=1)
+    return run.info.run_id
+
+
 def filled_in(command, folder):
-    """The command with its placeholders filled from this folder: RUN_ID and its output folder, /anywhere."""
+    """The command with its placeholders filled from this folder: PARENT_RUN_ID, RUN_ID and its output folder,
+    /anywhere."""
     command = command.replace("/anywhere", str(folder))
+    if "PARENT_RUN_ID" in command:
+        command = command.replace("PARENT_RUN_ID", latest_sweep(folder))
     if "RUN_ID" in command or "outputs/2026-11-28/14-27-44" in command:
         run_id, output_dir = first_run(folder)
         command = command.replace("RUN_ID", run_id).replace("outputs/2026-11-28/14-27-44", output_dir)

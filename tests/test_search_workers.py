@@ -83,3 +83,67 @@ def test_a_bad_workers_value_stops_the_search_in_one_line_before_any_run_or_fold
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [f"nn-run: the sweep cannot start: {message}"]
     assert list(tmp_path.iterdir()) == []  # no store (so no parent run), no sweep folder
+
+
+LONG = 1_000_000  # iterations (~6-15 s here); the other trials 2,000-8,000
+# random sampler seed 51 (each worker's sequence drawn as _workers.worker_sampler seeds it): worker 1's first trial
+# is the long one, and none of worker 0's first 7 is
+DYING = ["hydra/launcher=submitit_local", "hydra.sweeper.workers=2", "hydra.sweeper.n_trials=6",
+         "hydra.sweeper.sampler.name=random", "hydra.sweeper.sampler.seed=51", "hydra.sweep.dir=search",
+         f"train.iterations=choice(2000,4000,6000,8000,{LONG})", "train.lr=tag(log,interval(0.3,3))",
+         "train.log_every=2000", "tracking.log_model=false"]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_is_a_lost_job_and_the_search_run_again_resumes_its_trial(tmp_path, tracking_uri,
+                                                                                           experiment, client):
+    import json
+    import os
+    import signal
+    import time
+
+    from runner import checkpoint, exit_codes
+
+    cmd = [*NN_RUN, "-m", "hydra/sweeper=nn_optuna", *DYING, f"tracking.uri={tracking_uri}",
+           f"tracking.experiment={experiment}"]
+    sweep = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    storage = f"sqlite:///{tmp_path / 'search' / 'optuna.db'}"
+    try:
+        deadline, trial = time.monotonic() + 180, None
+        while trial is None and time.monotonic() < deadline:
+            time.sleep(0.3)
+            if (tmp_path / "search" / ".submitit").exists():  # the study exists once the workers are launched
+                trial = next((t for t in optuna.load_study(storage=storage, study_name="search").trials
+                              if t.state == TrialState.RUNNING and t.params["train.iterations"] == LONG
+                              and checkpoint.read_meta(tmp_path / "search" / str(t.number)) is not None), None)
+        assert trial is not None, "worker 1's long trial did not start"
+        owner = trial.system_attrs[OWNER_ATTR]
+        assert owner[WORKER_KEY] == 1
+        time.sleep(1.0)  # into its training
+        os.kill(int(owner["pid"]), signal.SIGKILL)  # the worker's process: an OOM kill, a lost node
+        out, err = sweep.communicate(timeout=300)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.wait()
+    # the other worker filled the study; the dead one is a lost job, as in any sweep
+    assert sweep.returncode == exit_codes.FAILED, err[-3000:]
+    trials = optuna.load_study(storage=storage, study_name="search").trials
+    assert len(trials) == 6 and trials[trial.number].state == TrialState.RUNNING  # it has a checkpoint: resumable
+    assert {t.state for t in trials if t.number != trial.number} == {TrialState.COMPLETE}
+    runs = runs_of(client, experiment)
+    (parent,) = [r for r in runs if record.SWEEP_ID_TAG in r.data.tags]
+    (lost,) = [r for r in runs if r.data.tags.get(record.TRIAL_NUMBER_TAG) == str(trial.number)]
+    assert parent.info.status == "FAILED" and parent.data.metrics[record.CHILDREN_FAILED_METRIC] == 1
+    assert lost.info.status == "FAILED" and lost.data.tags["error"].startswith(
+        f"its process (pid {owner['pid']} on ") and "the launcher reported" in lost.data.tags["error"]
+    assert f"nn-run: job {lost.info.run_name}: lost: {lost.data.tags['error']}" in err.splitlines(), err[-3000:]
+
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = optuna.load_study(storage=storage, study_name="search").trials
+    assert [t.number for t in trials] == list(range(6)) and {t.state for t in trials} == {TrialState.COMPLETE}
+    _, children = assert_one_child_per_trial(client, experiment, trials)
+    resumed = children[trial.number]
+    assert resumed.info.run_id == lost.info.run_id and json.loads(resumed.data.tags[record.RESUMED_AT_TAG])
+    assert "continued: 5 trials kept, 1 resumed, 0 lost" in again.stderr + again.stdout

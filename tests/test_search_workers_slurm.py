@@ -118,4 +118,4 @@ def test_three_slurm_workers_fill_24_trials_and_a_preempted_worker_resumes_its_t
     assert trials[trial.number].value == points[-1][1]
     # the requeued worker took its trial back (then went on asking)
     said = "".join(p.read_text(errors="replace") for p in (sweep_dir / ".submitit").glob("*/*_log.out"))
-    assert f"worker 0 (" in said and f"Slurm job {job}): takes back trial {trial.number}" in said
+    assert "worker 0 (" in said and f"Slurm job {job}): takes back trial {trial.number}" in said

@@ -163,16 +163,18 @@ def run_workers(workers, arguments, study, storage, name, space, config, job_con
     are those of workers that died. Returns (those of them whose checkpoint resumes them, to launch again; the
     first failed worker's JobReturn or None); the others are told FAIL (fail_lost). A launcher that raises (a
     worker its cluster cancelled: submitit's UncompletedJobError) stops the search, after the RUNNING trials of
-    workers known to be gone (on this host) are settled so."""
+    workers known to be gone (on this host) without a checkpoint are told FAIL; the others stay RUNNING, for
+    the search run again (resume_plan)."""
     launch_id = uuid.uuid4().hex
     try:
         returns = workers(arguments, launch_id, len(study.get_trials(deepcopy=False)))
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the trials stay RUNNING, for the search run again to resume
         raise
-    except BaseException:
-        _, lost = resume_plan(study, space, config, job_config)
+    except BaseException:  # the other workers may still run (on other nodes): only a trial whose worker is known
+        _, lost = resume_plan(study, space, config, job_config)  # gone, on this host, and with no checkpoint, is FAIL
         for trial in lost:
-            fail_lost(study, storage, name, trial, config)
+            if run_owner.owner_gone(trial[0].system_attrs.get(OWNER_ATTR, {})):
+                fail_lost(study, storage, name, trial, config)
         raise
     resumed, lost = resume_plan(study, space, config, job_config, every=True)
     for trial in lost:

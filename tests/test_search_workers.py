@@ -8,6 +8,7 @@ import optuna
 import pytest
 from conftest import NN_RUN, runs_of
 from optuna.trial import TrialState
+from servers import postgres_bin, postgres_database
 
 from hydra_plugins.nn_runner_optuna_sweeper._search import OWNER_ATTR
 from hydra_plugins.nn_runner_optuna_sweeper._workers import LAUNCH_KEY, WORKER_KEY
@@ -41,14 +42,30 @@ def assert_one_child_per_trial(client, experiment, trials):
     return parent, by_number
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def study_storage(request):
+    """None: the study in optuna.db in the sweep folder; else the URL of a throwaway PostgreSQL database (a
+    cluster's storage)."""
+    if request.param == "sqlite":
+        yield None
+        return
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL is not installed (initdb)")
+    with postgres_database() as url:
+        yield url
+
+
 @pytest.mark.slow
 def test_three_submitit_local_workers_fill_the_study_with_one_child_run_per_trial(tmp_path, tracking_uri,
-                                                                                  experiment, client):
+                                                                                  experiment, client, study_storage):
+    storage = [f"hydra.sweeper.storage={study_storage}"] if study_storage else []
     done = nn_run_m(tmp_path, "hydra/launcher=submitit_local", "hydra.sweeper.workers=3", "hydra.sweeper.n_trials=7",
                     "hydra.sweeper.sampler.name=random", "hydra.sweeper.sampler.seed=5", "hydra.sweep.dir=search",
-                    f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}", *UNEVEN)
+                    *storage, f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}", *UNEVEN)
     assert done.returncode == 0, done.stderr[-3000:]
-    trials = optuna.load_study(storage=f"sqlite:///{tmp_path / 'search' / 'optuna.db'}", study_name="search").trials
+    url = study_storage or f"sqlite:///{tmp_path / 'search' / 'optuna.db'}"
+    assert (tmp_path / "search" / "optuna.db").exists() == (study_storage is None)
+    trials = optuna.load_study(storage=url, study_name="search").trials
     assert [t.number for t in trials] == list(range(7)) and {t.state for t in trials} == {TrialState.COMPLETE}
     owners = [t.system_attrs[OWNER_ATTR] for t in trials]
     assert len({o[LAUNCH_KEY] for o in owners}) == 1 and {o[WORKER_KEY] for o in owners} <= {0, 1, 2}

@@ -164,3 +164,5 @@ def test_a_worker_killed_mid_trial_is_a_lost_job_and_the_search_run_again_resume
     resumed = children[trial.number]
     assert resumed.info.run_id == lost.info.run_id and json.loads(resumed.data.tags[record.RESUMED_AT_TAG])
     assert "continued: 5 trials kept, 1 resumed, 0 lost" in again.stderr + again.stdout
+    # submitit's jobs: the 2 workers, then the resumed trial as an ordinary job, and no worker for a full study
+    assert len(list((tmp_path / "search" / ".submitit").glob("*/*_submitted.pkl"))) == 3

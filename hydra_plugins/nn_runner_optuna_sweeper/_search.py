@@ -134,7 +134,7 @@ def run_search(settings, arguments, config, launcher, validate=None, job_config=
 
         for first in range(0, len(resumed), settings["n_jobs"]):
             run(resumed[first:first + settings["n_jobs"]])
-        if workers is not None:
+        if workers is not None and len(study.get_trials(deepcopy=False)) < n_trials:  # a full study: no worker
             launched[0] = True
             stopped = run_workers(workers, arguments, study, storage, name, space, config, job_config)
             for first in range(0, len(stopped[0]), settings["n_jobs"]):  # trials its dead workers left RUNNING

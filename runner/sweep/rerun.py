@@ -95,7 +95,7 @@ def load_sources(uri, experiment, children, folder):
         run_id = child.info.run_id
         where = os.path.join(folder, run_id)
         try:
-            path = stored_run.download_artifact(uri, run_id, record.CONFIG_FILE, where)
+            path = stored_run.download_artifact(uri, child, record.CONFIG_FILE, where)
         except stored_run.NotInStore:
             raise RerunError(f"child run {child_name(child)} has no {record.CONFIG_FILE} artifact: it was not "
                              "logged by nn-run") from None
@@ -289,16 +289,16 @@ def compare_all(uri, parent_run_id, outcomes, folder):
     def histories(run):
         return {key: points[key][run.info.run_id] for key in run.data.metrics}
 
-    def weights(run_id):
-        where = os.path.join(folder, run_id)
-        stored_run.download_artifact(uri, run_id, record.WEIGHTS_DIR, where)
+    def weights(run):
+        where = os.path.join(folder, run.info.run_id)
+        stored_run.download_artifact(uri, run, record.WEIGHTS_DIR, where)
         return record.read_weights(where)
 
     compared = {}
     for outcome in done:
         source, new = outcome.source, new_runs[outcome.new_run_id]
-        compared[source.info.run_id] = compare_records(source, new.data.tags, weights(source.info.run_id),
-                                                       weights(new.info.run_id), histories(source), histories(new))
+        compared[source.info.run_id] = compare_records(source, new.data.tags, weights(source), weights(new),
+                                                       histories(source), histories(new))
     return compared
 
 

@@ -156,10 +156,10 @@ def quiet_jobs():
         logger.setLevel(level)
 
 
-def train_reruns(sources, configs, parent_run_id, experiment_id, max_batch=MAX_BATCH):
+def train_reruns(sources, configs, parent_run_id, experiment_id, outcomes, max_batch=MAX_BATCH):
     """Train and log the reruns of `sources` (with their composed `configs`) as children of `parent_run_id`:
-    those that can, together (runner/sweep/batches.py), the others alone. Returns {source id: Outcome}."""
-    outcomes = {}
+    those that can, together (runner/sweep/batches.py), the others alone. Each one's Outcome goes into
+    `outcomes` ({source id: Outcome}) as soon as its run has ended."""
     stoppers = [None if s.pruned_at_step is None else stop_at(s.pruned_at_step) for s in sources]
 
     def log(index, trained=None):
@@ -187,7 +187,6 @@ def train_reruns(sources, configs, parent_run_id, experiment_id, max_batch=MAX_B
         for index in range(len(sources)):
             if index not in batched:
                 log(index)
-    return outcomes
 
 
 def numeric_groups(sources, rebuild):
@@ -264,8 +263,8 @@ def run_part(text, uri, part):
         configs = reproduction_configs(sources)
         outcomes = {}
         try:
-            outcomes = train_reruns(sources, configs, plan["parent_run_id"], plan["experiment_id"])
-        finally:
+            train_reruns(sources, configs, plan["parent_run_id"], plan["experiment_id"], outcomes)
+        finally:  # what ended so far, also after Ctrl-C or an error
             with open(part + ".out", "w") as handle:
                 json.dump({k: {"run_id": o.new_run_id, "failure": o.failure} for k, o in outcomes.items()}, handle)
     return exit_codes.OK
@@ -351,8 +350,8 @@ def rerun_sweep(parent, uri, rebuild=True):
             outcomes = {}
             for facts, members in numeric_groups(sources, rebuild):
                 if facts is None:
-                    outcomes.update(train_reruns(members, [config_of[s.label] for s in members], parent_run_id,
-                                                 experiment_id))
+                    train_reruns(members, [config_of[s.label] for s in members], parent_run_id, experiment_id,
+                                 outcomes)
                 else:
                     outcomes.update(rebuilt_part(members, uri, parent.info.run_id, parent_run_id, experiment_id,
                                                  folder))

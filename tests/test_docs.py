@@ -213,6 +213,18 @@ NOT_RUN = {  # key: (why it is not run here, the test that covers it instead or 
         "a search of 20 trials of 60,000 iterations, run twice",
         "tests/test_study_resume.py::"
         "test_a_search_killed_mid_trial_continues_its_study_and_parent_and_resumes_the_trial"),
+    "nn-run -m hydra/sweeper=nn_optuna hydra/launcher=submitit_local hydra.sweeper.workers=3 hydra.sweeper.n_trials=12 "
+    "'train.lr=tag(log,interval(0.1,10))' 'train.iterations=choice(1000,3000,10000)'": (
+        "a search of 3 submitit jobs (about a minute here)",
+        "tests/test_search_workers.py::test_three_submitit_local_workers_fill_the_study_with_one_child_run_per_trial"),
+    "read -rs PGPASSWORD && export PGPASSWORD": ("reads a password at the terminal", None),
+    "nn-run -m hydra/sweeper=nn_optuna hydra/launcher=submitit_slurm hydra.launcher.partition=PARTITION "
+    "hydra.launcher.timeout_min=120 hydra.sweeper.workers=16 hydra.sweeper.n_trials=400 "
+    "'hydra.sweeper.storage=${oc.env:OPTUNA_STORAGE}' hydra.sweeper.sampler.constant_liar=true "
+    "hydra.sweep.dir=/shared/searches/lr tracking.uri=https://mlflow.example.org 'train.lr=tag(log,interval(0.01,10))'": (
+        SLURM + "; a real cluster's names and database",
+        "tests/test_search_workers_slurm.py::"
+        "test_three_slurm_workers_fill_24_trials_and_a_preempted_worker_resumes_its_trial_bit_for_bit"),
     "nn-run -m hydra/launcher=batched seed='range(1,257)'": (
         "a long sweep (256 jobs; benchmarks/batched_sweep.py times it)",
         "tests/test_batched.py::test_batched_sweep_of_seeds_and_learning_rates_logs_each_child_as_its_single_run"),

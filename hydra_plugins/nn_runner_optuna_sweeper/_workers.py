@@ -27,7 +27,6 @@ from pathlib import Path
 import optuna
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import configure_log, run_job
-from omegaconf import open_dict
 from optuna.trial import TrialState
 
 from hydra_plugins.nn_runner_optuna_sweeper._search import (
@@ -35,6 +34,7 @@ from hydra_plugins.nn_runner_optuna_sweeper._search import (
     OWNER_ATTR,
     fail_child_run,
     job_checkpoint,
+    job_config,
     outcome,
     prepare,
     raise_failure,
@@ -156,12 +156,8 @@ class WorkerLoop:
                                                       "the trial ran again from its start as a new run")
 
     def trial_config(self, overrides, number):
-        """The config Hydra's launchers compose for job `number` (NnOptunaSweeper.job_config)."""
-        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        with open_dict(config):
-            config.hydra.job.id = number
-            config.hydra.job.num = number
-        return config
+        """The config Hydra's launchers compose for job `number` (_search.job_config)."""
+        return job_config(self.hydra_context, self.config, overrides, number)
 
     def run_trial(self, study, space, number, params, n_trials):
         """Run trial `number` as the sweep's job `number` and tell the study how it ended. A stop of this process

@@ -192,3 +192,19 @@ def test_a_big_sweeps_plot_names_its_best_runs_and_greys_the_others(tracking_uri
         "train.lr=1", "train.lr=2", "train.lr=3"]  # a small sweep: every run named, no ranks
     for name in ("big.png", "small.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_nn_compare_ranks_a_sqlite_stores_sweep_without_importing_mlflow(tracking_uri, experiment, client, tmp_path):
+    """On a SQLite store nn-compare reads with plain SQL and copies its files to the parent's artifact folder."""
+    parent_id = make_sweep(tracking_uri, experiment, [(1, [0.5, 0.3], False), (2, [0.5, 0.2], False)])
+    script = ("import sys; from runner.cli.compare import main; "
+              f"main([{parent_id!r}, '--tracking-uri', {tracking_uri!r}]); print('mlflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "False"
+    _, rows = table_rows(done.stdout)
+    assert [row[1] for row in rows] == ["2", "1"]
+    assert {a.path for a in client.list_artifacts(parent_id)} == {record.COMPARISON_FILE, record.COMPARISON_PLOT}
+    folder = client.download_artifacts(parent_id, "", str(tmp_path / "artifacts"))
+    with open(Path(folder, record.COMPARISON_FILE)) as handle:
+        assert [r["train.lr"] for r in csv.DictReader(handle)] == ["2", "1"]

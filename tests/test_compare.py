@@ -208,3 +208,15 @@ def test_nn_compare_ranks_a_sqlite_stores_sweep_without_importing_mlflow(trackin
     folder = client.download_artifacts(parent_id, "", str(tmp_path / "artifacts"))
     with open(Path(folder, record.COMPARISON_FILE)) as handle:
         assert [r["train.lr"] for r in csv.DictReader(handle)] == ["2", "1"]
+
+
+def test_nn_compares_defaults_read_without_hydra_are_the_ones_nn_run_composes(tmp_path, monkeypatch):
+    from runner import config_files
+    from runner.config import tracking_defaults
+
+    assert config_files.plain_tracking_defaults() == tracking_defaults()
+    (tmp_path / "tracking").mkdir()
+    (tmp_path / "config.yaml").write_text("defaults:\n  - tracking: local\n  - _self_\n")
+    (tmp_path / "tracking" / "local.yaml").write_text("uri: ${oc.env:STORE}\nexperiment: e\n")
+    monkeypatch.setattr(config_files, "CONFIG_DIR", str(tmp_path))
+    assert config_files.plain_tracking_defaults() is None  # an interpolation: Hydra's composition says

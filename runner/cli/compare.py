@@ -14,7 +14,7 @@ from runner.tracking.uri import ServerRefused, ServerUnreachable
 
 def composed_tracking_defaults():
     """(tracking.uri, tracking.experiment) as Hydra composes nn-run's config (~1.5 s: only where the files need it)."""
-    from runner.config import tracking_defaults
+    from runner.config import tracking_defaults  # Hydra (~1.5 s): only when the files need its composition
 
     return tracking_defaults()
 

@@ -20,6 +20,7 @@ def validate_serving_input(model_path, serving_input):
 
     Needed by tracking.client.ModelCopies, which saves one model for many runs instead of calling Model.log.
     """
+    # MLflow (~2 s to import): on use, so that the plain SQLite reads below need none of it
     from mlflow.models.utils import _validate_serving_input
 
     return _validate_serving_input(model_path, serving_input)
@@ -29,6 +30,7 @@ def context_tags():
     """MLflow's context tags, as mlflow.start_run and Model.log resolve them: the user, the source's name and
     type, the git commit of the source's checkout, a Databricks context's, MLFLOW_RUN_CONTEXT's (applied last),
     and those of installed context-provider plugins. MLflow documents the plugins, not this resolution."""
+    # MLflow (~2 s to import): on use, so that the plain SQLite reads below need none of it
     from mlflow.tracking.context import registry
 
     return registry.resolve_tags()
@@ -37,6 +39,7 @@ def context_tags():
 def sqlalchemy_engines():
     """The SQLAlchemy engines MLflow keeps for this process, one per database URI (a forked process must not
     share its parent's connections: tracking.client.forget_inherited_connections)."""
+    # MLflow (~2 s to import): on use, so that the plain SQLite reads below need none of it
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     return list(SqlAlchemyStore._engine_map.values())
@@ -51,6 +54,7 @@ def metric_history_bulk(client, run_ids, key, runs_per_query):
     The store's method is public on the class but not documented, and reached through MlflowClient's private
     _tracking_client.
     """
+    # MLflow (~2 s to import): on use, so that the plain SQLite reads below need none of it
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     store = client._tracking_client.store
@@ -72,10 +76,11 @@ def child_runs_bulk(client, experiment_id, parent_run_id, runs_per_query):
     the 10,000 children of a sweep. The table models (mlflow.store.tracking.dbmodels) are MLflow's own, undocumented;
     tests/test_private_names.py checks the result against search_runs.
     """
+    # MLflow (~2 s to import): on use, so that the plain SQLite reads below need none of it
     from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
-    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlRun, SqlTag
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlRun, SqlTag  # on use, as above
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # on use, as above
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # on use, as above
 
     store = client._tracking_client.store
     if not isinstance(store, SqlAlchemyStore):

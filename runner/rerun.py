@@ -179,6 +179,13 @@ def compose_from(config, overrides, label):
                 raise RerunError(f"--override {' '.join(overrides)}: {_one_line(error)}") from None
 
 
+def reproduction_values(source):
+    """The source's recorded config with its tracking settings replaced by where the rerun logs: the source's store
+    and experiment."""
+    return {**source.config, "tracking": {**(source.config.get("tracking") or {}),
+                                          "uri": source.uri, "experiment": source.experiment}}
+
+
 def check_dataset_file(path, expected_sha256, label):
     """Raise DatasetChanged unless the file at `path` (relative to the working directory) has the
     sha256 recorded with run `label`."""
@@ -205,18 +212,16 @@ def check_dataset(source, cfg):
         check_dataset_file(path, expected, source.label)
 
 
-def compare_runs(source, new_run_id, folder):
-    """(differences, differing environment facts) between the source's record and the new run's."""
-    # stored_run imports MLflow (~1.5 s): only once a source is looked up
-    from runner.tracking import stored_run
+def compare_records(source_run, new_tags, source_weights, new_weights, source_points, new_points):
+    """(differences, differing environment facts) between a source run's record and its rerun's: plain data in.
 
-    new_run = stored_run.get_run(source.uri, new_run_id)
-    source_tags, new_tags = source.run.data.tags, new_run.data.tags
-    source_weights = record.read_weights(source.artifacts)
-    new_weights = record.read_weights(stored_run.download_artifacts(source.uri, new_run_id, folder))
+    `source_run` is the source's MLflow run (status, tags), the weights are lists of matrices, the points
+    {metric key: [(step, value), ...]}. Both nn-rerun of one run and of a sweep (runner/sweep/rerun.py) compare so.
+    """
+    source_tags = source_run.data.tags
     differences = []
-    if source.run.info.status != "FINISHED":
-        differences.append(Difference("source run", f"status {source.run.info.status}: its record is incomplete"))
+    if source_run.info.status != "FINISHED":
+        differences.append(Difference("source run", f"status {source_run.info.status}: its record is incomplete"))
     source_hash, new_hash = source_tags.get(record.WEIGHTS_HASH_TAG), new_tags.get(record.WEIGHTS_HASH_TAG)
     if source_hash != new_hash:
         differences.append(Difference(record.WEIGHTS_HASH_TAG, f"source {source_hash}, rerun {new_hash}"))
@@ -224,9 +229,20 @@ def compare_runs(source, new_run_id, folder):
         differences.append(Difference("source weights", f"the logged matrices do not hash to the source's "
                                       f"{record.WEIGHTS_HASH_TAG} tag: they were changed after the run"))
     differences += compare_weights(source_weights, new_weights)
-    differences += compare_metrics(stored_run.metric_histories(source.uri, source.run),
-                                   stored_run.metric_histories(source.uri, new_run))
+    differences += compare_metrics(source_points, new_points)
     return differences, differing_facts(source_tags, new_tags)
+
+
+def compare_runs(source, new_run_id, folder):
+    """(differences, differing environment facts) between the source's record and the new run's."""
+    # stored_run imports MLflow (~1.5 s): only once a source is looked up
+    from runner.tracking import stored_run
+
+    new_run = stored_run.get_run(source.uri, new_run_id)
+    new_weights = record.read_weights(stored_run.download_artifacts(source.uri, new_run_id, folder))
+    return compare_records(source.run, new_run.data.tags, record.read_weights(source.artifacts), new_weights,
+                           stored_run.metric_histories(source.uri, source.run),
+                           stored_run.metric_histories(source.uri, new_run))
 
 
 def stop_at(pruned_step):
@@ -288,9 +304,7 @@ def rerun(text, uri, overrides, argv=None):
             code = rebuild_numerics(source, argv)
             if code is not None:
                 return code
-        config = {**source.config, "tracking": {**(source.config.get("tracking") or {}),
-                                                "uri": source.uri, "experiment": source.experiment}}
-        cfg = compose_from(config, overrides, f"run {source.label}" if source.run else source.label)
+        cfg = compose_from(reproduction_values(source), overrides, f"run {source.label}" if source.run else source.label)
         check_dataset(source, cfg)
         if overrides:
             name, link = f"{source.run_name} + {','.join(overrides)}", record.DERIVED_FROM_TAG

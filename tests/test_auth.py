@@ -9,6 +9,8 @@ import base64
 import secrets
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,27 @@ def new_user(name):
 
 def run(cmd, cwd, env, timeout=TIMEOUT):
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_together(cmds, cwd, env, timeout=TIMEOUT):
+    """Run `cmds` at the same time (their output in files, so no pipe fills up); their CompletedProcesses, in order."""
+    outputs = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in cmds]
+    started = [subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
+               for cmd, (out, err) in zip(cmds, outputs)]
+    deadline = time.monotonic() + timeout
+    try:
+        codes = [process.wait(timeout=max(1.0, deadline - time.monotonic())) for process in started]
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    done = []
+    for cmd, code, (out, err) in zip(cmds, codes, outputs):
+        out.seek(0), err.seek(0)
+        done.append(subprocess.CompletedProcess(cmd, code, out.read(), err.read()))
+        out.close(), err.close()
+    return done
 
 
 def secrets_of(username, password):
@@ -112,8 +135,7 @@ def test_a_user_with_edit_runs_sweeps_reruns_and_compares_and_the_password_is_no
         [*NN_RUN, "-m", *where, "hydra/launcher=submitit_local", "seed=3,4", "hydra.sweep.dir=multirun/submitit"],
     ]
     console = []
-    for cmd in commands:
-        done = run(cmd, work, env)
+    for done in run_together(commands, work, env):  # at once, as a team's users would: one server, one experiment
         console += [done.stdout, done.stderr]
         assert done.returncode == 0, done.stderr[-3000:]
         assert not any(line in done.stdout + done.stderr for line in QUIET_LINES)

@@ -124,6 +124,10 @@ SCENARIOS = {
         "nn-run dataset=iris model.hidden=[16,8] model.activation=relu model.init=he model.output=softmax "
         "train.batch_size=32 train.lr=0.01 train.iterations=3000 train.log_every=500",
     ]),
+    "reruns.md: rerunning a sweep": Scenario([
+        "nn-run -m seed=1,2 train.iterations=100",
+        "nn-rerun PARENT_RUN_ID",
+    ]),
     "reruns.md: a run's numerics on another machine": Scenario([
         'export OPENBLAS_CORETYPE=Haswell NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR"',
     ]),
@@ -209,6 +213,18 @@ NOT_RUN = {  # key: (why it is not run here, the test that covers it instead or 
         "a search of 20 trials of 60,000 iterations, run twice",
         "tests/test_study_resume.py::"
         "test_a_search_killed_mid_trial_continues_its_study_and_parent_and_resumes_the_trial"),
+    "nn-run -m hydra/sweeper=nn_optuna hydra/launcher=submitit_local hydra.sweeper.workers=3 hydra.sweeper.n_trials=12 "
+    "'train.lr=tag(log,interval(0.1,10))' 'train.iterations=choice(1000,3000,10000)'": (
+        "a search of 3 submitit jobs (about a minute here)",
+        "tests/test_search_workers.py::test_three_submitit_local_workers_fill_the_study_with_one_child_run_per_trial"),
+    "read -rs PGPASSWORD && export PGPASSWORD": ("reads a password at the terminal", None),
+    "nn-run -m hydra/sweeper=nn_optuna hydra/launcher=submitit_slurm hydra.launcher.partition=PARTITION "
+    "hydra.launcher.timeout_min=120 hydra.sweeper.workers=16 hydra.sweeper.n_trials=400 "
+    "'hydra.sweeper.storage=${oc.env:OPTUNA_STORAGE}' hydra.sweeper.sampler.constant_liar=true "
+    "hydra.sweep.dir=/shared/searches/lr tracking.uri=https://mlflow.example.org 'train.lr=tag(log,interval(0.01,10))'": (
+        SLURM + "; a real cluster's names and database",
+        "tests/test_search_workers_slurm.py::"
+        "test_three_slurm_workers_fill_24_trials_and_a_preempted_worker_resumes_its_trial_bit_for_bit"),
     "nn-run -m hydra/launcher=batched seed='range(1,257)'": (
         "a long sweep (256 jobs; benchmarks/batched_sweep.py times it)",
         "tests/test_batched.py::test_batched_sweep_of_seeds_and_learning_rates_logs_each_child_as_its_single_run"),
@@ -279,9 +295,21 @@ def first_run(folder):
     return run.info.run_id, os.path.relpath(os.path.realpath(run.data.tags[HYDRA_OUTPUT_DIR_TAG]), os.path.realpath(folder))
 
 
+def latest_sweep(folder):
+    """The id of the newest sweep parent run (tag sweep_id) the folder's store holds."""
+    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    experiment = client.get_experiment_by_name("nn-runner")
+    (run,) = client.search_runs([experiment.experiment_id], filter_string="tags.sweep_id LIKE '%'",
+                                order_by=["attributes.start_time DESC"], max_results=1)
+    return run.info.run_id
+
+
 def filled_in(command, folder):
-    """The command with its placeholders filled from this folder: RUN_ID and its output folder, /anywhere."""
+    """The command with its placeholders filled from this folder: PARENT_RUN_ID, RUN_ID and its output folder,
+    /anywhere."""
     command = command.replace("/anywhere", str(folder))
+    if "PARENT_RUN_ID" in command:
+        command = command.replace("PARENT_RUN_ID", latest_sweep(folder))
     if "RUN_ID" in command or "outputs/2026-11-28/14-27-44" in command:
         run_id, output_dir = first_run(folder)
         command = command.replace("RUN_ID", run_id).replace("outputs/2026-11-28/14-27-44", output_dir)

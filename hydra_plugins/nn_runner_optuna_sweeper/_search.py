@@ -27,6 +27,7 @@ the reason in its user attribute LOST_ATTR and on its child run, ended FAILED (r
 import json
 import logging
 import math
+import uuid
 from pathlib import Path
 
 import optuna
@@ -76,11 +77,13 @@ def prepare(settings, arguments):
     return space, sampler, pruner, n_trials
 
 
-def run_search(settings, arguments, config, launcher, validate=None, job_config=None):
+def run_search(settings, arguments, config, launcher, validate=None, job_config=None, workers=None):
     """Run the search: see the module docstring. Writes RESULTS_FILE into the sweep folder. `validate`, if
     given, is called with the first batch's overrides (Hydra's Sweeper.validate_batch_is_legal: a key no config
     has stops the search before any job runs). `job_config(overrides, number)` is the config Hydra gives job
-    `number` (where its folder is, to find an interrupted trial's checkpoint: `resume_plan`)."""
+    `number` (where its folder is, to find an interrupted trial's checkpoint: `resume_plan`). `workers(arguments,
+    launch_id, trials held)`, if given, launches the search's worker jobs (_workers.py) and returns their JobReturns: see
+    `run_workers`."""
     space, sampler, pruner, n_trials = prepare(settings, arguments)
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -99,7 +102,8 @@ def run_search(settings, arguments, config, launcher, validate=None, job_config=
         resumed, lost = resume_plan(study, space, config, job_config)
         kept = [t for t in held if t.state.is_finished()]
         log.info(f"Optuna study {name!r} in {redact(url)}: {n_trials} trials, {settings['direction']}, sampler "
-                 f"{type(sampler).__name__}, pruner {type(pruner).__name__}, {settings['n_jobs']} at a time"
+                 f"{type(sampler).__name__}, pruner {type(pruner).__name__}, "
+                 + (f"{settings['workers']} workers" if workers is not None else f"{settings['n_jobs']} at a time")
                  + (f"; continued: {len(kept)} trials kept, {len(resumed)} resumed, {len(lost)} lost"
                     if held else ""))
         for trial in lost:
@@ -130,6 +134,16 @@ def run_search(settings, arguments, config, launcher, validate=None, job_config=
 
         for first in range(0, len(resumed), settings["n_jobs"]):
             run(resumed[first:first + settings["n_jobs"]])
+        if workers is not None:
+            launched[0] = True
+            stopped = run_workers(workers, arguments, study, storage, name, space, config, job_config)
+            for first in range(0, len(stopped[0]), settings["n_jobs"]):  # trials its dead workers left RUNNING
+                run(stopped[0][first:first + settings["n_jobs"]])
+            if stopped[1] is not None:  # a worker failed (its trials' failures, its own error): so does the search
+                write_results(study, sweep_dir / RESULTS_FILE)
+                raise_failure(stopped[1])
+            failed[0] = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                            if LOST_ATTR not in t.user_attrs)
         while True:
             missing = n_trials - len(study.get_trials(deepcopy=False))
             if missing <= 0:
@@ -142,6 +156,33 @@ def run_search(settings, arguments, config, launcher, validate=None, job_config=
         write_results(study, sweep_dir / RESULTS_FILE)
     finally:
         optuna.logging.set_verbosity(verbosity)
+
+
+def run_workers(workers, arguments, study, storage, name, space, config, job_config):
+    """Launch the worker jobs (`workers`, see run_search) and wait for all of them; then the trials still RUNNING
+    are those of workers that died. Returns (those of them whose checkpoint resumes them, to launch again; the
+    first failed worker's JobReturn or None); the others are told FAIL (fail_lost). A launcher that raises (a
+    worker its cluster cancelled: submitit's UncompletedJobError) stops the search, after the RUNNING trials of
+    workers known to be gone (on this host) without a checkpoint are told FAIL; the others stay RUNNING, for
+    the search run again (resume_plan)."""
+    launch_id = uuid.uuid4().hex
+    try:
+        returns = workers(arguments, launch_id, len(study.get_trials(deepcopy=False)))
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the trials stay RUNNING, for the search run again to resume
+        raise
+    except BaseException:  # the other workers may still run (on other nodes): only a trial whose worker is known
+        _, lost = resume_plan(study, space, config, job_config)  # gone, on this host, and with no checkpoint, is FAIL
+        for trial in lost:
+            if run_owner.owner_gone(trial[0].system_attrs.get(OWNER_ATTR, {})):
+                fail_lost(study, storage, name, trial, config)
+        raise
+    resumed, lost = resume_plan(study, space, config, job_config, every=True)
+    for trial in lost:
+        fail_lost(study, storage, name, trial, config)
+    failures = [job for job in returns if job.status != JobStatus.COMPLETED]
+    for job in failures:
+        log.error(f"a worker failed: {said(job, None, {}).strip(' ()')}")
+    return resumed, (failures[0] if failures else None)
 
 
 def held_trials(storage, name):
@@ -162,16 +203,17 @@ def resumed_sampler_settings(settings, held):
     return {**settings, "seed": (settings["seed"] + held) % SEED_LIMIT}
 
 
-def resume_plan(study, space, config, job_config):
+def resume_plan(study, space, config, job_config, every=False):
     """(trials to launch again, trials lost) among the study's RUNNING trials whose search process is gone
-    (OWNER_ATTR: a search killed mid-trial; a trial without it, asked by an older search, is taken as gone).
+    (OWNER_ATTR: a search killed mid-trial; a trial without it, asked by an older search, is taken as gone);
+    `every`: all of them (every worker of the search has returned, so none runs them).
 
     A trial whose job folder holds a checkpoint of its config (checkpoint.json, RUNNING or FINISHED) is launched
     again with its params and number: run_job continues its run from the checkpoint, bit for bit, or keeps the
     finished one, and the trial is told as usual. One without is lost: nothing can continue it."""
     resumed, lost = [], []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if run_owner.owner_gone(trial.system_attrs.get(OWNER_ATTR, {})) is False:
+        if not every and run_owner.owner_gone(trial.system_attrs.get(OWNER_ATTR, {})) is False:
             continue  # another search, alive, is running it
         if set(trial.params) != set(space.distributions):
             lost.append((trial, "the search space has changed since it was asked"))
@@ -183,9 +225,17 @@ def resume_plan(study, space, config, job_config):
             resumed.append(trial)
         else:
             owner = trial.system_attrs.get(OWNER_ATTR, {})
-            lost.append((trial, f"the search's process ({run_owner.describe_owner(owner)}) ended during this trial, "
-                                "before its job wrote a checkpoint to resume from"))
+            lost.append((trial, f"{owner_words(owner)} ended during this trial, before its job wrote a checkpoint "
+                                "to resume from"))
     return resumed, lost
+
+
+def owner_words(owner):
+    """Who asked a trial, for the reason it was lost: "the search's process (pid 1 on vm)", or its worker's."""
+    if "worker" in owner:  # _workers.WORKER_KEY: a worker job asked it
+        slurm = f", Slurm job {owner['slurm_job']}" if owner.get("slurm_job") else ""
+        return f"its worker {owner['worker']} ({run_owner.describe_owner(owner)}{slurm})"
+    return f"the search's process ({run_owner.describe_owner(owner)})"
 
 
 def job_checkpoint(config, overrides, number, job_config):

@@ -5,7 +5,8 @@ search space as hydra-optuna-sweeper does (_search_space.py) and runs the search
 RDB storage (default: optuna.db in the sweep folder) that every job can open, `n_jobs` trials asked and launched
 at a time with `hydra.job.num` equal to the trial's number, failed and pruned trials told as such, and
 optimization_results.yaml in the sweep folder; the same search run again continues its study (docs/sweeps.md:
-Resuming a search). The sampler and pruner settings are checked by
+Resuming a search). With `workers: N` the launcher runs N worker jobs instead, each asking the shared study
+for its next trial when it is free (_workers.py; docs/sweeps.md: Workers on a cluster). The sampler and pruner settings are checked by
 runner/sweep/optuna_settings.py. This module imports no Optuna: Hydra imports it on every command.
 """
 
@@ -63,6 +64,7 @@ class NnOptunaSweeperConf:
     direction: str = "minimize"  # minimize or maximize what the task returns (nn-run: the final error)
     n_trials: int = 20  # trials in the whole search: a continued study's earlier trials count
     n_jobs: int = 1  # trials asked at once and launched as one batch (1: the sampler learns from every trial)
+    workers: Optional[int] = None  # null/0: batches of n_jobs; N: N launcher jobs, each asking its next trial when free
     max_failure_rate: float = 0.0  # the search stops once more than this fraction of n_trials failed
     study_name: Optional[str] = None  # null: the sweep folder (hydra.sweep.dir); a study that exists is continued
     storage: Optional[str] = None  # an Optuna RDB URL (no password in it); null: sqlite optuna.db in the sweep folder
@@ -78,12 +80,14 @@ ConfigStore.instance().store(group="hydra/sweeper", name="nn_optuna", node=NnOpt
 class NnOptunaSweeper(Sweeper):
     """Hydra sweeper: see the module docstring. The constructor only keeps the settings."""
 
-    def __init__(self, direction, n_trials, n_jobs, max_failure_rate, study_name, storage, sampler, pruner, params):
+    def __init__(self, direction, n_trials, n_jobs, max_failure_rate, study_name, storage, sampler, pruner, params,
+                 workers=None):
         plain = (lambda node: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node)
         self.settings = {"direction": direction, "n_trials": n_trials, "n_jobs": n_jobs,
                          "max_failure_rate": max_failure_rate, "study_name": study_name, "storage": storage,
-                         "sampler": plain(sampler), "pruner": plain(pruner), "params": plain(params)}
-        self.config = self.hydra_context = self.launcher = None
+                         "sampler": plain(sampler), "pruner": plain(pruner), "params": plain(params),
+                         "workers": workers or 0}
+        self.config = self.hydra_context = self.launcher = self.task_function = None
 
     @staticmethod
     def check_settings(config):
@@ -91,14 +95,16 @@ class NnOptunaSweeper(Sweeper):
         `config` that the search cannot use. The sweep callback calls it before the parent run exists."""
         # _search imports Optuna (~0.6 s): Hydra imports this module on every command, a search or not
         from hydra_plugins.nn_runner_optuna_sweeper._search import prepare
-        from runner.sweep.optuna_settings import storage_url
+        from runner.sweep.optuna_settings import check_workers, storage_url
 
         settings = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
+        check_workers(settings.get("workers"), config.hydra.launcher.get("_target_"),
+                      OmegaConf.select(config, "hydra.runtime.choices.hydra/launcher"))
         prepare(settings, list(config.hydra.overrides.task))
         storage_url(settings, config.hydra.sweep.dir)
 
     def setup(self, *, hydra_context, task_function, config):
-        self.config, self.hydra_context = config, hydra_context
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
         self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
                                                                 task_function=task_function)
 
@@ -106,7 +112,18 @@ class NnOptunaSweeper(Sweeper):
         from hydra_plugins.nn_runner_optuna_sweeper._search import run_search  # Optuna, only for a search
 
         run_search(self.settings, arguments, self.config, self.launcher, validate=self.validate_batch_is_legal,
-                   job_config=self.job_config)
+                   job_config=self.job_config, workers=self.launch_workers if self.settings["workers"] else None)
+
+    def launch_workers(self, arguments, launch_id, held):
+        """Launch the search's `workers` worker jobs (_workers.py) through the sweep's launcher, the study holding
+        `held` trials; their JobReturns."""
+        from hydra_plugins.nn_runner_optuna_sweeper._workers import WorkerLoop, worker_overrides
+
+        loop = WorkerLoop(self.task_function, self.hydra_context, self.config, self.settings, list(arguments),
+                          launch_id, held)
+        launcher = Plugins.instance().instantiate_launcher(config=self.config, hydra_context=self.hydra_context,
+                                                           task_function=loop)
+        return launcher.launch(worker_overrides(self.settings["workers"]), initial_job_idx=0)
 
     def job_config(self, overrides, number):
         """The config Hydra's launchers compose for job `number` with `overrides` (its folder, its fingerprint)."""

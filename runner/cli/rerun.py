@@ -4,10 +4,11 @@
     nn-rerun RUN_ID --override KEY=VALUE   a new run from that run's config, changed (no comparison)
     nn-rerun outputs/DATE/TIME             the same from a Hydra output folder (.hydra/config.yaml)
     nn-rerun RUN_ID --no-rebuild           train in this process as it is, even where its numerics differ
+    nn-rerun PARENT_RUN_ID                 rerun every child of a sweep and compare each (runner/sweep/rerun.py)
 
 Progress and the verdict go to stdout, errors to stderr (runner/console.py). Exit 0: reproduced (or a
-derived/uncompared run was made); 1: not reproduced, or training diverged (one line on stderr, the new
-run FAILED); 2: bad input, with one line on stderr and no new run.
+derived/uncompared run was made; of a sweep: every child reproduced); 1: not reproduced, or training
+diverged (one line on stderr, the new run FAILED); 2: bad input, with one line on stderr and no new run.
 """
 
 import argparse
@@ -15,9 +16,10 @@ import gc
 import sys
 
 from runner import console, exit_codes
-from runner.config import ConfigError
+from runner.config import ConfigError, tracking_defaults
 from runner.nn.training import DivergenceError
 from runner.rerun import RerunError, rerun
+from runner.sweep.rerun import rerun_sweep, run_part, sweep_parent
 from runner.tracking.store_lock import StoreError
 from runner.tracking.uri import ServerRefused, ServerUnreachable
 
@@ -35,6 +37,7 @@ def parse_args(argv):
                         help="train in this process even when the source recorded another BLAS kernel, other "
                         "NumPy SIMD loops or other OPENBLAS_*/NPY_*/OMP_*/MKL_* values (default: rebuild "
                         "them in a child process)")
+    parser.add_argument("--sweep-part", default=None, help=argparse.SUPPRESS)  # a rebuilt group of a sweep's rerun
     return parser.parse_args(argv)
 
 
@@ -47,6 +50,15 @@ def nn_rerun(argv=None):
     args = parse_args(argv)
     console.configure()  # its lines look as nn-run's: plain on stdout, warnings and errors on stderr
     try:
+        uri = args.tracking_uri or tracking_defaults()[0]
+        if args.sweep_part:
+            return run_part(args.source, uri, args.sweep_part)
+        parent = sweep_parent(args.source, uri)
+        if parent is not None:
+            if args.override:
+                raise RerunError(f"--override {' '.join(args.override)}: not allowed for a sweep's parent run "
+                                 f"{args.source} (its rerun reproduces each child); use it on one child's run id")
+            return rerun_sweep(parent, uri, rebuild=not args.no_rebuild)
         return rerun(args.source, args.tracking_uri, args.override, argv=None if args.no_rebuild else argv)
     except (RerunError, NotInStore, ConfigError, ServerUnreachable, ServerRefused, StoreError) as error:
         print(f"nn-rerun: {error}", file=sys.stderr)

@@ -18,6 +18,12 @@ SWEEPER_KEY, SAMPLER_KEY, PRUNER_KEY = "hydra.sweeper", "hydra.sweeper.sampler",
 STORAGE_FILE = "optuna.db"  # storage null: this SQLite file in the sweep folder
 SQLITE_TIMEOUT = 600.0  # seconds a job waits for SQLite's lock (parallel jobs) before 'database is locked'
 DIRECTIONS = ("minimize", "maximize")
+# hydra.sweeper.workers: the launchers that run a sweep's jobs at the same time, each a worker of the search
+WORKER_LAUNCHERS = {
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher": "submitit_local",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher": "submitit_slurm",
+    "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher": "joblib",
+}
 
 # name -> (Optuna's class in optuna.samplers, the settings it takes besides `name`); a null setting: Optuna's default
 SAMPLERS = {
@@ -60,6 +66,19 @@ def check_numbers(direction, n_trials, n_jobs, max_failure_rate):
     if not 0 <= max_failure_rate <= 1:
         raise SettingsError(f"{SWEEPER_KEY}.max_failure_rate={max_failure_rate} is not allowed: must be between 0 "
                             "and 1 (the most failed trials, as a fraction of n_trials, before the search stops)")
+
+
+def check_workers(workers, launcher_target, launcher_choice):
+    """SettingsError for a `workers` setting the search cannot use: not null, 0 or a positive count, or workers
+    on a launcher that runs its jobs one after another (basic) or trains them together (batched)."""
+    if workers is None or workers == 0:
+        return
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        raise SettingsError(f"{SWEEPER_KEY}.workers={workers} is not allowed: must be null or 0 (batches of n_jobs) "
+                            "or the number of worker jobs (>= 1)")
+    if launcher_target not in WORKER_LAUNCHERS:
+        raise SettingsError(f"{SWEEPER_KEY}.workers={workers} is not allowed with hydra/launcher={launcher_choice}: "
+                            f"workers run as jobs at the same time, on {', '.join(WORKER_LAUNCHERS.values())}")
 
 
 def check_storage(url):

@@ -40,6 +40,16 @@ def download_artifacts(uri, run_id, folder):
         raise NotInStore(f"cannot download the artifacts of run {run_id}: {str(error).splitlines()[0]}") from None
 
 
+def download_artifact(uri, run_id, path, folder):
+    """The run's artifact `path` (a file or a folder), under `folder`; returns its local path. NotInStore when the
+    run has no such artifact."""
+    client = tracking.client_for(uri)
+    try:
+        return client.download_artifacts(run_id, path, folder)
+    except (MlflowException, OSError) as error:
+        raise NotInStore(f"cannot download {path} of run {run_id}: {str(error).splitlines()[0]}") from None
+
+
 def metric_histories(uri, run):
     """{metric key: [(step, value), ...]} with every point of every metric the run logged."""
     return {key: tracking.metric_history(uri, run.info.run_id, key) for key in run.data.metrics}

@@ -220,3 +220,17 @@ def test_nn_compares_defaults_read_without_hydra_are_the_ones_nn_run_composes(tm
     (tmp_path / "tracking" / "local.yaml").write_text("uri: ${oc.env:STORE}\nexperiment: e\n")
     monkeypatch.setattr(config_files, "CONFIG_DIR", str(tmp_path))
     assert config_files.plain_tracking_defaults() is None  # an interpolation: Hydra's composition says
+
+
+def test_a_swept_config_group_is_shown_from_the_childs_overrides(tracking_uri, experiment, client):
+    """A swept key that is no param (a config group) is read from the overrides, for every child, as search_runs has it."""
+    from runner.tracking.client import open_run, tracked_run
+
+    _, parent_id = open_run(tracking_uri, experiment, "sweep over dataset",
+                            {record.SWEEP_ID_TAG: "groups", record.SWEPT_KEYS_TAG: json.dumps(["dataset"])})
+    for name, error in (("iris", 0.3), ("wine", 0.2)):
+        with tracked_run(tracking_uri, experiment, f"dataset={name}", parent_run_id=parent_id,
+                         tags={record.OVERRIDES_TAG: json.dumps([f"dataset={name}", "seed=1"])}) as run:
+            run.log_metric(record.ERROR_METRIC, 0, error)
+    rows = compare_sweep(tracking_uri, client.get_run(parent_id), log_to_parent=False, out=io.StringIO())
+    assert [row.values for row in rows] == [{"dataset": "wine"}, {"dataset": "iris"}]

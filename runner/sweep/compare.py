@@ -110,20 +110,34 @@ CHILD_TAGS = (record.OVERRIDES_TAG, record.PRUNED_AT_TAG, *run_owner.OWNER_TAGS)
 def read_children(uri, parent, metric=record.ERROR_METRIC, children=None):
     """(the children of the parent run `parent`, oldest first; {run id: [(step, value)] of `metric`}).
 
-    Of each child only what a row needs is read (its swept params, CHILD_TAGS, the final values of
-    `metric` and of its test split's counterpart), unless the caller has the `children` already.
+    Of each child only what its row needs is read (its swept params, its pruned step, the final
+    values of `metric` and of its test split's counterpart), unless the caller has the `children`
+    already; the rest of CHILD_TAGS (the overrides, the owner) only when a child needs them: a
+    swept key that is no param (a config group), a RUNNING child.
     """
     test_metric = reported_test_metric(metric)
+    keys = json.loads(parent.data.tags[record.SWEPT_KEYS_TAG])
     store = open_sweep_store(uri)
     try:
         if children is None:
             finals = [record.final_metric(m) for m in (metric, test_metric) if m]
-            children = store.child_runs(parent, tags=CHILD_TAGS, params=json.loads(parent.data.tags[
-                record.SWEPT_KEYS_TAG]), metrics=finals)
+            children = store.child_runs(parent, tags=[record.PRUNED_AT_TAG], params=keys, metrics=finals)
+            if any(needs_more_tags(child, keys) for child in children):
+                more = {run.info.run_id: run.data.tags for run in store.child_runs(parent, tags=CHILD_TAGS,
+                                                                                   params=[], metrics=[])}
+                for child in children:
+                    child.data.tags.update(more.get(child.info.run_id, {}))
         curves = store.metric_histories(parent, [child.info.run_id for child in children], metric)  # one query
     finally:
         store.close()
     return children, curves
+
+
+def needs_more_tags(child, keys):
+    """Whether the row of `child`, read with the swept `keys`' params, needs its overrides or its owner's tags too."""
+    tags = child.data.tags
+    return (any(key not in child.data.params for key in keys) and record.OVERRIDES_TAG not in tags) or (
+        child.info.status == "RUNNING" and not any(tag in tags for tag in run_owner.OWNER_TAGS))
 
 
 def sweep_rows(uri, parent, metric=record.ERROR_METRIC, children=None):

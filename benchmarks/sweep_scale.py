@@ -15,18 +15,21 @@ Usage: python benchmarks/sweep_scale.py [SIZES ...] [--iterations 60000] [--stor
 
 import argparse
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
+from statistics import median
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from machine import load_average, print_machine  # noqa: E402  (this folder is on the path when the script runs)
+from machine import load_average, print_load, print_machine  # noqa: E402  (this folder is on the path when the script runs)
 
 SAMPLE_SECONDS = 0.2
-NN_COMPARE = str(Path(sys.executable).with_name("nn-compare"))
+BIN_DIR = Path(sys.executable).parent  # this environment's nn-compare and python
 
 
 def high_water_kb(pid):
@@ -79,25 +82,96 @@ def sweep(folder, uri, jobs, iterations):
     return wall, own, max(workers.values(), default=None)
 
 
-def latest_parent(uri):
-    """The run id of the latest sweep's parent run in the store."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("nn-runner")
-    (parent,) = client.search_runs([experiment.experiment_id], filter_string="tags.sweep_id LIKE '%'",
-                                   order_by=["attributes.start_time DESC"], max_results=1)
-    return parent.info.run_id
+def latest_parent(database):
+    """(run id, sweep folder) of the latest sweep's parent run in the SQLite store at `database`."""
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as store:
+        return store.execute(
+            "SELECT r.run_uuid, t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = 'sweep_dir' "
+            "ORDER BY r.start_time DESC LIMIT 1").fetchone()
 
 
-def timed_compare(folder, uri, parent):
-    start = time.perf_counter()
-    subprocess.run([NN_COMPARE, parent, "--tracking-uri", uri], cwd=folder, check=True, capture_output=True)
-    return time.perf_counter() - start
+def store_copy(folder, database, parent, name):
+    """A copy of the SQLite store at `database` in `folder` (what a measurement writes lands there): the sweep's parent
+    run `parent` RUNNING again, as before its end, with its artifacts under `folder`. Returns the copy's URI."""
+    copy = Path(folder, f"{name}.db")
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as source, \
+            closing(sqlite3.connect(copy)) as target:
+        source.backup(target)
+        target.execute("UPDATE runs SET status = 'RUNNING', end_time = NULL, artifact_uri = ? WHERE run_uuid = ?",
+                       (str(Path(folder, f"{name}-artifacts")), parent))
+        target.commit()
+    return f"sqlite:///{copy}"
+
+
+def timed(command, folder):
+    """(wall seconds, CPU seconds of the process) of `command`, run in `folder`."""
+    before, start = os.times(), time.perf_counter()
+    subprocess.run(command, cwd=folder, check=True, capture_output=True)
+    wall, after = time.perf_counter() - start, os.times()
+    return wall, after.children_user + after.children_system - before.children_user - before.children_system
+
+
+def timed_compare(folder, database, parent, bin_dir=BIN_DIR):
+    """(wall, CPU seconds) of `nn-compare PARENT` as a user runs it (it logs its table and plot), on a copy of the
+    store; `bin_dir`: the environment whose nn-compare runs (another checkout's, for a side-by-side baseline)."""
+    uri = store_copy(folder, database, parent, "compare")
+    return timed([str(Path(bin_dir, "nn-compare")), parent, "--tracking-uri", uri], folder)
+
+
+# The sweep's end on its own: the callback of a sweep whose jobs are all done, as on_multirun_start left it, ends
+# its parent run (settles and counts every child, ranks them, draws and logs the plot) in a process that has MLflow
+# imported and the store open, as the sweep's process has by then.
+END_SCRIPT = """
+import sys
+from omegaconf import OmegaConf
+from runner.sweep import callback
+from runner.tracking import client
+uri, parent, multirun = sys.argv[1:]
+config = OmegaConf.load(multirun)  # the sweep's config, as Hydra saved it in the sweep's folder
+client.get_run(uri, parent)
+sweep = callback.SweepTracking(compare=True)
+sweep._parent, sweep._planned = (uri, parent), callback.planned_jobs(config)
+sweep._unnamed = set(OmegaConf.select(config, "hydra.job.config.override_dirname.exclude_keys") or [])
+callback._open_sweeps.append(sweep)
+start, cpu = time.perf_counter(), time.process_time()
+sweep._end_parent(completed=True)
+print(time.perf_counter() - start, time.process_time() - cpu)
+""".replace("import sys", "import sys, time", 1)
+
+
+def timed_end(folder, database, parent, multirun, bin_dir=BIN_DIR):
+    """(wall, CPU seconds) of the sweep's end (END_SCRIPT), on a copy of the store: what the sweep's process does
+    once its last job is done. `multirun`: the sweep folder's multirun.yaml."""
+    uri = store_copy(folder, database, parent, "end")
+    done = subprocess.run([str(Path(bin_dir, "python")), "-c", END_SCRIPT, uri, parent, str(multirun)], cwd=folder,
+                          check=True, capture_output=True, text=True)
+    wall, cpu = done.stdout.split()[-2:]
+    return float(wall), float(cpu)
 
 
 def mb(kb):
     return "-" if kb is None else f"{kb / 1024:.0f} MB"
+
+
+def measure_end_and_compare(folder, database, parent, sweep_dir, repeat, baseline):
+    """{(what, environment): [(wall, CPU seconds)] x repeat} of the sweep's end and nn-compare, this checkout's and
+    the `baseline` checkout's (if any) interleaved."""
+    found = {}
+    environments = [("new", BIN_DIR)] + ([("baseline", Path(baseline, ".venv", "bin"))] if baseline else [])
+    for _ in range(repeat):
+        for name, bin_dir in environments:
+            found.setdefault(("end", name), []).append(
+                timed_end(folder, database, parent, Path(sweep_dir, "multirun.yaml"), bin_dir))
+            found.setdefault(("compare", name), []).append(timed_compare(folder, database, parent, bin_dir))
+    return found
+
+
+def shown(measured, what, name):
+    """'1.2 s (CPU 0.9 s)': the medians of the measurements of `what` in environment `name`; '-' without any."""
+    values = measured.get((what, name))
+    if not values:
+        return "-"
+    return f"{median(w for w, _ in values):.1f} s (CPU {median(c for _, c in values):.1f} s)"
 
 
 def main():
@@ -105,26 +179,50 @@ def main():
     parser.add_argument("sizes", type=int, nargs="*", default=[256, 2048, 10000], help="jobs of each sweep")
     parser.add_argument("--iterations", type=int, default=60000)
     parser.add_argument("--store-dir", default=None, help="where the store's temp folder goes (default: the system's)")
+    parser.add_argument("--store", default=None, help="an existing SQLite store's file: no sweeps, only its latest "
+                        "sweep's end and nn-compare timed, on copies of the store")
+    parser.add_argument("--repeat", type=int, default=1, help="how often the end and nn-compare are timed (medians)")
+    parser.add_argument("--baseline", default=None, help="another checkout (with its .venv) whose sweep's end and "
+                        "nn-compare are timed too, interleaved with this one's")
     args = parser.parse_args()
     print_machine()
     results = []
     with tempfile.TemporaryDirectory(dir=args.store_dir) as folder:
-        uri = f"sqlite:///{folder}/mlflow.db"
-        subprocess.run([sys.executable, "-m", "runner", "train.iterations=1", f"tracking.uri={uri}"], cwd=folder,
-                       check=True, capture_output=True)  # the store's tables, once
-        for jobs in args.sizes:
+        if args.store:
+            parent, sweep_dir = latest_parent(args.store)
+            with closing(sqlite3.connect(f"file:{args.store}?mode=ro", uri=True)) as store:
+                (children,) = store.execute("SELECT count(*) FROM tags WHERE key = 'mlflow.parentRunId' AND value = ?",
+                                            (parent,)).fetchone()
+            measured = measure_end_and_compare(folder, args.store, parent, sweep_dir, args.repeat, args.baseline)
+            results.append((children, None, None, None, measured))
+        database = Path(folder, "mlflow.db")
+        uri = f"sqlite:///{database}"
+        if not args.store:
+            subprocess.run([sys.executable, "-m", "runner", "train.iterations=1", f"tracking.uri={uri}"], cwd=folder,
+                           check=True, capture_output=True)  # the store's tables, once
+        for jobs in [] if args.store else args.sizes:
             wall, own, worker = sweep(folder, uri, jobs, args.iterations)
-            compare = timed_compare(folder, uri, latest_parent(uri))
-            results.append((jobs, wall, own, worker, compare))
+            parent, sweep_dir = latest_parent(database)
+            measured = measure_end_and_compare(folder, database, parent, sweep_dir, args.repeat, args.baseline)
+            results.append((jobs, wall, own, worker, measured))
             print(f"{jobs} jobs: {wall:.1f} s, {1000 * wall / jobs:.1f} ms a job, sweep's process {mb(own)}, "
-                  f"a worker {mb(worker)}, nn-compare {compare:.1f} s; {load_average()}", flush=True)
-    print(f"after: {load_average()}")
-    print(f"batched seed sweeps, {args.iterations} iterations a job, default settings, one SQLite store")
-    print(f"{'jobs':>7} {'wall':>9} {'per job':>9} {'sweep peak':>11} {'worker peak':>12} {'nn-compare':>11}")
-    for jobs, wall, own, worker, compare in results:
-        print(f"{jobs:>7} {wall:>7.1f} s {1000 * wall / jobs:>6.1f} ms {mb(own):>11} {mb(worker):>12} "
-              f"{compare:>9.1f} s")
-    print("(peak: the highest resident set seen, VmHWM; a worker's includes the pages it shares with the sweep's)")
+                  f"a worker {mb(worker)}, the sweep's end {shown(measured, 'end', 'new')}, nn-compare "
+                  f"{shown(measured, 'compare', 'new')}; {load_average()}", flush=True)
+    print_load("after")
+    print(f"batched seed sweeps, {args.iterations} iterations a job, default settings, one SQLite store"
+          if not args.store else f"the latest sweep of {args.store}")
+    names = ["new"] + (["baseline"] if args.baseline else [])
+    header = ["jobs", "wall", "per job", "sweep peak", "worker peak"] + [
+        f"{what}{'' if name == 'new' else ' (' + name + ')'}" for name in names for what in ("sweep's end", "nn-compare")]
+    print(" | ".join(header))
+    for jobs, wall, own, worker, measured in results:
+        cells = [f"{jobs:,}", "-" if wall is None else f"{wall:.1f} s",
+                 "-" if wall is None else f"{1000 * wall / jobs:.1f} ms", mb(own), mb(worker)]
+        cells += [shown(measured, what, name) for name in names for what in ("end", "compare")]
+        print(" | ".join(cells))
+    print("(peak: the highest resident set seen, VmHWM; a worker's includes the pages it shares with the sweep's. "
+          "The sweep's end and nn-compare: on a copy of the store after the sweep, medians of --repeat; the end in a "
+          "process with MLflow imported and the store open, as the sweep's process has them)")
 
 
 if __name__ == "__main__":

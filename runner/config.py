@@ -8,12 +8,12 @@ of range, before any MLflow run starts.
 import difflib
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
-from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from runner.config_files import CONFIG_DIR, PRIMARY_CONFIG
 from runner.data.datasets import DATASETS
 from runner.data.schema import OPTION_SCHEMAS, DatasetConfig
 from runner.nn.activations import ACTIVATIONS, OUTPUTS
@@ -24,10 +24,6 @@ from runner.output_folders import register_resolver
 from runner.tracking.schema import TrackingConfig
 from runner.tracking.uri import CREDENTIAL_VARIABLES, has_credentials, is_server, masked, redact
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-# nn-run's Hydra configs: conf/ inside the installed package (a wheel), else conf/ beside the package (a checkout)
-CONFIG_DIR = str(PACKAGE_DIR / "conf" if (PACKAGE_DIR / "conf").is_dir() else PACKAGE_DIR.parent / "conf")
-PRIMARY_CONFIG = "config"  # conf/config.yaml
 
 
 @dataclass

@@ -68,7 +68,8 @@ def plot_other_curves(axes, curves, named, log=True):
 
     `curves` are [(step, value)] lists in rank order; `log`: the axis is a log scale, which shows only
     values > 0, else every finite value is shown. They are thin grey lines under one legend
-    entry; when there are more than MAX_CURVES runs in all, only MAX_CURVES - `named` of them,
+    entry, drawn as one line with a gap (NaN) between two runs' curves, ~10x faster than a line
+    each; when there are more than MAX_CURVES runs in all, only MAX_CURVES - `named` of them,
     evenly spread over the ranks, and every run's values are summarised at each step by their
     median (a line) and the BAND percentiles (a shaded band): thousands of lines are a grey blot,
     slow to draw.
@@ -78,15 +79,16 @@ def plot_other_curves(axes, curves, named, log=True):
     if total > MAX_CURVES:
         room = max(MAX_CURVES - named, 0)
         drawn = [curves[round(n * (len(curves) - 1) / max(room - 1, 1))] for n in range(room)] if room else []
-    shown = []
-    for n, curve in enumerate(drawn):
+    shown, all_steps, all_values = [], [], []
+    for curve in drawn:
         steps, values = shown_points(curve, log)
         shown += values
-        label = None
-        if n == 0:
-            label = (f"the other {len(curves)} runs" if drawn is curves
-                     else f"{len(drawn)} of the other {len(curves)} runs, evenly by rank")
-        axes.plot(steps, values, color="0.75", linewidth=0.5, zorder=1, label=label)
+        all_steps += [*steps, math.nan]  # a gap between two runs' curves: one line draws them all, ~10x faster
+        all_values += [*values, math.nan]
+    if drawn:
+        label = (f"the other {len(curves)} runs" if drawn is curves
+                 else f"{len(drawn)} of the other {len(curves)} runs, evenly by rank")
+        axes.plot(all_steps, all_values, color="0.75", linewidth=0.5, zorder=1, label=label)
     if total > MAX_CURVES:
         steps, low, median, high = step_percentiles(curves, BAND, log)
         if len(steps):

@@ -192,3 +192,45 @@ def test_a_big_sweeps_plot_names_its_best_runs_and_greys_the_others(tracking_uri
         "train.lr=1", "train.lr=2", "train.lr=3"]  # a small sweep: every run named, no ranks
     for name in ("big.png", "small.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_nn_compare_ranks_a_sqlite_stores_sweep_without_importing_mlflow(tracking_uri, experiment, client, tmp_path):
+    """On a SQLite store nn-compare reads with plain SQL and copies its files to the parent's artifact folder."""
+    parent_id = make_sweep(tracking_uri, experiment, [(1, [0.5, 0.3], False), (2, [0.5, 0.2], False)])
+    script = ("import sys; from runner.cli.compare import main; "
+              f"main([{parent_id!r}, '--tracking-uri', {tracking_uri!r}]); print('mlflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "False"
+    _, rows = table_rows(done.stdout)
+    assert [row[1] for row in rows] == ["2", "1"]
+    assert {a.path for a in client.list_artifacts(parent_id)} == {record.COMPARISON_FILE, record.COMPARISON_PLOT}
+    folder = client.download_artifacts(parent_id, "", str(tmp_path / "artifacts"))
+    with open(Path(folder, record.COMPARISON_FILE)) as handle:
+        assert [r["train.lr"] for r in csv.DictReader(handle)] == ["2", "1"]
+
+
+def test_nn_compares_defaults_read_without_hydra_are_the_ones_nn_run_composes(tmp_path, monkeypatch):
+    from runner import config_files
+    from runner.config import tracking_defaults
+
+    assert config_files.plain_tracking_defaults() == tracking_defaults()
+    (tmp_path / "tracking").mkdir()
+    (tmp_path / "config.yaml").write_text("defaults:\n  - tracking: local\n  - _self_\n")
+    (tmp_path / "tracking" / "local.yaml").write_text("uri: ${oc.env:STORE}\nexperiment: e\n")
+    monkeypatch.setattr(config_files, "CONFIG_DIR", str(tmp_path))
+    assert config_files.plain_tracking_defaults() is None  # an interpolation: Hydra's composition says
+
+
+def test_a_swept_config_group_is_shown_from_the_childs_overrides(tracking_uri, experiment, client):
+    """A swept key that is no param (a config group) is read from the overrides, for every child, as search_runs has it."""
+    from runner.tracking.client import open_run, tracked_run
+
+    _, parent_id = open_run(tracking_uri, experiment, "sweep over dataset",
+                            {record.SWEEP_ID_TAG: "groups", record.SWEPT_KEYS_TAG: json.dumps(["dataset"])})
+    for name, error in (("iris", 0.3), ("wine", 0.2)):
+        with tracked_run(tracking_uri, experiment, f"dataset={name}", parent_run_id=parent_id,
+                         tags={record.OVERRIDES_TAG: json.dumps([f"dataset={name}", "seed=1"])}) as run:
+            run.log_metric(record.ERROR_METRIC, 0, error)
+    rows = compare_sweep(tracking_uri, client.get_run(parent_id), log_to_parent=False, out=io.StringIO())
+    assert [row.values for row in rows] == [{"dataset": "wine"}, {"dataset": "iris"}]

@@ -151,6 +151,125 @@ def test_mlflow_sql_tables_give_a_parents_children_as_search_runs_does(tmp_path)
     assert mlflow_private.child_runs_bulk(MlflowClient("http://127.0.0.1:9"), experiment, parent, 10) is None
 
 
+@pytest.fixture(scope="module")
+def plain_store(tracking_uri):
+    """The session's store with a sweep's parent and children as MLflow's client logs them, and what surrounds them."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.create_experiment("plain-reads")
+    other = client.create_experiment("plain-reads-other")
+    parent = client.create_run(experiment, start_time=900, run_name="the sweep", tags={"sweep_id": "s"}).info.run_id
+    client.create_run(experiment, start_time=800, tags={"sweep_id": "older"})
+    client.create_run(other, start_time=5000, tags={"sweep_id": "elsewhere"})  # another experiment's, later
+    children = [client.create_run(experiment, start_time=1000 + n % 2, run_name=f"child {n}",  # two start together
+                                  tags={"mlflow.parentRunId": parent}).info.run_id for n in range(4)]
+    inf = float("inf")  # MLflow stores it as a float's largest
+    client.log_batch(children[0], metrics=[Metric("error", v, 5, s) for s, v in ((0, 0.5), (10, 0.25), (20, 0.1))]
+                     + [Metric("final_error", 0.1, 5, 20), Metric("other", 2.0, 5, 0)],
+                     params=[Param("seed", "1"), Param("lr", "0.5")],
+                     tags=[RunTag("overrides", '["seed=1"]'), RunTag("pid", "12")])
+    client.log_batch(children[1], metrics=[Metric("error", float("nan"), 6, 0), Metric("error", inf, 6, 10),
+                                           Metric("error", 0.75, 7, 10), Metric("error", 0.5, 8, 10)],
+                     params=[Param("seed", "2")])
+    client.log_batch(children[2], metrics=[Metric("error", 0.3, 9, 10), Metric("error", float("nan"), 9, 20)])
+    client.set_terminated(children[1], "FAILED")
+    client.set_terminated(children[2])
+    client.create_run(experiment, tags={"mlflow.parentRunId": "another"})  # not a child of this parent
+    client.delete_run(client.create_run(experiment, tags={"mlflow.parentRunId": parent}).info.run_id)  # deleted
+    return client, tracking_uri.removeprefix("sqlite:///"), experiment, parent, children
+
+
+def _as_mlflow(found):
+    """mlflow_private.sqlite_runs' (info, params, tags, metrics) as comparable plain values."""
+    info, params, tags, metrics = found
+    return info, params, tags, {k: "nan" if math.isnan(v) else v for k, v in metrics.items()}
+
+
+def _mlflows(run):
+    metrics = {k: "nan" if math.isnan(v) else v for k, v in run.data.metrics.items()}
+    info = {key: getattr(run.info, key) for key in ("run_id", "run_name", "experiment_id", "user_id", "status",
+                                                     "start_time", "end_time", "lifecycle_stage", "artifact_uri")}
+    return info, run.data.params, run.data.tags, metrics
+
+
+def test_plain_sqlite_reads_give_a_sweeps_runs_as_mlflow_does(plain_store):
+    """runner/tracking/sweep_store.py (nn-compare) reads a SQLite store with these queries instead of MLflow's client."""
+    client, path, experiment, parent, children = plain_store
+    connection = mlflow_private.open_sqlite(path)
+    searched = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
+                                  order_by=["attributes.start_time ASC"])
+    read = mlflow_private.sqlite_child_runs(connection, experiment, parent)
+    assert [_as_mlflow(run) for run in read] == [_mlflows(run) for run in searched]
+    assert [run[0]["run_id"] for run in read] == sorted(children[0::2]) + sorted(children[1::2])  # by time, then id
+    only = mlflow_private.sqlite_child_runs(connection, experiment, parent, tags=["pid", "missing"], params=["seed"],
+                                            metrics=["final_error"])
+    assert [(params, tags, metrics) for _, params, tags, metrics in only] == [
+        ({"seed": run.data.params["seed"]} if "seed" in run.data.params else {},
+         {"pid": run.data.tags["pid"]} if "pid" in run.data.tags else {},
+         {"final_error": 0.1} if "final_error" in run.data.metrics else {}) for run in searched]
+    assert [info["run_name"] for info, *_ in only] == [run.info.run_name for run in searched]
+    histories = mlflow_private.sqlite_child_histories(connection, experiment, parent, "error")
+    assert {run_id: [(s, "nan" if math.isnan(v) else v) for s, v in points] for run_id, points in histories.items()} \
+        == {run_id: sorted((m.step, "nan" if math.isnan(m.value) else m.value)
+                           for m in client.get_metric_history(run_id, "error")) for run_id in children[:3]}
+    assert (10, sys.float_info.max) in histories[children[1]]  # MLflow keeps an infinite value as a float's largest
+    for run_id in (parent, children[1]):
+        assert _as_mlflow(mlflow_private.sqlite_run(connection, run_id)) == _mlflows(client.get_run(run_id))
+    assert mlflow_private.sqlite_run(connection, "0" * 32) is None
+    (latest,) = client.search_runs([experiment], filter_string="tags.`sweep_id` LIKE '%'",
+                                   order_by=["attributes.start_time DESC"], max_results=1)
+    assert _as_mlflow(mlflow_private.sqlite_latest_run_with_tag(connection, "plain-reads", "sweep_id")) == _mlflows(latest)
+    assert mlflow_private.sqlite_latest_run_with_tag(connection, "nowhere", "sweep_id") is None
+    assert mlflow_private.sqlite_latest_run_with_tag(connection, "plain-reads", "missing_tag") is None
+    connection.close()
+
+
+def test_a_file_put_in_a_local_artifact_folder_is_an_artifact_as_mlflow_logs_it(plain_store, tmp_path):
+    """runner/tracking/sweep_store.py logs nn-compare's files to a parent run with a local artifact root this way."""
+    client, _, _, parent, children = plain_store
+    for name, text in (("mine.csv", "a,b\n"), ("theirs.csv", "c,d\n")):
+        (tmp_path / name).write_text(text)
+    artifact_uri = client.get_run(parent).info.artifact_uri
+    folder = mlflow_private.local_artifact_folder(artifact_uri)
+    mlflow_private.write_local_artifact(folder, str(tmp_path / "mine.csv"))
+    mlflow_private.write_local_artifact(folder, str(tmp_path / "mine.csv"))  # again: replaced
+    client.log_artifact(parent, str(tmp_path / "theirs.csv"))
+    assert sorted(a.path for a in client.list_artifacts(parent)) == ["mine.csv", "theirs.csv"]
+    download = client.download_artifacts(parent, "mine.csv", str(tmp_path / "down"))
+    assert open(download).read() == "a,b\n"
+    import os
+
+    mine, theirs = (os.stat(os.path.join(folder, name)) for name in ("mine.csv", "theirs.csv"))
+    assert mine.st_mode == theirs.st_mode and mine.st_size == theirs.st_size
+    assert mlflow_private.local_artifact_folder("file:///tmp/a%20b/artifacts") == "/tmp/a b/artifacts"
+    assert mlflow_private.local_artifact_folder("/tmp/x/artifacts") == "/tmp/x/artifacts"
+    assert [mlflow_private.local_artifact_folder(uri) for uri in (
+        "mlflow-artifacts:/1/abc/artifacts", "s3://bucket/1/abc/artifacts", "file://otherhost/x")] == [None] * 3
+
+
+def test_mlflow_sqlite_store_is_at_the_schema_revision_the_plain_reads_know(plain_store, tmp_path):
+    """mlflow_private.open_sqlite reads only a store at SQL_SCHEMA_REVISION: an MLflow that migrates its tables
+    further fails here (then check the plain reads' tables and columns, and move the revision on)."""
+    import shutil
+    import sqlite3
+
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    assert _get_latest_schema_revision() == mlflow_private.SQL_SCHEMA_REVISION
+    _, path, *_ = plain_store  # a store MLflow made
+    connection = mlflow_private.open_sqlite(path)
+    assert connection is not None
+    connection.close()
+    shutil.copyfile(path, tmp_path / "older.db")
+    with sqlite3.connect(tmp_path / "older.db") as older:
+        older.execute("UPDATE alembic_version SET version_num = 'older'")  # a store MLflow would migrate first
+    sqlite3.connect(tmp_path / "plain.db").execute("CREATE TABLE t (x)")  # a database that is no MLflow store
+    assert [mlflow_private.open_sqlite(tmp_path / name) for name in ("older.db", "plain.db", "missing.db")] == [None] * 3
+    assert not (tmp_path / "missing.db").exists()
+
+
 def test_optuna_gives_a_job_the_trial_its_sweeper_asked_in_another_process(tmp_path):
     """runner/sweep/pruning.py: a job reports to its trial and asks the pruner through runner/sweep/optuna_private.py."""
     import optuna

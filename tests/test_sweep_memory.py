@@ -12,6 +12,7 @@ thousands of runs is checked to draw a few hundred curves and summarise them all
 """
 
 import json
+import math
 import os
 import tracemalloc
 from pathlib import Path
@@ -109,23 +110,37 @@ def test_a_comparison_of_thousands_of_runs_draws_a_few_hundred_and_summarises_th
     curves = [[(0, 0.5), (10, 0.5 / (n + 1)), (20, 0.25 / (n + 1))] for n in range(2000)]  # in rank order
     _, axes = new_figure(9, 5.5)
     plot_other_curves(axes, curves, named=10)  # the best 10 are the caller's
-    *grey, median = axes.lines
+    grey, median = axes.lines  # the grey curves are one line, a NaN between two runs' curves
     (band,) = axes.collections
-    assert len(grey) == MAX_CURVES - 10
-    assert [list(line.get_ydata()) for line in (grey[0], grey[-1])] == [[v for _, v in c] for c in (curves[0],
-                                                                                                     curves[-1])]
+    drawn = grey_curves(grey)
+    assert len(drawn) == MAX_CURVES - 10
+    assert [drawn[0], drawn[-1]] == [curves[0], curves[-1]]
+    assert drawn == [curves[round(n * (len(curves) - 1) / (len(drawn) - 1))] for n in range(len(drawn))]  # by rank
     assert list(median.get_xdata()) == [0, 10, 20]
     at_step = [[c[k][1] for c in curves] for k in range(3)]
     assert list(median.get_ydata()) == pytest.approx([np.median(values) for values in at_step])
     low, high = band.get_paths()[0].vertices[:, 1].min(), band.get_paths()[0].vertices[:, 1].max()
     assert (low, high) == pytest.approx((min(np.percentile(v, BAND[0]) for v in at_step),
                                          max(np.percentile(v, BAND[1]) for v in at_step)))
-    assert [artist.get_label() for artist in (grey[0], band, median)] == [
+    assert [artist.get_label() for artist in (grey, band, median)] == [
         "290 of the other 2000 runs, evenly by rank", "10-90% of the other 2000 runs at each step",
         "median of the other 2000 runs"]
     _, axes = new_figure(9, 5.5)  # up to MAX_CURVES runs in all: every curve, nothing summarised
     plot_other_curves(axes, curves[:MAX_CURVES - 10], named=10)
-    assert len(axes.lines) == MAX_CURVES - 10 and not axes.collections
+    (grey,) = axes.lines
+    assert grey_curves(grey) == curves[:MAX_CURVES - 10] and not axes.collections
     _, axes = new_figure(9, 5.5)  # a linear axis (an accuracy) shows the zeros a log axis leaves out
     plot_other_curves(axes, [[(0, 0.0), (10, 1.0)]] * 400, named=0, log=False)
-    assert list(axes.lines[-1].get_ydata()) == [0.0, 1.0]
+    assert grey_curves(axes.lines[0])[0] == [(0, 0.0), (10, 1.0)]
+
+
+def grey_curves(line):
+    """The [(step, value)] curves of a line that draws many, a NaN point between two."""
+    curves, current = [], []
+    for step, value in zip(line.get_xdata(), line.get_ydata()):
+        if math.isnan(step):
+            curves.append(current)
+            current = []
+        else:
+            current.append((step, value))
+    return curves

@@ -5,15 +5,22 @@ import os
 import sys
 
 from runner import console, exit_codes
-from runner.config import tracking_defaults
+from runner.config_files import plain_tracking_defaults
 from runner.sweep.compare import CompareError, compare_sweep, find_sweep
 from runner.tracking import record
 from runner.tracking.store_lock import StoreError
 from runner.tracking.uri import ServerRefused, ServerUnreachable
 
 
+def composed_tracking_defaults():
+    """(tracking.uri, tracking.experiment) as Hydra composes nn-run's config (~1.5 s: only where the files need it)."""
+    from runner.config import tracking_defaults  # Hydra (~1.5 s): only when the files need its composition
+
+    return tracking_defaults()
+
+
 def main(argv=None):
-    uri, experiment = tracking_defaults()
+    uri, experiment = plain_tracking_defaults() or composed_tracking_defaults()
     parser = argparse.ArgumentParser(
         prog="nn-compare", description="Rank the runs of an nn-run sweep (nn-run -m) by the final value of its "
         "objective (sweep.objective: the validation error when the data has a validation split, else the training "

@@ -19,11 +19,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.job import mlflow_client
 from runner.objective import direction
 from runner.plots import log_scale_points, new_figure, plain_log_axis, plot_other_curves
 from runner.tracking import record, run_owner
-from runner.tracking.uri import redact
+from runner.tracking.sweep_store import log_artifact, open_sweep_store
+from runner.tracking.ui import runs_page
+from runner.tracking.uri import NotInStore, check_store, redact
 
 
 class CompareError(Exception):
@@ -103,17 +104,55 @@ def reported_test_metric(metric):
     return record.TEST_ACCURACY_METRIC if metric.endswith("_accuracy") else record.TEST_ERROR_METRIC
 
 
+CHILD_TAGS = (record.OVERRIDES_TAG, record.PRUNED_AT_TAG, *run_owner.OWNER_TAGS)  # what a comparison reads of a child
+
+
+def read_children(uri, parent, metric=record.ERROR_METRIC, children=None):
+    """(the children of the parent run `parent`, oldest first; {run id: [(step, value)] of `metric`}).
+
+    Of each child only what its row needs is read (its swept params, its pruned step, the final
+    values of `metric` and of its test split's counterpart), unless the caller has the `children`
+    already; the rest of CHILD_TAGS (the overrides, the owner) only when a child needs them: a
+    swept key that is no param (a config group), a RUNNING child.
+    """
+    test_metric = reported_test_metric(metric)
+    keys = json.loads(parent.data.tags[record.SWEPT_KEYS_TAG])
+    store = open_sweep_store(uri)
+    try:
+        if children is None:
+            finals = [record.final_metric(m) for m in (metric, test_metric) if m]
+            children = store.child_runs(parent, tags=[record.PRUNED_AT_TAG], params=keys, metrics=finals)
+            if any(needs_more_tags(child, keys) for child in children):
+                more = {run.info.run_id: run.data.tags for run in store.child_runs(parent, tags=CHILD_TAGS,
+                                                                                   params=[], metrics=[])}
+                for child in children:
+                    child.data.tags.update(more.get(child.info.run_id, {}))
+        curves = store.metric_histories(parent, [child.info.run_id for child in children], metric)  # one query
+    finally:
+        store.close()
+    return children, curves
+
+
+def needs_more_tags(child, keys):
+    """Whether the row of `child`, read with the swept `keys`' params, needs its overrides or its owner's tags too."""
+    tags = child.data.tags
+    return (any(key not in child.data.params for key in keys) and record.OVERRIDES_TAG not in tags) or (
+        child.info.status == "RUNNING" and not any(tag in tags for tag in run_owner.OWNER_TAGS))
+
+
 def sweep_rows(uri, parent, metric=record.ERROR_METRIC, children=None):
     """The rows of every child of the parent run `parent`, ranked by `metric`, and the swept keys.
 
     `children` are the parent's child runs when the caller has them already.
     """
-    test_metric = reported_test_metric(metric)
-    child_runs, metric_histories = mlflow_client().child_runs, mlflow_client().metric_histories
+    return child_rows(parent, *read_children(uri, parent, metric, children), metric)
 
+
+def child_rows(parent, children, curves, metric=record.ERROR_METRIC):
+    """The rows of `children` of the parent run `parent`, their `metric` `curves` read_children's, ranked by `metric`,
+    and the swept keys."""
+    test_metric = reported_test_metric(metric)
     keys = json.loads(parent.data.tags[record.SWEPT_KEYS_TAG])
-    children = child_runs(uri, parent) if children is None else children
-    curves = metric_histories(uri, [child.info.run_id for child in children], metric)  # one query, not one a child
     rows = []
     for child in children:
         curve = curves[child.info.run_id]
@@ -133,23 +172,24 @@ def find_sweep(uri, experiment, parent_run_id=None):
 
     Raises CompareError, or ServerUnreachable / ServerRefused for a tracking server that does not answer or let us in.
     """
-    # stored_run imports MLflow (~1.5 s): only once there is a sweep to look up
-    from runner.tracking import stored_run
-
-    client = mlflow_client()
     try:
-        stored_run.check_store(uri, experiment)  # MLflow would create a missing store
-    except stored_run.NotInStore as error:
+        check_store(uri, experiment)  # MLflow would create a missing store
+    except NotInStore as error:
         raise CompareError(str(error)) from None
+    store = open_sweep_store(uri)
+    try:
+        if parent_run_id is None:
+            parent = store.latest_run_with_tag(experiment, record.SWEEP_ID_TAG)
+        else:
+            parent = store.get_run(parent_run_id)
+    finally:
+        store.close()
     if parent_run_id is None:
-        parent = client.latest_run_with_tag(uri, experiment, record.SWEEP_ID_TAG)
         if parent is None:
             raise CompareError(f"experiment {experiment!r} at {redact(uri)} has no sweep: run `nn-run -m ...` first")
         return parent
-    try:
-        parent = client.get_run(uri, parent_run_id)
-    except client.MlflowException:
-        raise CompareError(f"no run {parent_run_id} at {redact(uri)}") from None
+    if parent is None:
+        raise CompareError(f"no run {parent_run_id} at {redact(uri)}")
     if record.SWEPT_KEYS_TAG not in parent.data.tags:
         raise CompareError(f"run {parent_run_id} is not a sweep's parent run (it has no {record.SWEPT_KEYS_TAG} tag)")
     return parent
@@ -255,10 +295,9 @@ def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout, metric=None, 
     `error`) and none still runs (the data has no such split); otherwise when no child has logged
     a point of the metric yet, the table and its RUNNING runs are printed and nothing is logged.
     """
-    client = mlflow_client()
     asked, metric = metric is not None, sweep_objective(parent) if metric is None else metric
-    children = client.child_runs(uri, parent) if children is None else children
-    rows, keys = sweep_rows(uri, parent, metric, children)
+    children, curves = read_children(uri, parent, metric, children)
+    rows, keys = child_rows(parent, children, curves, metric)
     logged = any(row.curve for row in rows)
     running = any(row.status == "RUNNING" for row in rows)
     if asked and rows and not logged and not running and metric != record.ERROR_METRIC:
@@ -281,9 +320,9 @@ def compare_sweep(uri, parent, log_to_parent=True, out=sys.stdout, metric=None, 
         with tempfile.TemporaryDirectory() as folder:
             write_csv(Path(folder, table), rows, keys, metric)
             plot_curves(Path(folder, plot), rows, keys, parent.info.run_name, metric)
-            with client.refusals(uri, None, f"log to sweep parent run {parent.info.run_id} (--no-log only prints)"):
-                client.log_artifact(uri, parent.info.run_id, str(Path(folder, table)))
-                client.log_artifact(uri, parent.info.run_id, str(Path(folder, plot)))
+            for name in (table, plot):
+                log_artifact(uri, parent, str(Path(folder, name)),
+                             f"log to sweep parent run {parent.info.run_id} (--no-log only prints)")
         print(f"logged {table} and {plot} to parent run {parent.info.run_id}", file=out)
-    print(f"runs page: {client.runs_page(uri, parent.info.experiment_id)}", file=out)
+    print(f"runs page: {runs_page(uri, parent.info.experiment_id)}", file=out)
     return rows

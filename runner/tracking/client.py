@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -54,6 +53,7 @@ from mlflow.environment_variables import MLFLOW_RUN_CONTEXT  # noqa: E402
 from runner.tracking import mlflow_private, run_owner  # noqa: E402
 from runner.tracking.store_lock import StoreError, sqlite_path, store_lock  # noqa: E402
 from runner.tracking.uri import ServerRefused, is_server, redact, refused_message  # noqa: E402
+from runner.tracking.ui import UI_HOST, UI_PORT, mlflow_executable, runs_page, ui_command  # noqa: E402,F401
 
 # MLflow's documented limits for one log_batch call and for a param
 MAX_PARAMS_PER_BATCH = 100
@@ -74,7 +74,6 @@ EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT = "mlflow.experimentKind", "custom_mode
 # MLflow's context tags that name the code's git commit: nn-runner's own record of it (GIT_COMMIT_TAG) is
 # what the UI gets, as MLflow's would describe the script that started the process (a launcher's worker)
 MLFLOW_GIT_TAGS = (MLFLOW_GIT_COMMIT, MLFLOW_GIT_BRANCH, MLFLOW_GIT_REPO_URL)
-UI_HOST, UI_PORT = "127.0.0.1", 5000  # where `mlflow ui` serves a local store's UI: loopback only
 
 
 def fit_param(value):
@@ -559,33 +558,3 @@ def metric_histories(uri, run_ids, key):
 def log_artifact(uri, run_id, path):
     """Upload one local file to the run's artifact root."""
     client_for(uri).log_artifact(run_id, path)
-
-
-def mlflow_executable():
-    """How to call the `mlflow` command installed beside this Python: `mlflow` if PATH finds it."""
-    beside = Path(sys.executable).parent / "mlflow"
-    found = shutil.which("mlflow")
-    if not beside.exists() or (found and Path(found).resolve() == beside.resolve()):
-        return "mlflow"
-    relative = os.path.relpath(beside)
-    return relative if not relative.startswith("..") else str(beside)
-
-
-def ui_command(uri):
-    """The shell command that serves the MLflow UI for a local store, on loopback (None for a tracking server,
-    which serves its own UI)."""
-    if is_server(uri):
-        return None
-    return f"{mlflow_executable()} ui --backend-store-uri {uri} --host {UI_HOST} --port {UI_PORT}"
-
-
-# MLflow 3's UI opens on its GenAI layout unless told otherwise (its toggle, or this query parameter)
-TRAINING_LAYOUT = "workflowType=machine_learning"
-
-
-def runs_page(uri, experiment_id):
-    """Where the UI lists an experiment's runs, in its model-training layout, and the command that serves it."""
-    page = f"#/experiments/{experiment_id}/runs?{TRAINING_LAYOUT}"
-    if is_server(uri):
-        return f"{redact(uri).rstrip('/')}/{page}"
-    return f"http://{UI_HOST}:{UI_PORT}/{page} (serve it with: {ui_command(uri)})"

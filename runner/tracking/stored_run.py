@@ -12,23 +12,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 from runner.tracking import client as tracking  # noqa: E402  (first: it sets MLflow's quiet defaults before MLflow loads)
 import mlflow.artifacts  # noqa: E402,I001
 from runner.tracking.client import MlflowException  # noqa: E402
-from runner.tracking.store_lock import sqlite_path  # noqa: E402
-from runner.tracking.uri import check_access, redact  # noqa: E402
-
-
-class NotInStore(LookupError):
-    """No such store, run or artifact at the tracking URI; the message is one line for the user."""
-
-
-def check_store(uri, experiment=None):
-    """NotInStore for a SQLite URI naming no file: opening it would create an empty store as a side
-    effect of a failed look-up; ServerUnreachable for a tracking server that does not answer, ServerRefused
-    for one that refuses the login (to `experiment`, when one is named)."""
-    check_access(uri, experiment)
-    path = sqlite_path(uri)
-    if path is not None and path != ":memory:" and not os.path.isfile(path):
-        where = "" if os.path.isabs(path) else f" in {os.getcwd()}: a relative path means the working directory"
-        raise NotInStore(f"no MLflow store at {uri} (no file {path!r}{where})")
+from runner.tracking.uri import NotInStore, check_store, redact  # noqa: E402,F401  (NotInStore: raised from here too)
 
 
 def get_run(uri, run_id):

@@ -13,6 +13,8 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit, urlunsplit
 
+from runner.tracking.store_lock import sqlite_path
+
 PROBE_TIMEOUT = 5.0  # seconds; MLflow's own client retries an unreachable server for minutes
 # Where MLflow's client takes a tracking server's credentials from (a user's ~/.mlflow/credentials too)
 USERNAME_VARIABLE, PASSWORD_VARIABLE, TOKEN_VARIABLE = (
@@ -29,6 +31,10 @@ class ServerUnreachable(ConnectionError):
 
 class ServerRefused(Exception):
     """The tracking server refused these credentials, or this user the experiment; the message is one line."""
+
+
+class NotInStore(LookupError):
+    """No such store, run or artifact at the tracking URI; the message is one line for the user."""
 
 
 def redact(uri):
@@ -180,6 +186,17 @@ def check_access(uri, experiment=None, timeout=PROBE_TIMEOUT):
     """check_server, then check_login: in seconds, before any run exists. Raises ServerUnreachable or ServerRefused."""
     check_server(uri, timeout)
     check_login(uri, timeout, experiment)
+
+
+def check_store(uri, experiment=None):
+    """NotInStore for a SQLite URI naming no file: opening it would create an empty store as a side
+    effect of a failed look-up; ServerUnreachable for a tracking server that does not answer, ServerRefused
+    for one that refuses the login (to `experiment`, when one is named)."""
+    check_access(uri, experiment)
+    path = sqlite_path(uri)
+    if path is not None and path != ":memory:" and not os.path.isfile(path):
+        where = "" if os.path.isabs(path) else f" in {os.getcwd()}: a relative path means the working directory"
+        raise NotInStore(f"no MLflow store at {uri} (no file {path!r}{where})")
 
 
 def wait_for_server(uri, seconds):

@@ -54,6 +54,7 @@ def build_wheel(folder):
     return wheel
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
     """For pytest-xdist's `--dist loadgroup` (`make test` runs two workers): each test module runs on one worker,
     so its module fixtures (servers, clusters) start once; the Slurm modules all run on the same worker, one after

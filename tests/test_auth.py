@@ -23,7 +23,7 @@ from runner.tracking.uri import ServerRefused, check_access, masked
 NN_RERUN = [sys.executable, "-m", "runner.cli.rerun"]
 NN_COMPARE = [str(Path(sys.executable).parent / "nn-compare")]
 TIMEOUT = 600
-REFUSAL_TIMEOUT = 60  # generous for a shared machine; MLflow's own retries would take minutes
+REFUSAL_TIMEOUT = 120  # generous for a loaded machine (seen: over 60 s at load 16); MLflow's own retries take minutes
 TINY = ["train.iterations=20", "train.log_every=10"]
 QUIET_LINES = ("View run", "View experiment")  # MLflow's own lines for a run on a server
 

@@ -23,9 +23,13 @@ from runner.tracking import record
 TESTS = ROOT / "tests"
 # OPENBLAS_CORETYPE values, newest first; several may load the same kernel on a given OpenBLAS build
 CANDIDATES = ("SkylakeX", "Cooperlake", "Haswell", "Zen", "Sandybridge", "Nehalem", "Core2", "Prescott")
+# the kernel must also run: a product of each BLAS level (a CPU without the kernel's instructions, AVX-512 for
+# SkylakeX, loads it and then dies of SIGILL at its first product)
 PROBE = """
 import json, numpy
 from threadpoolctl import threadpool_info
+a = numpy.random.default_rng(0).random((64, 64))
+a @ a, a @ a[0], a[0] @ a[1]
 blas = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
 print(json.dumps([blas[0].get("internal_api"), blas[0].get("architecture")] if blas else None))
 """

@@ -2,6 +2,8 @@
 # `make test` (set up, run the tests). Both create .venv and install the project into it, every
 # package at its version in constraints.txt (the lock; `make lock` refreshes it: docs/development.md).
 PYTHON ?= python3
+# `make test` runs the suite on this many pytest-xdist workers (each test module on one; TEST_WORKERS=1: one worker)
+TEST_WORKERS ?= 2
 VENV := .venv
 BIN := $(VENV)/bin
 # No usage telemetry from MLflow: runs here must make no network calls.
@@ -62,7 +64,7 @@ run: setup
 	$(BIN)/nn-run $(ARGS)
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python benchmarks/training_loop.py

@@ -54,6 +54,16 @@ def build_wheel(folder):
     return wheel
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
+def pytest_collection_modifyitems(config, items):
+    """For pytest-xdist's `--dist loadgroup` (`make test` runs two workers): each test module runs on one worker,
+    so its module fixtures (servers, clusters) start once; the Slurm modules all run on the same worker, one after
+    the other, so two throwaway clusters never share the machine's node name at once."""
+    for item in items:
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("slurm" if "slurm" in module else module))
+
+
 def pytest_sessionstart(session):
     session.config.checkout_files_before = checkout_files()
 

@@ -22,6 +22,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 BIN = Path(sys.executable).parent
 START_SECONDS = 180  # an MLflow server on this shared 2-core machine has taken up to ~30 s to answer
 STOP_SECONDS = 15
@@ -219,3 +221,16 @@ def stop_postgres(pid):
             return
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def study_storage(request):
+    """None: the study in optuna.db in the sweep folder; else the URL of a throwaway PostgreSQL database (a
+    cluster's storage)."""
+    if request.param == "sqlite":
+        yield None
+        return
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL is not installed (initdb)")
+    with postgres_database() as url:
+        yield url

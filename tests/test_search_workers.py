@@ -2,16 +2,21 @@
 local executor (real processes, real pickling of the worker loop), a real MLflow SQLite store, Optuna's SQLite study.
 The same on a real Slurm, with a worker preempted (USR2): tests/test_search_workers_slurm.py."""
 
+import json
+import os
+import signal
 import subprocess
+import time
 
 import optuna
 import pytest
 from conftest import NN_RUN, runs_of
 from optuna.trial import TrialState
-from servers import postgres_bin, postgres_database
+from servers import study_storage  # noqa: F401 (fixture)
 
 from hydra_plugins.nn_runner_optuna_sweeper._search import OWNER_ATTR
 from hydra_plugins.nn_runner_optuna_sweeper._workers import LAUNCH_KEY, WORKER_KEY
+from runner import checkpoint, exit_codes
 from runner.tracking import record
 
 # uneven trials on the seed table: a few hundred to several thousand iterations
@@ -40,19 +45,6 @@ def assert_one_child_per_trial(client, experiment, trials):
         assert float(run.data.params["train.lr"]) == trial.params["train.lr"]
         assert run.data.metrics[record.final_metric(record.ERROR_METRIC)] == trial.value
     return parent, by_number
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def study_storage(request):
-    """None: the study in optuna.db in the sweep folder; else the URL of a throwaway PostgreSQL database (a
-    cluster's storage)."""
-    if request.param == "sqlite":
-        yield None
-        return
-    if postgres_bin() is None:
-        pytest.skip("PostgreSQL is not installed (initdb)")
-    with postgres_database() as url:
-        yield url
 
 
 @pytest.mark.slow
@@ -114,13 +106,6 @@ DYING = ["hydra/launcher=submitit_local", "hydra.sweeper.workers=2", "hydra.swee
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_a_lost_job_and_the_search_run_again_resumes_its_trial(tmp_path, tracking_uri,
                                                                                            experiment, client):
-    import json
-    import os
-    import signal
-    import time
-
-    from runner import checkpoint, exit_codes
-
     cmd = [*NN_RUN, "-m", "hydra/sweeper=nn_optuna", *DYING, f"tracking.uri={tracking_uri}",
            f"tracking.experiment={experiment}"]
     sweep = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -164,3 +149,5 @@ def test_a_worker_killed_mid_trial_is_a_lost_job_and_the_search_run_again_resume
     resumed = children[trial.number]
     assert resumed.info.run_id == lost.info.run_id and json.loads(resumed.data.tags[record.RESUMED_AT_TAG])
     assert "continued: 5 trials kept, 1 resumed, 0 lost" in again.stderr + again.stdout
+    # submitit's jobs: the 2 workers, then the resumed trial as an ordinary job, and no worker for a full study
+    assert len(list((tmp_path / "search" / ".submitit").glob("*/*_submitted.pkl"))) == 3

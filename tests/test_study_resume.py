@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import NN_RUN, compose_config, runs_of
 from optuna.trial import TrialState
-from servers import postgres_bin, postgres_database
+from servers import study_storage  # noqa: F401 (fixture)
 
 from hydra_plugins.nn_runner_optuna_sweeper._search import LOST_ATTR
 from runner.job import load_data
@@ -59,18 +59,6 @@ def client_of(uri):
 def study_trials(tmp_path, storage=None):
     url = storage or f"sqlite:///{tmp_path / 'the_search' / 'optuna.db'}"
     return optuna.load_study(storage=url, study_name="the_search").trials
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def study_storage(request):
-    """None: the study in optuna.db in the sweep folder; else the URL of a throwaway PostgreSQL database."""
-    if request.param == "sqlite":
-        yield None
-        return
-    if postgres_bin() is None:
-        pytest.skip("PostgreSQL is not installed (initdb)")
-    with postgres_database() as url:
-        yield url
 
 
 def whole_training(child):

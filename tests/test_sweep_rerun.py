@@ -184,9 +184,10 @@ def test_a_pruned_search_is_replayed_from_its_trials_configs_to_their_pruning_st
 
 @pytest.mark.slow
 def test_a_sweep_from_another_kernel_is_rebuilt_and_reproduced(tmp_path, tracking_uri, experiment, client):
+    """A basic launcher's sweep, made under another OPENBLAS_CORETYPE: its children are rerun in one stack, in a
+    child process with that kernel."""
     kernel = kernel_or_skip()
-    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=batched", "seed=1,2,3", *SHORT,
-                    env={"OPENBLAS_CORETYPE": kernel})
+    done = nn_run_m(tmp_path, tracking_uri, experiment, "seed=1,2,3", *SHORT, env={"OPENBLAS_CORETYPE": kernel})
     assert done.returncode == 0, done.stderr
     parent, children = sweep_of(client, experiment)
 

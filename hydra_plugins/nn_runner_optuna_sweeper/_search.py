@@ -32,7 +32,7 @@ from pathlib import Path
 
 import optuna
 from hydra.core.utils import JobStatus
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from optuna.trial import TrialState
 
 from hydra_plugins.nn_runner_optuna_sweeper._search_space import grid, params_arguments, search_space
@@ -134,7 +134,7 @@ def run_search(settings, arguments, config, launcher, validate=None, job_config=
 
         for first in range(0, len(resumed), settings["n_jobs"]):
             run(resumed[first:first + settings["n_jobs"]])
-        if workers is not None:
+        if workers is not None and len(study.get_trials(deepcopy=False)) < n_trials:  # a full study: no worker
             launched[0] = True
             stopped = run_workers(workers, arguments, study, storage, name, space, config, job_config)
             for first in range(0, len(stopped[0]), settings["n_jobs"]):  # trials its dead workers left RUNNING
@@ -236,6 +236,15 @@ def owner_words(owner):
         slurm = f", Slurm job {owner['slurm_job']}" if owner.get("slurm_job") else ""
         return f"its worker {owner['worker']} ({run_owner.describe_owner(owner)}{slurm})"
     return f"the search's process ({run_owner.describe_owner(owner)})"
+
+
+def job_config(hydra_context, config, overrides, number):
+    """The config Hydra's launchers compose for the sweep's job `number` with `overrides` (its folder, its fingerprint)."""
+    composed = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+    with open_dict(composed):
+        composed.hydra.job.id = number
+        composed.hydra.job.num = number
+    return composed
 
 
 def job_checkpoint(config, overrides, number, job_config):

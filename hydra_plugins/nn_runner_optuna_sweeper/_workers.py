@@ -27,12 +27,14 @@ from pathlib import Path
 import optuna
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import configure_log, run_job
-from omegaconf import open_dict
 from optuna.trial import TrialState
 
 from hydra_plugins.nn_runner_optuna_sweeper._search import (
     LOST_ATTR,
     OWNER_ATTR,
+    fail_child_run,
+    job_checkpoint,
+    job_config,
     outcome,
     prepare,
     raise_failure,
@@ -40,6 +42,7 @@ from hydra_plugins.nn_runner_optuna_sweeper._search import (
     tell,
     trial_attrs,
 )
+from runner import checkpoint
 from runner.sweep import optuna_private
 from runner.sweep.optuna_settings import SEED_LIMIT, make_sampler, open_storage, storage_url, study_name
 from runner.tracking import run_owner
@@ -117,6 +120,7 @@ class WorkerLoop:
             for trial in [t for t in own if t.state == TrialState.RUNNING]:  # left RUNNING by this worker, requeued
                 optuna_private.set_trial_attr(storage, name, trial.number, OWNER_ATTR, owner, system=True)
                 log.info(f"worker {index} ({describe_worker(owner)}): takes back trial {trial.number}")
+                self.end_unstarted_run(space, trial)
                 self.run_trial(study, space, trial.number, trial.params, n_trials)
                 ran += 1
             while True:
@@ -139,13 +143,21 @@ class WorkerLoop:
                 if t.system_attrs.get(OWNER_ATTR, {}).get(LAUNCH_KEY) == self.launch_id
                 and t.system_attrs[OWNER_ATTR].get(WORKER_KEY) == index]
 
+    def end_unstarted_run(self, space, trial):
+        """A trial taken back whose job folder holds no checkpoint of its config was stopped before its training
+        began (its first safe point checkpoints): it runs again from its start, as a new child run, and the run
+        its job had opened, if any, ends FAILED now, saying so, rather than at the sweep's end."""
+        config = self.trial_config(space.overrides(trial.params), trial.number)
+        folder, sha = job_checkpoint(self.config, space.overrides(trial.params), trial.number,
+                                     lambda overrides, number: config)
+        meta = checkpoint.read_meta(folder)
+        if meta is None or meta.get("config_sha256") != sha:
+            fail_child_run(self.config, trial.number, "its worker was stopped before the trial's first checkpoint: "
+                                                      "the trial ran again from its start as a new run")
+
     def trial_config(self, overrides, number):
-        """The config Hydra's launchers compose for job `number` (NnOptunaSweeper.job_config)."""
-        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        with open_dict(config):
-            config.hydra.job.id = number
-            config.hydra.job.num = number
-        return config
+        """The config Hydra's launchers compose for job `number` (_search.job_config)."""
+        return job_config(self.hydra_context, self.config, overrides, number)
 
     def run_trial(self, study, space, number, params, n_trials):
         """Run trial `number` as the sweep's job `number` and tell the study how it ended. A stop of this process

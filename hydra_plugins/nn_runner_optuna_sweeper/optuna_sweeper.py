@@ -11,12 +11,13 @@ runner/sweep/optuna_settings.py. This module imports no Optuna: Hydra imports it
 """
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 
 @dataclass
@@ -109,10 +110,10 @@ class NnOptunaSweeper(Sweeper):
                                                                 task_function=task_function)
 
     def sweep(self, arguments):
-        from hydra_plugins.nn_runner_optuna_sweeper._search import run_search  # Optuna, only for a search
+        from hydra_plugins.nn_runner_optuna_sweeper._search import job_config, run_search  # Optuna, only for a search
 
         run_search(self.settings, arguments, self.config, self.launcher, validate=self.validate_batch_is_legal,
-                   job_config=self.job_config, workers=self.launch_workers if self.settings["workers"] else None)
+                   job_config=partial(job_config, self.hydra_context, self.config), workers=self.launch_workers if self.settings["workers"] else None)
 
     def launch_workers(self, arguments, launch_id, held):
         """Launch the search's `workers` worker jobs (_workers.py) through the sweep's launcher, the study holding
@@ -124,11 +125,3 @@ class NnOptunaSweeper(Sweeper):
         launcher = Plugins.instance().instantiate_launcher(config=self.config, hydra_context=self.hydra_context,
                                                            task_function=loop)
         return launcher.launch(worker_overrides(self.settings["workers"]), initial_job_idx=0)
-
-    def job_config(self, overrides, number):
-        """The config Hydra's launchers compose for job `number` with `overrides` (its folder, its fingerprint)."""
-        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        with open_dict(config):
-            config.hydra.job.id = number
-            config.hydra.job.num = number
-        return config

@@ -13,6 +13,7 @@ diverged (one line on stderr, the new run FAILED); 2: bad input, with one line o
 
 import argparse
 import gc
+import signal
 import sys
 
 from runner import console, exit_codes
@@ -68,8 +69,13 @@ def nn_rerun(argv=None):
         return exit_codes.FAILED
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM (a batch system's stop) ends the new runs KILLED, as Ctrl-C does
+
+
 def main():
     """Entry point of the `nn-rerun` console script."""
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = nn_rerun()
     except KeyboardInterrupt:

@@ -95,7 +95,7 @@ def load_sources(uri, experiment, children, folder):
         run_id = child.info.run_id
         where = os.path.join(folder, run_id)
         try:
-            path = stored_run.download_artifact(uri, run_id, record.CONFIG_FILE, where)
+            path = stored_run.download_artifact(uri, child, record.CONFIG_FILE, where)
         except stored_run.NotInStore:
             raise RerunError(f"child run {child_name(child)} has no {record.CONFIG_FILE} artifact: it was not "
                              "logged by nn-run") from None
@@ -156,10 +156,10 @@ def quiet_jobs():
         logger.setLevel(level)
 
 
-def train_reruns(sources, configs, parent_run_id, experiment_id, max_batch=MAX_BATCH):
+def train_reruns(sources, configs, parent_run_id, experiment_id, outcomes, max_batch=MAX_BATCH):
     """Train and log the reruns of `sources` (with their composed `configs`) as children of `parent_run_id`:
-    those that can, together (runner/sweep/batches.py), the others alone. Returns {source id: Outcome}."""
-    outcomes = {}
+    those that can, together (runner/sweep/batches.py), the others alone. Each one's Outcome goes into
+    `outcomes` ({source id: Outcome}) as soon as its run has ended."""
     stoppers = [None if s.pruned_at_step is None else stop_at(s.pruned_at_step) for s in sources]
 
     def log(index, trained=None):
@@ -187,7 +187,6 @@ def train_reruns(sources, configs, parent_run_id, experiment_id, max_batch=MAX_B
         for index in range(len(sources)):
             if index not in batched:
                 log(index)
-    return outcomes
 
 
 def numeric_groups(sources, rebuild):
@@ -264,8 +263,8 @@ def run_part(text, uri, part):
         configs = reproduction_configs(sources)
         outcomes = {}
         try:
-            outcomes = train_reruns(sources, configs, plan["parent_run_id"], plan["experiment_id"])
-        finally:
+            train_reruns(sources, configs, plan["parent_run_id"], plan["experiment_id"], outcomes)
+        finally:  # what ended so far, also after Ctrl-C or an error
             with open(part + ".out", "w") as handle:
                 json.dump({k: {"run_id": o.new_run_id, "failure": o.failure} for k, o in outcomes.items()}, handle)
     return exit_codes.OK
@@ -289,16 +288,16 @@ def compare_all(uri, parent_run_id, outcomes, folder):
     def histories(run):
         return {key: points[key][run.info.run_id] for key in run.data.metrics}
 
-    def weights(run_id):
-        where = os.path.join(folder, run_id)
-        stored_run.download_artifact(uri, run_id, record.WEIGHTS_DIR, where)
+    def weights(run):
+        where = os.path.join(folder, run.info.run_id)
+        stored_run.download_artifact(uri, run, record.WEIGHTS_DIR, where)
         return record.read_weights(where)
 
     compared = {}
     for outcome in done:
         source, new = outcome.source, new_runs[outcome.new_run_id]
-        compared[source.info.run_id] = compare_records(source, new.data.tags, weights(source.info.run_id),
-                                                       weights(new.info.run_id), histories(source), histories(new))
+        compared[source.info.run_id] = compare_records(source, new.data.tags, weights(source), weights(new),
+                                                       histories(source), histories(new))
     return compared
 
 
@@ -351,8 +350,8 @@ def rerun_sweep(parent, uri, rebuild=True):
             outcomes = {}
             for facts, members in numeric_groups(sources, rebuild):
                 if facts is None:
-                    outcomes.update(train_reruns(members, [config_of[s.label] for s in members], parent_run_id,
-                                                 experiment_id))
+                    train_reruns(members, [config_of[s.label] for s in members], parent_run_id, experiment_id,
+                                 outcomes)
                 else:
                     outcomes.update(rebuilt_part(members, uri, parent.info.run_id, parent_run_id, experiment_id,
                                                  folder))

@@ -9,7 +9,8 @@ import os
 # no progress bar over the downloads (tqdm comes with optuna): nn-rerun's stderr is its log and one-line errors
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from runner.tracking import client as tracking  # noqa: E402
+from runner.tracking import client as tracking  # noqa: E402  (first: it sets MLflow's quiet defaults before MLflow loads)
+import mlflow.artifacts  # noqa: E402,I001
 from runner.tracking.client import MlflowException  # noqa: E402
 from runner.tracking.uri import NotInStore, check_store, redact  # noqa: E402,F401  (NotInStore: raised from here too)
 
@@ -40,14 +41,18 @@ def download_artifacts(uri, run_id, folder):
         raise NotInStore(f"cannot download the artifacts of run {run_id}: {str(error).splitlines()[0]}") from None
 
 
-def download_artifact(uri, run_id, path, folder):
-    """The run's artifact `path` (a file or a folder), under `folder`; returns its local path. NotInStore when the
-    run has no such artifact."""
-    client = tracking.client_for(uri)
+def download_artifact(uri, run, path, folder):
+    """The artifact `path` (a file or a folder) of the MLflow run `run`, under `folder`; returns its local path.
+    NotInStore when the run has no such artifact.
+
+    Read from the run's artifact location as its record names it: no look-up of the run in the store (which
+    took a third of the rerun of a 64-job sweep, 0.12 s an artifact on the loaded 2-core machine).
+    """
+    location = f"{run.info.artifact_uri.rstrip('/')}/{path}"
     try:
-        return client.download_artifacts(run_id, path, folder)
+        return mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=folder, tracking_uri=uri)
     except (MlflowException, OSError) as error:
-        raise NotInStore(f"cannot download {path} of run {run_id}: {str(error).splitlines()[0]}") from None
+        raise NotInStore(f"cannot download {path} of run {run.info.run_id}: {str(error).splitlines()[0]}") from None
 
 
 def metric_histories(uri, run):

@@ -25,7 +25,6 @@ from runner.tracking.schema import TrackingConfig
 from runner.tracking.uri import CREDENTIAL_VARIABLES, has_credentials, is_server, masked, redact
 
 
-
 @dataclass
 class RunConfig:
     """One run: the weights' seed and a config group per part of the program (each schema beside its code)."""

@@ -4,7 +4,6 @@ Each is used only where no public API does the job; tests/test_private_names.py 
 behaviour relied on, so an MLflow upgrade that changes one fails there, with the reason.
 """
 
-
 import os
 import shutil
 import sqlite3

@@ -27,6 +27,25 @@ NN_RUN = [sys.executable, "-m", "runner"]
 SET_UP_FILES = re.compile(r"(^|/)(\.venv|[^/]*\.egg-info|__pycache__)/$")
 
 
+def plain_sqlite_reads_or_skip():
+    """Skip a test of nn-compare's plain SQLite reads (runner/tracking/mlflow_private.py) under an MLflow whose tables
+    are at another schema revision than the reads know, unless it is the lock's MLflow (constraints.txt): there the
+    test must fail, so that moving the lock moves the revision. Elsewhere (CI's lowest and newest environments)
+    nn-compare reads through MLflow's client, which the other tests cover."""
+    from importlib.metadata import version
+
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    from runner.tracking import mlflow_private
+
+    locked = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
+                  if line and not line.startswith("#"))
+    revision = _get_latest_schema_revision()
+    if revision != mlflow_private.SQL_SCHEMA_REVISION and version("mlflow") != locked.get("mlflow"):
+        pytest.skip(f"MLflow {version('mlflow')}'s tables are at revision {revision}, not the plain reads' "
+                    f"{mlflow_private.SQL_SCHEMA_REVISION} (the lock's MLflow {locked.get('mlflow')})")
+
+
 def checkout_files():
     """What git sees in the checkout beyond its tracked files' contents (untracked and ignored paths), or None
     outside a git checkout."""

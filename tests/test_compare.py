@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import NN_RUN
+from conftest import NN_RUN, plain_sqlite_reads_or_skip
 
 from runner.sweep.compare import CompareError, compare_sweep, find_sweep
 from runner.tracking import record
@@ -196,6 +196,7 @@ def test_a_big_sweeps_plot_names_its_best_runs_and_greys_the_others(tracking_uri
 
 def test_nn_compare_ranks_a_sqlite_stores_sweep_without_importing_mlflow(tracking_uri, experiment, client, tmp_path):
     """On a SQLite store nn-compare reads with plain SQL and copies its files to the parent's artifact folder."""
+    plain_sqlite_reads_or_skip()
     parent_id = make_sweep(tracking_uri, experiment, [(1, [0.5, 0.3], False), (2, [0.5, 0.2], False)])
     script = ("import sys; from runner.cli.compare import main; "
               f"main([{parent_id!r}, '--tracking-uri', {tracking_uri!r}]); print('mlflow' in sys.modules)")

@@ -109,7 +109,7 @@ def run_search(settings, arguments, config, launcher, validate=None, job_config=
         for trial in lost:
             fail_lost(study, storage, name, trial, config)
         # failures of this search's jobs count against max_failure_rate; a trial lost with the search's process not
-        failed = [sum(1 for t in kept if t.state == TrialState.FAIL and LOST_ATTR not in t.user_attrs)]
+        failed = [counted_failures(kept)]
         launched = [False]
 
         def run(trials):
@@ -122,10 +122,8 @@ def run_search(settings, arguments, config, launcher, validate=None, job_config=
                     returns = launcher.launch(overrides, initial_job_idx=batch[0].number)
                     failures = tell_batch(study, batch, returns)
                     failed[0] += len(failures)
-                    if failures and failed[0] > settings["max_failure_rate"] * n_trials:
-                        log.error(f"{failed[0]} of {n_trials} trials failed, more than max_failure_rate="
-                                  f"{settings['max_failure_rate']} allows")
-                        raise_failure(failures[0])
+                    if failures:
+                        stop_if_too_many_failed(failed[0], settings, n_trials, failures[0])
             except KeyboardInterrupt:  # Ctrl-C, SIGTERM: its trials stay RUNNING, for the search run again to resume
                 raise
             except BaseException:  # a failed search, a launcher's error: no trial of it stays RUNNING
@@ -142,8 +140,7 @@ def run_search(settings, arguments, config, launcher, validate=None, job_config=
             if stopped[1] is not None:  # a worker failed (its trials' failures, its own error): so does the search
                 write_results(study, sweep_dir / RESULTS_FILE)
                 raise_failure(stopped[1])
-            failed[0] = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                            if LOST_ATTR not in t.user_attrs)
+            failed[0] = counted_failures(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
         while True:
             missing = n_trials - len(study.get_trials(deepcopy=False))
             if missing <= 0:
@@ -357,6 +354,20 @@ def said(job, value, attrs):
         text = str(error).strip()
         return f" ({type(error).__name__}: {text.splitlines()[0] if text else ''})"
     return ""
+
+
+def counted_failures(trials):
+    """How many of `trials` failed in their job: FAIL, but not lost with a search's or worker's process (LOST_ATTR),
+    which does not count against max_failure_rate."""
+    return sum(1 for t in trials if t.state == TrialState.FAIL and LOST_ATTR not in t.user_attrs)
+
+
+def stop_if_too_many_failed(failed, settings, n_trials, job):
+    """Raise the failed `job`'s error (raise_failure) once `failed` trials are more than max_failure_rate allows."""
+    if failed > settings["max_failure_rate"] * n_trials:
+        log.error(f"{failed} of {n_trials} trials failed, more than max_failure_rate={settings['max_failure_rate']} "
+                  "allows")
+        raise_failure(job)
 
 
 def raise_failure(job):

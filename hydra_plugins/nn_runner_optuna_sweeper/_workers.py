@@ -30,15 +30,15 @@ from hydra.core.utils import configure_log, run_job
 from optuna.trial import TrialState
 
 from hydra_plugins.nn_runner_optuna_sweeper._search import (
-    LOST_ATTR,
     OWNER_ATTR,
+    counted_failures,
     fail_child_run,
     job_checkpoint,
     job_config,
     outcome,
     prepare,
-    raise_failure,
     said,
+    stop_if_too_many_failed,
     tell,
     trial_attrs,
 )
@@ -147,9 +147,7 @@ class WorkerLoop:
         """A trial taken back whose job folder holds no checkpoint of its config was stopped before its training
         began (its first safe point checkpoints): it runs again from its start, as a new child run, and the run
         its job had opened, if any, ends FAILED now, saying so, rather than at the sweep's end."""
-        config = self.trial_config(space.overrides(trial.params), trial.number)
-        folder, sha = job_checkpoint(self.config, space.overrides(trial.params), trial.number,
-                                     lambda overrides, number: config)
+        folder, sha = job_checkpoint(self.config, space.overrides(trial.params), trial.number, self.trial_config)
         meta = checkpoint.read_meta(folder)
         if meta is None or meta.get("config_sha256") != sha:
             fail_child_run(self.config, trial.number, "its worker was stopped before the trial's first checkpoint: "
@@ -176,12 +174,8 @@ class WorkerLoop:
             raise
         log.info(f"trial {number}: {state.name}{said(job, value, attrs)}")
         if state == TrialState.FAIL:
-            failed = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                         if LOST_ATTR not in t.user_attrs)
-            if failed > self.settings["max_failure_rate"] * n_trials:
-                log.error(f"{failed} of {n_trials} trials failed, more than max_failure_rate="
-                          f"{self.settings['max_failure_rate']} allows")
-                raise_failure(job)
+            stop_if_too_many_failed(counted_failures(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
+                                    self.settings, n_trials, job)
 
 
 class _Number:

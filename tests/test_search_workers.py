@@ -115,8 +115,9 @@ def test_a_worker_killed_mid_trial_is_a_lost_job_and_the_search_run_again_resume
         while trial is None and time.monotonic() < deadline:
             time.sleep(0.3)
             if (tmp_path / "search" / ".submitit").exists():  # the study exists once the workers are launched
+                # a trial just asked is RUNNING before Optuna's storage holds its parameters: .get, not []
                 trial = next((t for t in optuna.load_study(storage=storage, study_name="search").trials
-                              if t.state == TrialState.RUNNING and t.params["train.iterations"] == LONG
+                              if t.state == TrialState.RUNNING and t.params.get("train.iterations") == LONG
                               and checkpoint.read_meta(tmp_path / "search" / str(t.number)) is not None), None)
         assert trial is not None, "worker 1's long trial did not start"
         owner = trial.system_attrs[OWNER_ATTR]

@@ -117,6 +117,8 @@ class Checkpointer:
                     continue  # ignored where the process was started (`cmd &` in a script), or nobody handles it
                 self.previous[signum] = handler
                 signal.signal(signum, self._note)
+                if getattr(handler, "pending", False):  # noted before training began (runner.held_signal)
+                    self.stopped_by = signum  # the first safe point saves at once, then hands it on
         return self
 
     def __exit__(self, exc_type, *exc):

@@ -233,7 +233,7 @@ def test_a_signal_the_process_was_started_ignoring_stays_ignored_while_training(
 def test_a_signal_after_training_goes_to_a_handler_that_only_notes_it(tmp_path):
     """A batched share notes SIGUSR2 and hands it on between its jobs: one that came while a job was recorded
     must reach it, or the share runs on past its time limit."""
-    from hydra_plugins.nn_runner_batched_launcher.shares import HeldSignal
+    from runner.held_signal import HeldSignal
 
     handed = []
     previous = signal.signal(signal.SIGUSR2, lambda signum, frame: handed.append(signum))  # submitit's stand-in
@@ -249,6 +249,37 @@ def test_a_signal_after_training_goes_to_a_handler_that_only_notes_it(tmp_path):
         assert handed == [signal.SIGUSR2]
     finally:
         signal.signal(signal.SIGUSR2, previous)
+
+
+def test_a_held_signal_noted_before_training_stops_it_at_the_first_safe_point_with_a_checkpoint(tmp_path):
+    """A search's worker holds SIGUSR2 between its trials: one that came while the next trial was asked and its run
+    opened must stop that trial's training at once, checkpointed, not after the whole trial (past the time limit),
+    and resuming it gives the training done in one go."""
+    from runner.held_signal import HeldSignal
+
+    cfg = compose_config("train.iterations=3000", "train.log_every=500")
+    data = load_data(cfg.dataset)
+    whole = training(cfg, data)
+    handed = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: handed.append(signum))  # submitit's stand-in
+    try:
+        with HeldSignal() as held:
+            os.kill(os.getpid(), signal.SIGUSR2)  # between two trials
+            assert held.pending and handed == []
+            saver = checkpoint.Checkpointer(str(tmp_path), "run", "sha", every_seconds=1e9)
+            with pytest.raises(KeyboardInterrupt), saver:
+                training(cfg, data, checkpoints=saver)
+            assert handed == [] and held.pending  # noted again, for the worker to hand on
+            with pytest.raises(KeyboardInterrupt):  # the stand-in does not exit as submitit's does
+                held.hand_over()
+        assert handed == [signal.SIGUSR2] and signal.getsignal(signal.SIGUSR2) is not held
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    meta = checkpoint.read_meta(str(tmp_path))
+    assert meta["status"] == checkpoint.RUNNING and meta["step"] == 0  # the first safe point: before iteration 0
+    resumed = training(cfg, data, resume=checkpoint.load_state(str(tmp_path), meta))
+    assert all(np.array_equal(a, b) for a, b in zip(resumed.weights, whole.weights))
+    assert resumed.steps == whole.steps and resumed.history == whole.history
 
 
 @pytest.mark.slow

@@ -8,17 +8,17 @@ stopped one resumes its run (nn-run's task function does both, as in a continued
 others train again from their initial weights: training is deterministic, the bits are the same.
 
 While the jobs run, submitit's preemption signal (SIGUSR2) is held until the job being logged
-has ended (HeldSignal), so that a requeue never leaves a batched child half logged.
+has ended (runner.held_signal.HeldSignal), so that a requeue never leaves a batched child half logged.
 """
 
 import logging
-import signal
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job
 from omegaconf import open_dict
+
+from runner.held_signal import HeldSignal
 
 log = logging.getLogger(__name__)
 
@@ -39,48 +39,6 @@ class Sweep:
         with open_dict(composed):
             composed.hydra.job.id = composed.hydra.job.num = self.initial_job_idx + position
         return composed
-
-
-class HeldSignal:
-    """Holds SIGUSR2 while jobs run, when someone handles it (submitit: preemption or time limit).
-
-    The signal is noted, and handed to its handler by `hand_over()` between two jobs. A job that
-    trains alone takes it on itself (its Checkpointer saves, then hands it here and ends its run
-    KILLED), so the share stops with that job's checkpoint in its folder; one that came while that
-    job was recorded is handed here when the recording is done (runner.checkpoint.Checkpointer.release).
-    """
-
-    notes_only = True  # the handler (this object) only notes the signal: see Checkpointer.release
-
-    def __init__(self):
-        self.previous, self.pending = None, False
-
-    def __enter__(self):
-        handler = signal.getsignal(signal.SIGUSR2)
-        if callable(handler) and threading.current_thread() is threading.main_thread():
-            self.previous = handler
-            signal.signal(signal.SIGUSR2, self)
-        return self
-
-    def __exit__(self, *exc):
-        self._restore()
-        return False
-
-    def __call__(self, signum, frame):
-        self.pending = True
-
-    def _restore(self):
-        if self.previous is not None:
-            signal.signal(signal.SIGUSR2, self.previous)
-
-    def hand_over(self):
-        """If the signal came, hand it to its handler now (submitit checkpoints this share, requeues it, exits)."""
-        if not self.pending:
-            return
-        handler, self.previous, self.pending = self.previous, None, False
-        signal.signal(signal.SIGUSR2, handler)
-        handler(signal.SIGUSR2, None)
-        raise KeyboardInterrupt  # a handler that did not end the share: stop as Ctrl-C does
 
 
 def begun(config):

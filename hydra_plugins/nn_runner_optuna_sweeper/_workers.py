@@ -43,6 +43,7 @@ from hydra_plugins.nn_runner_optuna_sweeper._search import (
     trial_attrs,
 )
 from runner import checkpoint
+from runner.held_signal import HeldSignal
 from runner.sweep import optuna_private
 from runner.sweep.optuna_settings import SEED_LIMIT, make_sampler, open_storage, storage_url, study_name
 from runner.tracking import run_owner
@@ -117,20 +118,21 @@ class WorkerLoop:
             own = self.own_trials(study, index, running=False)
             study.sampler = worker_sampler(self.settings, index, self.held + len(own)) or sampler
             ran = 0
-            for trial in [t for t in own if t.state == TrialState.RUNNING]:  # left RUNNING by this worker, requeued
-                optuna_private.set_trial_attr(storage, name, trial.number, OWNER_ATTR, owner, system=True)
-                log.info(f"worker {index} ({describe_worker(owner)}): takes back trial {trial.number}")
-                self.end_unstarted_run(space, trial)
-                self.run_trial(study, space, trial.number, trial.params, n_trials)
-                ran += 1
-            while True:
-                with ask_lock(sweep_dir):
-                    if len(study.get_trials(deepcopy=False)) >= n_trials:
-                        break
-                    trial = study.ask(space.distributions)
+            with HeldSignal() as held:  # submitit's USR2 stops a trial at a checkpoint, never between two steps here
+                for trial in [t for t in own if t.state == TrialState.RUNNING]:  # left RUNNING by this worker
                     optuna_private.set_trial_attr(storage, name, trial.number, OWNER_ATTR, owner, system=True)
-                self.run_trial(study, space, trial.number, trial.params, n_trials)
-                ran += 1
+                    log.info(f"worker {index} ({describe_worker(owner)}): takes back trial {trial.number}")
+                    self.end_unstarted_run(space, trial)
+                    self.run_held(held, study, space, trial.number, trial.params, n_trials)
+                    ran += 1
+                while True:
+                    with ask_lock(sweep_dir):
+                        if len(study.get_trials(deepcopy=False)) >= n_trials:
+                            break
+                        trial = study.ask(space.distributions)
+                        optuna_private.set_trial_attr(storage, name, trial.number, OWNER_ATTR, owner, system=True)
+                    self.run_held(held, study, space, trial.number, trial.params, n_trials)
+                    ran += 1
             log.info(f"worker {index} ({describe_worker(owner)}): {ran} trials, the study holds {n_trials}")
             return ran
         finally:
@@ -156,6 +158,17 @@ class WorkerLoop:
     def trial_config(self, overrides, number):
         """The config Hydra's launchers compose for job `number` (_search.job_config)."""
         return job_config(self.hydra_context, self.config, overrides, number)
+
+    def run_held(self, held, study, space, number, params, n_trials):
+        """run_trial with SIGUSR2 held (runner.held_signal): one noted while the trial was asked or its run opened
+        stops its training at the first safe point, with a checkpoint; one noted while it was told is handed on
+        before the next trial is asked. Either way submitit requeues this worker, which takes the trial back."""
+        try:
+            self.run_trial(study, space, number, params, n_trials)
+        except KeyboardInterrupt:  # the trial stopped at a checkpoint on the held signal: hand it on
+            held.hand_over()
+            raise
+        held.hand_over()
 
     def run_trial(self, study, space, number, params, n_trials):
         """Run trial `number` as the sweep's job `number` and tell the study how it ended. A stop of this process

@@ -13,7 +13,8 @@ copied from a batched sweep's child and written with the fewest public MlflowCli
 training alone per job in a batch of --floor-batch networks, plus Hydra's run_job around a no-op
 task; CPU time, spread over the cores a sweep uses. No launcher that keeps every child's full record
 and Hydra's per-job semantics can go below it. Prints medians over --repeats: wall time per job,
-as a ratio to the floor and joblib's jobs per second against each.
+as a ratio to the floor and joblib's jobs per second against each, and where each batched sweep's time goes
+(start-up, before the first job, the jobs, the end: timed_phases).
 The store (and the sweeps' folders) go in a temp folder under --store-dir: /dev/shm puts them
 on tmpfs, where a commit does not wait for the disk.
 Usage: python benchmarks/batched_sweep.py [--sizes 64 256] [--sample 8] [--repeats 1] [--iterations 60000]
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -46,9 +48,28 @@ VARIANTS = {  # name: (extra arguments of the batched sweep, whether its childre
 }
 
 
+PHASES = ("start-up", "before the first job", "the jobs", "the end")
+
+
 def sweep(jobs, iterations, extra):
     return [sys.executable, "-m", "runner", "-m", f"seed=range(1,{jobs + 1})", f"train.iterations={iterations}",
             *extra]
+
+
+def timed_phases(cmd, folder, sweep_dir):
+    """(wall seconds, {phase: seconds}) of a sweep into `sweep_dir`, its phases told by the files it writes:
+    start-up until Hydra's multirun.yaml (Python, Hydra, MLflow, the parent run); before the first job
+    (validating the jobs' configs, planning the batches, forking, training a batch) until the first job's
+    .hydra/ files; the jobs until the last job's checkpoint.json (written as a job ends); the end after it
+    (the last JobReturn, the parent's accounting, ranking and plot, the process's exit)."""
+    started = time.time()
+    subprocess.run([*cmd, f"hydra.sweep.dir={sweep_dir}"], cwd=folder, check=True, capture_output=True)
+    ended = time.time()
+    root = Path(folder, sweep_dir)
+    first = min(p.stat().st_mtime for p in root.glob("*/.hydra/config.yaml"))
+    last = max(p.stat().st_mtime for p in root.glob("*/checkpoint.json"))
+    multirun = (root / "multirun.yaml").stat().st_mtime
+    return ended - started, dict(zip(PHASES, (multirun - started, first - multirun, last - first, ended - last)))
 
 
 def measure_floor(uri, parent, args):
@@ -77,13 +98,16 @@ def main():
         uri = f"sqlite:///{folder}/mlflow.db"
         timed([sys.executable, "-m", "runner", "train.iterations=1"], folder)  # the store's tables, once
         batched = {n: {name: [] for name in VARIANTS} for n in args.sizes}
+        phases = {n: {name: [] for name in VARIANTS} for n in args.sizes}
         samples = {name: {small: [], large: []} for name in LAUNCHERS}
         floors = []
-        for _ in range(args.repeats):
+        for repeat in range(args.repeats):
             parent = None
             for n in args.sizes:
-                for name, (extra, _) in VARIANTS.items():
-                    batched[n][name].append(timed(sweep(n, args.iterations, extra), folder))
+                for v, (name, (extra, _)) in enumerate(VARIANTS.items()):
+                    wall, parts = timed_phases(sweep(n, args.iterations, extra), folder, f"batched-{n}-{v}-{repeat}")
+                    batched[n][name].append(wall)
+                    phases[n][name].append(parts)
                     if name == "batched":
                         parent = floor.latest_parent(uri)
             floors.append(measure_floor(uri, parent, args))
@@ -118,6 +142,13 @@ def main():
             print(f"  {name:<38} {wall:7.1f} s {1000 * per_job:7.0f} ms {per_job / best.per_job(with_model):7.2f}x   "
                   f"{', '.join(against)}")
         print("  (/ floor: wall time per job over the floor's, the floor without the model for the sweep without it)")
+        for name, (_, with_model) in VARIANTS.items():
+            parts = {phase: statistics.median(p[phase] for p in phases[n][name]) for phase in PHASES}
+            record = best.record if with_model else best.record_no_model
+            jobs_floor = (record + best.run_job) / best.cores * n
+            print(f"  {name}, where the time goes: " + ", ".join(f"{phase} {t:.1f} s" for phase, t in parts.items())
+                  + f"; the jobs' own floor (record and run_job) {jobs_floor:.1f} s, training's "
+                  f"{best.training / best.cores * n:.1f} s")
 
 
 if __name__ == "__main__":

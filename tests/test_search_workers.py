@@ -94,20 +94,28 @@ def test_a_bad_workers_value_stops_the_search_in_one_line_before_any_run_or_fold
     assert list(tmp_path.iterdir()) == []  # no store (so no parent run), no sweep folder
 
 
-LONG = 1_000_000  # iterations (~6-15 s here); the other trials 2,000-8,000
-# random sampler seed 51 (each worker's sequence drawn as _workers.worker_sampler seeds it): worker 1's first trial
-# is the long one, and none of worker 0's first 7 is
-DYING = ["hydra/launcher=submitit_local", "hydra.sweeper.workers=2", "hydra.sweeper.n_trials=6",
-         "hydra.sweeper.sampler.name=random", "hydra.sweeper.sampler.seed=51", "hydra.sweep.dir=search",
-         f"train.iterations=choice(2000,4000,6000,8000,{LONG})", "train.lr=tag(log,interval(0.3,3))",
-         "train.log_every=2000", "tracking.log_model=false"]
+LONG = 1_000_000  # iterations (~6-15 s here)
+# by the worker to kill: (random sampler seed, n_trials, the other trials' iterations), each worker's sequence drawn
+# as _workers.worker_sampler seeds it. Seed 51: worker 1's first trial is the long one, none of worker 0's first 7
+# is. Seed 209: worker 0's first is, none of worker 1's first 20; worker 1's 7 trials of 600,000-900,000 iterations
+# (~30 s here) outlast the 15 s submitit takes to report the dead worker 0: the search must wait for them
+DYING_CASES = {1: (51, 6, "2000,4000,6000,8000"), 0: (209, 8, "600000,700000,800000,900000")}
+DYING = ["hydra/launcher=submitit_local", "hydra.sweeper.workers=2",
+         "hydra.sweeper.sampler.name=random", "hydra.sweep.dir=search", "train.log_every=2000",
+         "tracking.log_model=false"]
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("dying", [1, 0], ids=["worker 1", "worker 0"])
 def test_a_worker_killed_mid_trial_is_a_lost_job_and_the_search_run_again_resumes_its_trial(tmp_path, tracking_uri,
-                                                                                           experiment, client):
-    cmd = [*NN_RUN, "-m", "hydra/sweeper=nn_optuna", *DYING, f"tracking.uri={tracking_uri}",
-           f"tracking.experiment={experiment}"]
+                                                                                           experiment, client, dying):
+    """submitit reads the workers' results in order: worker 1 dead is reported once worker 0 has returned, worker 0
+    dead at once, while worker 1 still fills the study; the search ends after it either way."""
+    seed, n_trials, others = DYING_CASES[dying]
+    cmd = [*NN_RUN, "-m", "hydra/sweeper=nn_optuna", *DYING, f"hydra.sweeper.sampler.seed={seed}",
+           f"hydra.sweeper.n_trials={n_trials}", f"train.iterations=choice({others},{LONG})",
+           "train.lr=tag(log,interval(0.3,3))",  # after train.iterations: the sampler draws them in this order
+           f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}"]
     sweep = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     storage = f"sqlite:///{tmp_path / 'search' / 'optuna.db'}"
     try:
@@ -119,9 +127,9 @@ def test_a_worker_killed_mid_trial_is_a_lost_job_and_the_search_run_again_resume
                 trial = next((t for t in optuna.load_study(storage=storage, study_name="search").trials
                               if t.state == TrialState.RUNNING and t.params.get("train.iterations") == LONG
                               and checkpoint.read_meta(tmp_path / "search" / str(t.number)) is not None), None)
-        assert trial is not None, "worker 1's long trial did not start"
+        assert trial is not None, f"worker {dying}'s long trial did not start"
         owner = trial.system_attrs[OWNER_ATTR]
-        assert owner[WORKER_KEY] == 1
+        assert owner[WORKER_KEY] == dying
         time.sleep(1.0)  # into its training
         os.kill(int(owner["pid"]), signal.SIGKILL)  # the worker's process: an OOM kill, a lost node
         out, err = sweep.communicate(timeout=300)
@@ -132,12 +140,14 @@ def test_a_worker_killed_mid_trial_is_a_lost_job_and_the_search_run_again_resume
     # the other worker filled the study; the dead one is a lost job, as in any sweep
     assert sweep.returncode == exit_codes.FAILED, err[-3000:]
     trials = optuna.load_study(storage=storage, study_name="search").trials
-    assert len(trials) == 6 and trials[trial.number].state == TrialState.RUNNING  # it has a checkpoint: resumable
+    assert len(trials) == n_trials and trials[trial.number].state == TrialState.RUNNING  # a checkpoint: resumable
     assert {t.state for t in trials if t.number != trial.number} == {TrialState.COMPLETE}
     runs = runs_of(client, experiment)
     (parent,) = [r for r in runs if record.SWEEP_ID_TAG in r.data.tags]
     (lost,) = [r for r in runs if r.data.tags.get(record.TRIAL_NUMBER_TAG) == str(trial.number)]
     assert parent.info.status == "FAILED" and parent.data.metrics[record.CHILDREN_FAILED_METRIC] == 1
+    assert parent.data.metrics[record.CHILDREN_FINISHED_METRIC] == n_trials - 1  # the other worker's, all counted
+    assert all(r.info.status != "RUNNING" and r.info.end_time <= parent.info.end_time for r in runs)  # none after
     assert lost.info.status == "FAILED" and lost.data.tags["error"].startswith(
         f"its process (pid {owner['pid']} on ") and "the launcher reported" in lost.data.tags["error"]
     assert f"nn-run: job {lost.info.run_name}: lost: {lost.data.tags['error']}" in err.splitlines(), err[-3000:]
@@ -145,10 +155,10 @@ def test_a_worker_killed_mid_trial_is_a_lost_job_and_the_search_run_again_resume
     again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     trials = optuna.load_study(storage=storage, study_name="search").trials
-    assert [t.number for t in trials] == list(range(6)) and {t.state for t in trials} == {TrialState.COMPLETE}
+    assert [t.number for t in trials] == list(range(n_trials)) and {t.state for t in trials} == {TrialState.COMPLETE}
     _, children = assert_one_child_per_trial(client, experiment, trials)
     resumed = children[trial.number]
     assert resumed.info.run_id == lost.info.run_id and json.loads(resumed.data.tags[record.RESUMED_AT_TAG])
-    assert "continued: 5 trials kept, 1 resumed, 0 lost" in again.stderr + again.stdout
+    assert f"continued: {n_trials - 1} trials kept, 1 resumed, 0 lost" in again.stderr + again.stdout
     # submitit's jobs: the 2 workers, then the resumed trial as an ordinary job, and no worker for a full study
     assert len(list((tmp_path / "search" / ".submitit").glob("*/*_submitted.pkl"))) == 3

@@ -27,6 +27,9 @@ the reason in its user attribute LOST_ATTR and on its child run, ended FAILED (r
 import json
 import logging
 import math
+import shutil
+import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -159,16 +162,18 @@ def run_workers(workers, arguments, study, storage, name, space, config, job_con
     """Launch the worker jobs (`workers`, see run_search) and wait for all of them; then the trials still RUNNING
     are those of workers that died. Returns (those of them whose checkpoint resumes them, to launch again; the
     first failed worker's JobReturn or None); the others are told FAIL (fail_lost). A launcher that raises (a
-    worker its cluster cancelled: submitit's UncompletedJobError) stops the search, after the RUNNING trials of
-    workers known to be gone (on this host) without a checkpoint are told FAIL; the others stay RUNNING, for
-    the search run again (resume_plan)."""
+    worker that died or its cluster cancelled: submitit's UncompletedJobError) stops the search once the other
+    workers have ended (wait_for_workers), after the RUNNING trials of workers known to be gone (on this host)
+    without a checkpoint are told FAIL; the others stay RUNNING, for the search run again (resume_plan)."""
     launch_id = uuid.uuid4().hex
     try:
         returns = workers(arguments, launch_id, len(study.get_trials(deepcopy=False)))
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the trials stay RUNNING, for the search run again to resume
         raise
-    except BaseException:  # the other workers may still run (on other nodes): only a trial whose worker is known
-        _, lost = resume_plan(study, space, config, job_config)  # gone, on this host, and with no checkpoint, is FAIL
+    except BaseException:  # a worker the launcher reports failed (submitit: the first, in order, that died)
+        wait_for_workers(study, launch_id)
+        # only a trial whose worker is known gone (on this host, or its Slurm job) and has no checkpoint is FAIL
+        _, lost = resume_plan(study, space, config, job_config)
         for trial in lost:
             if run_owner.owner_gone(trial[0].system_attrs.get(OWNER_ATTR, {})):
                 fail_lost(study, storage, name, trial, config)
@@ -180,6 +185,37 @@ def run_workers(workers, arguments, study, storage, name, space, config, job_con
     for job in failures:
         log.error(f"a worker failed: {said(job, None, {}).strip(' ()')}")
     return resumed, (failures[0] if failures else None)
+
+
+def wait_for_workers(study, launch_id, poll_seconds=1.0):
+    """Wait while a worker of launch `launch_id` still runs a trial: the launcher stopped at a failed worker
+    (submitit reads the workers' results in order), and the others go on filling the study. The search ends
+    after their child runs, so that its parent's accounting counts them and none is logged after its end. A
+    worker known to run is one whose process lives on this host, or whose Slurm job squeue still lists; one
+    that cannot be seen (another host, no squeue) is not waited for. Two polls in a row with none: the end."""
+    idle, said_once = 0, False
+    while idle < 2:
+        running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                   if t.system_attrs.get(OWNER_ATTR, {}).get("launch") == launch_id  # _workers.LAUNCH_KEY
+                   and worker_runs(t.system_attrs[OWNER_ATTR])]
+        idle = 0 if running else idle + 1
+        if running and not said_once:
+            log.warning(f"a worker failed: the search waits for the other workers' trials "
+                        f"({', '.join(str(t.number) for t in running)} running) to end")
+            said_once = True
+        time.sleep(poll_seconds)
+
+
+def worker_runs(owner):
+    """Whether the worker `owner` (OWNER_ATTR) still runs: its process on this host, else its Slurm job in squeue."""
+    gone = run_owner.owner_gone(owner)
+    if gone is not None:
+        return not gone
+    job, squeue = owner.get("slurm_job"), shutil.which("squeue")  # _workers.SLURM_KEY
+    if not job or squeue is None:
+        return False
+    listed = subprocess.run([squeue, "-h", "-j", str(job), "-o", "%T"], capture_output=True, text=True)
+    return listed.returncode == 0 and bool(listed.stdout.strip())
 
 
 def held_trials(storage, name):

@@ -151,6 +151,17 @@ def test_a_joblib_sweep_is_rerun_with_its_workers_numerics_and_a_failed_source_c
 
 
 # a search of 10 trials on iris with a validation split and a median pruner, 4 trials a batch (test_pruning's)
+@pytest.mark.slow
+def test_a_submitit_sweep_is_rerun_and_reproduced(tmp_path, tracking_uri, experiment, client):
+    """A submitit_local sweep: each job ran in a process submitit started for it, with the sweep's environment."""
+    done = nn_run_m(tmp_path, tracking_uri, experiment, "hydra/launcher=submitit_local", "seed=1,2,3", *SHORT,
+                    timeout=600)
+    assert done.returncode == 0, done.stderr
+    parent, children = sweep_of(client, experiment)
+    assert len(children) == 3 and len({c.data.tags["pid"] for c in children}) == 3  # a process each
+    assert_reproduced(client, experiment, parent, children, rerun_sweep(tmp_path, tracking_uri, parent.info.run_id))
+
+
 TRIAL = ["dataset=iris", "dataset.val_fraction=0.2", "train.iterations=600", "train.log_every=100"]
 SEARCH = ["hydra/sweeper=nn_optuna", "hydra.sweeper.n_trials=10", "hydra.sweeper.sampler.name=random",
           "hydra.sweeper.sampler.seed=1", "hydra.sweeper.pruner.name=median", "hydra.sweeper.pruner.n_startup_trials=2",

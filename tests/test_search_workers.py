@@ -151,6 +151,8 @@ def test_a_worker_killed_mid_trial_is_a_lost_job_and_the_search_run_again_resume
     assert lost.info.status == "FAILED" and lost.data.tags["error"].startswith(
         f"its process (pid {owner['pid']} on ") and "the launcher reported" in lost.data.tags["error"]
     assert f"nn-run: job {lost.info.run_name}: lost: {lost.data.tags['error']}" in err.splitlines(), err[-3000:]
+    if dying == 0:
+        return  # running the search again resumes the trial whichever worker died: once is enough (worker 1's)
 
     again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -10,6 +10,7 @@ one ulp-sized change.
 import os
 import signal
 import subprocess
+import time
 
 import numpy as np
 import optuna
@@ -160,6 +161,40 @@ def test_a_submitit_sweep_is_rerun_and_reproduced(tmp_path, tracking_uri, experi
     parent, children = sweep_of(client, experiment)
     assert len(children) == 3 and len({c.data.tags["pid"] for c in children}) == 3  # a process each
     assert_reproduced(client, experiment, parent, children, rerun_sweep(tmp_path, tracking_uri, parent.info.run_id))
+
+
+@pytest.mark.slow
+def test_a_rerun_killed_outright_is_ended_failed_by_the_next_rerun_of_the_sweep(tmp_path, tracking_uri, experiment,
+                                                                                client):
+    """SIGKILL leaves MLflow runs RUNNING (nothing in the process runs again); the next nn-rerun of the same sweep
+    finds the rerun parent whose process is gone and ends it FAILED, saying why."""
+    done = nn_run_m(tmp_path, tracking_uri, experiment, "seed=1,2", "train.iterations=400000",
+                    "train.log_every=100000", "tracking.log_model=false", timeout=600)
+    assert done.returncode == 0, done.stderr
+    parent, children = sweep_of(client, experiment)
+    killed = subprocess.Popen([*NN_RERUN, parent.info.run_id, "--tracking-uri", tracking_uri], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, abandoned = time.monotonic() + 120, None
+        while abandoned is None and time.monotonic() < deadline and killed.poll() is None:
+            time.sleep(0.2)
+            abandoned = next((r for r in runs_of(client, experiment) if r.info.status == "RUNNING"
+                              and r.data.tags.get(record.RERUN_OF_TAG) == parent.info.run_id), None)
+        assert abandoned is not None, "the rerun's parent run did not appear while it trained"
+        killed.kill()
+    finally:
+        killed.kill()
+        killed.wait()
+    assert client.get_run(abandoned.info.run_id).info.status == "RUNNING"  # what SIGKILL leaves
+
+    done = rerun_sweep(tmp_path, tracking_uri, parent.info.run_id)
+    assert_reproduced(client, experiment, parent, children, done, count=2)
+    after = client.get_run(abandoned.info.run_id)
+    reason = f"its process (pid {killed.pid} on {abandoned.data.tags['host']}) ended without closing the run"
+    assert after.info.status == "FAILED" and after.data.tags["error"] == reason
+    assert (f"an earlier rerun of this sweep, parent run {abandoned.info.run_id}, was left RUNNING: {reason}; "
+            "ended FAILED") in done.stdout.splitlines()
+    assert not [r for r in runs_of(client, experiment) if r.info.status == "RUNNING"]
 
 
 TRIAL = ["dataset=iris", "dataset.val_fraction=0.2", "train.iterations=600", "train.log_every=100"]

@@ -321,6 +321,27 @@ def summary(reproduced, total, not_rerun):
     return line
 
 
+def end_abandoned_reruns(uri, source):
+    """Earlier reruns of the sweep `source` (its parent run) left RUNNING by a process that is gone (SIGKILL, the
+    OOM killer): their RUNNING children whose process is gone too, then their parent, end FAILED with the reason,
+    as a sweep's end ends its lost children. One whose process runs, or ran on another host, is left as it is."""
+    tracking = mlflow_client()
+    stale = tracking.client_for(uri).search_runs(
+        [source.info.experiment_id],
+        filter_string=f"tags.`{record.RERUN_OF_TAG}` = '{source.info.run_id}' and attributes.status = 'RUNNING'")
+    for rerun in stale:
+        if not run_owner.owner_gone(rerun.data.tags):
+            continue
+        for child in tracking.child_runs(uri, rerun):
+            if child.info.status == "RUNNING" and run_owner.owner_gone(child.data.tags):
+                tracking.fail_run(uri, child.info.run_id, f"its process ({run_owner.describe_owner(child.data.tags)}) "
+                                                          "ended without closing the run")
+        reason = f"its process ({run_owner.describe_owner(rerun.data.tags)}) ended without closing the run"
+        tracking.fail_run(uri, rerun.info.run_id, reason)
+        print(f"an earlier rerun of this sweep, parent run {rerun.info.run_id}, was left RUNNING: {reason}; "
+              "ended FAILED", flush=True)
+
+
 def rerun_sweep(parent, uri, rebuild=True):
     """nn-rerun of the sweep whose parent run is `parent` in the store at `uri`; returns the exit code.
 
@@ -345,6 +366,7 @@ def rerun_sweep(parent, uri, rebuild=True):
         for key in (record.SWEPT_KEYS_TAG, record.OBJECTIVE_TAG):  # what nn-compare ranks the reruns by
             if key in parent.data.tags:
                 tags[key] = parent.data.tags[key]
+        end_abandoned_reruns(uri, parent)
         experiment_id, parent_run_id = tracking.open_run(uri, experiment, f"{parent.info.run_name} (rerun)", tags)
         try:
             outcomes = {}

@@ -196,6 +196,11 @@ def _read_context(hydra_cfg):
                          "registered under hydra.callbacks (conf/config.yaml)") from None
 
 
+def _discovered(kind):
+    """{`_target_` path: class} of the installed Hydra plugins of `kind` (Launcher, Sweeper), as Hydra finds them."""
+    return {f"{cls.__module__}.{cls.__qualname__}": cls for cls in Plugins.instance().discover(kind)}
+
+
 def _check_launcher(launcher_cfg):
     """Construct the sweep's launcher once: a setting it rejects stops the sweep before the parent run exists.
 
@@ -205,7 +210,7 @@ def _check_launcher(launcher_cfg):
     1.3.7 (a hydra._internal name, which declarative configuration may not select).
     """
     target = launcher_cfg.get("_target_")
-    launchers = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in Plugins.instance().discover(Launcher)}
+    launchers = _discovered(Launcher)
     if target not in launchers:
         raise ConfigError(f"hydra.launcher._target_={target} is not an installed Hydra launcher; "
                           f"installed: {', '.join(sorted(launchers))}")
@@ -221,7 +226,7 @@ def _check_sweeper(config):
     """The sweeper's own check of its settings, if it has one (nn_optuna's check_settings: sampler, pruner,
     storage, search space), so that a bad one stops the sweep before the parent run exists, as _check_launcher."""
     target = config.hydra.sweeper.get("_target_")
-    sweepers = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in Plugins.instance().discover(Sweeper)}
+    sweepers = _discovered(Sweeper)
     check = getattr(sweepers.get(target), "check_settings", None)
     if check is None:
         return

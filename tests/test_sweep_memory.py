@@ -1,10 +1,10 @@
 """A batched sweep's process holds little per job once its jobs have run (issue 28), and each child keeps its record.
 
-Two real batched seed sweeps (64 and 192 jobs of the seed network, 20 iterations, two forked
+Two real batched seed sweeps (32 and 96 jobs of the seed network, 20 iterations, two forked
 workers) through the CLI into a real SQLite store. A Hydra callback (HeldMemory, added with
 `+hydra.callbacks`) traces the sweep's process with tracemalloc from the start of the sweep (its
 workers are not traced) and notes, when the last job has returned, how much traced memory it
-still holds: what each job left behind is the difference of the two sweeps over the 128 jobs
+still holds: what each job left behind is the difference of the two sweeps over the 64 jobs
 between them (what does not grow with the sweep cancels). On the code before issue 28 each job
 left ~300 KB: its composed config, its JobReturn's two configs. Not a timing: bytes. The children's
 records are read back (the bulk history query against the per-run one), and the comparison plot of
@@ -23,7 +23,7 @@ from test_sweeps import TINY, nn_run_m, sweep_of
 
 from runner.tracking import record
 
-SIZES = (64, 192)  # jobs of the two sweeps
+SIZES = (32, 96)  # jobs of the two sweeps
 HELD_PER_JOB = 16 * 1024  # bytes: most a job may leave in the sweep's process (now ~1.5 KB: its slim JobReturn)
 
 

@@ -272,7 +272,8 @@ def owner_words(owner):
 
 
 def job_config(hydra_context, config, overrides, number):
-    """The config Hydra's launchers compose for the sweep's job `number` with `overrides` (its folder, its fingerprint)."""
+    """The config Hydra's launchers compose for the sweep's job `number` with `overrides` (its folder, its
+    fingerprint)."""
     composed = hydra_context.config_loader.load_sweep_config(config, list(overrides))
     with open_dict(composed):
         composed.hydra.job.id = number

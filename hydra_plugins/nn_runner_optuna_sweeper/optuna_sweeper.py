@@ -113,7 +113,8 @@ class NnOptunaSweeper(Sweeper):
         from hydra_plugins.nn_runner_optuna_sweeper._search import job_config, run_search  # Optuna, only for a search
 
         run_search(self.settings, arguments, self.config, self.launcher, validate=self.validate_batch_is_legal,
-                   job_config=partial(job_config, self.hydra_context, self.config), workers=self.launch_workers if self.settings["workers"] else None)
+                   job_config=partial(job_config, self.hydra_context, self.config),
+                   workers=self.launch_workers if self.settings["workers"] else None)
 
     def launch_workers(self, arguments, launch_id, held):
         """Launch the search's `workers` worker jobs (_workers.py) through the sweep's launcher, the study holding

@@ -457,7 +457,7 @@ def settle_children(uri, children, completed, launcher_said=None):
             child = get_run(uri, child.info.run_id)
         gone = run_owner.owner_gone(child.data.tags)
         if child.info.status == "RUNNING" and (gone or (completed and gone is None)):
-            reason = f"its process ({run_owner.describe_owner(child.data.tags)}) ended without closing the run"
+            reason = run_owner.lost_reason(child.data.tags)
             if launcher_said:
                 reason += f"; the launcher reported {launcher_said}"
             fail_run(uri, child.info.run_id, reason)

@@ -334,9 +334,8 @@ def end_abandoned_reruns(uri, source):
             continue
         for child in tracking.child_runs(uri, rerun):
             if child.info.status == "RUNNING" and run_owner.owner_gone(child.data.tags):
-                tracking.fail_run(uri, child.info.run_id, f"its process ({run_owner.describe_owner(child.data.tags)}) "
-                                                          "ended without closing the run")
-        reason = f"its process ({run_owner.describe_owner(rerun.data.tags)}) ended without closing the run"
+                tracking.fail_run(uri, child.info.run_id, run_owner.lost_reason(child.data.tags))
+        reason = run_owner.lost_reason(rerun.data.tags)
         tracking.fail_run(uri, rerun.info.run_id, reason)
         print(f"an earlier rerun of this sweep, parent run {rerun.info.run_id}, was left RUNNING: {reason}; "
               "ended FAILED", flush=True)

@@ -62,3 +62,8 @@ def owner_gone(tags):
 def describe_owner(tags):
     """'pid 123 on host-a', as recorded."""
     return f"pid {tags.get(PID_TAG, '?')} on {tags.get(HOST_TAG, '?')}"
+
+
+def lost_reason(tags):
+    """Why a run left RUNNING by its gone owner is ended FAILED: its `error` tag."""
+    return f"its process ({describe_owner(tags)}) ended without closing the run"

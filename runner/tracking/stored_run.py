@@ -9,7 +9,7 @@ import os
 # no progress bar over the downloads (tqdm comes with optuna): nn-rerun's stderr is its log and one-line errors
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from runner.tracking import client as tracking  # noqa: E402  (first: it sets MLflow's quiet defaults before MLflow loads)
+from runner.tracking import client as tracking  # noqa: E402  (first: MLflow's quiet defaults, set before it loads)
 import mlflow.artifacts  # noqa: E402,I001
 from runner.tracking.client import MlflowException  # noqa: E402
 from runner.tracking.uri import NotInStore, check_store, redact  # noqa: E402,F401  (NotInStore: raised from here too)
